@@ -1,0 +1,109 @@
+r"""Training objectives of implicit PRMs, as pure functions of implicit rewards.
+
+Every function takes rewards that already include β (`r = β·Σ_t ρ_t`, see :mod:`trl_implicit_prm.rewards`)
+and returns a per-example loss tensor; reduce with `.mean()` (the trainers do). Labels `l ∈ [0, 1]`.
+
+| loss     | data     | formula                                                                     |
+|----------|----------|-----------------------------------------------------------------------------|
+| CE       | unpaired | `−[ l·log σ(r) + (1−l)·log σ(−r) ]` (soft labels allowed)                    |
+| DPO      | paired   | `−log σ(r_w − r_l)`                                                         |
+| NCA      | paired   | `−log σ(r_w) − ½·log σ(−r_w) − ½·log σ(−r_l)`                               |
+| KTO      | unpaired | desirable `λ_D·(1 − σ(r − z0))`, undesirable `λ_U·(1 − σ(z0 − r))`          |
+| step KTO | stepwise | KTO on each labelled step's reward `r^k` (or on `q` at the step's end)      |
+
+`z0` is KTO's reference point: `max(0, mean β·(log πθ − log πref))` over mismatched (x, y) pairs, detached
+(:func:`kto_reference_point`). Paper: "Free Process Rewards without Process Labels" (Yuan et al., 2024),
+§3 and §5.3; KTO: Ethayarajh et al., 2024; NCA: Chen et al., 2024; DPO: Rafailov et al., 2023.
+
+Example:
+
+```python
+>>> import torch
+>>> from trl_implicit_prm.losses import ce_loss, dpo_loss
+>>> ce_loss(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0]))
+tensor([0.6931, 2.1269])
+>>> dpo_loss(torch.tensor([1.0]), torch.tensor([1.0]))
+tensor([0.6931])
+
+```
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["ce_loss", "dpo_loss", "kto_loss", "kto_reference_point", "nca_loss", "step_kto_loss"]
+
+
+def ce_loss(rewards: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy on the implicit outcome reward: `−[l·log σ(r) + (1−l)·log σ(−r)]`, soft `l ∈ [0, 1]` allowed.
+
+    The implicit PRM objective for unpaired and imbalanced data (paper Eq. 5); it needs no pair, so it trains
+    with a single response per instruction.
+    """
+    labels = labels.to(rewards.dtype)
+    return -(labels * F.logsigmoid(rewards) + (1.0 - labels) * F.logsigmoid(-rewards))
+
+
+def dpo_loss(chosen_rewards: Tensor, rejected_rewards: Tensor) -> Tensor:
+    """DPO: `−log σ(r_w − r_l)` for each (chosen, rejected) pair."""
+    return -F.logsigmoid(chosen_rewards - rejected_rewards)
+
+
+def nca_loss(chosen_rewards: Tensor, rejected_rewards: Tensor) -> Tensor:
+    """NCA (pairwise form): `−log σ(r_w) − ½·log σ(−r_w) − ½·log σ(−r_l)`."""
+    return -F.logsigmoid(chosen_rewards) - 0.5 * F.logsigmoid(-chosen_rewards) - 0.5 * F.logsigmoid(-rejected_rewards)
+
+
+def kto_reference_point(mismatched_policy_logps: Tensor, mismatched_ref_logps: Tensor, beta: float) -> Tensor:
+    """KTO's reference point `z0 = max(0, mean β·(log πθ(y'|x) − log πref(y'|x)))` over mismatched pairs, detached.
+
+    Under data parallelism, average the per-process means across processes *before* the clamp (the trainers
+    gather); this function is the single-process formula.
+    """
+    return (beta * (mismatched_policy_logps - mismatched_ref_logps)).mean().detach().clamp(min=0)
+
+
+def kto_loss(
+    rewards: Tensor,
+    labels: Tensor,
+    z0: Tensor | float,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> Tensor:
+    """KTO: desirable `λ_D·(1 − σ(r − z0))`, undesirable `λ_U·(1 − σ(z0 − r))`.
+
+    Soft labels mix the two terms: `l·λ_D·(1 − σ(r − z0)) + (1 − l)·λ_U·(1 − σ(z0 − r))`; for `l ∈ {0, 1}` this
+    is exactly KTO.
+    """
+    labels = labels.to(rewards.dtype)
+    z0 = torch.as_tensor(z0, dtype=rewards.dtype, device=rewards.device)
+    desirable = desirable_weight * (1.0 - torch.sigmoid(rewards - z0))
+    undesirable = undesirable_weight * (1.0 - torch.sigmoid(z0 - rewards))
+    return labels * desirable + (1.0 - labels) * undesirable
+
+
+def step_kto_loss(
+    step_rewards: Tensor,
+    step_labels: Tensor,
+    step_mask: Tensor,
+    z0: Tensor | float,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> Tensor:
+    """Step-level KTO (second-stage training on step labels, paper §5.3), one loss per labelled step.
+
+    The paper's exact formula did not survive; this library defines it as KTO applied to each labelled step
+    `k` of the batch with that step's implicit reward (`r^k`, or the cumulative `q` at the step's end if the
+    caller passes `step_q_values`) and the same reference point `z0`. Returns the flat vector of per-step
+    losses of the labelled steps (`step_mask` true), so `.mean()` averages over labelled steps of the batch.
+    """
+    if step_rewards.shape != step_labels.shape or step_rewards.shape != step_mask.shape:
+        raise ValueError(
+            f"step_rewards {tuple(step_rewards.shape)}, step_labels {tuple(step_labels.shape)} and "
+            f"step_mask {tuple(step_mask.shape)} must have the same shape"
+        )
+    mask = step_mask.to(torch.bool)
+    return kto_loss(step_rewards[mask], step_labels[mask], z0, desirable_weight, undesirable_weight)
