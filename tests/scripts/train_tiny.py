@@ -1,0 +1,55 @@
+"""Train a tiny implicit PRM for a few steps; launched by the distributed tests (single process or accelerate)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from datasets import Dataset
+
+from trl_implicit_prm import CEConfig, CETrainer, ImplicitPRMConfig, ImplicitPRMTrainer
+
+
+def rows(kind: str) -> list[dict]:
+    out = []
+    for i in range(16):
+        a, b = i % 7 + 1, i % 5 + 2
+        good = f"{a} + {b} = {a + b}.\n\nThe answer is {a + b}."
+        bad = f"{a} + {b} = {a + b + 1}.\n\nThe answer is {a + b + 1}."
+        prompt = f"Q{i}: {a} + {b}?\n"
+        if kind == "dpo":
+            out.append({"prompt": prompt, "chosen": good, "rejected": bad})
+        else:
+            out.append({"prompt": prompt, "completion": good if i % 3 else bad, "label": float(i % 3 != 0)})
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--trainer", choices=["ce", "dpo"], required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--per-device-batch", type=int, default=2)
+    p.add_argument("--grad-accum", type=int, default=1)
+    args = p.parse_args()
+    common = dict(output_dir=args.output, use_cpu=True, bf16=False, max_steps=args.steps, learning_rate=1e-3,
+                  per_device_train_batch_size=args.per_device_batch, gradient_accumulation_steps=args.grad_accum,
+                  report_to=[], logging_steps=1, save_strategy="no", gradient_checkpointing=False,
+                  train_sampling_strategy="sequential", seed=0, beta=0.1)
+    if args.trainer == "dpo":
+        trainer = ImplicitPRMTrainer(args.model, args=ImplicitPRMConfig(**common),
+                                     train_dataset=Dataset.from_list(rows("dpo")))
+    else:
+        trainer = CETrainer(args.model, args=CEConfig(**common), train_dataset=Dataset.from_list(rows("ce")))
+    trainer.train()
+    trainer.save_model(args.output)
+    if trainer.is_world_process_zero():
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        with open(f"{args.output}/losses.json", "w") as f:
+            json.dump({"losses": losses, "world_size": trainer.accelerator.num_processes,
+                       "deepspeed": trainer.is_deepspeed_enabled}, f)
+
+
+if __name__ == "__main__":
+    main()

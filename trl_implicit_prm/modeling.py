@@ -1,0 +1,124 @@
+"""Loading policies and references, and checking that a reference can score the policy's tokens.
+
+Shared by the trainers and by :class:`~trl_implicit_prm.inference.ProcessRewardComputer`, so that both accept the
+same things (a path, a hub id or a loaded model) and refuse the same mistakes with the same messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "METADATA_FILE",
+    "check_same_vocabulary",
+    "is_adapter_dir",
+    "load_causal_lm",
+    "load_tokenizer",
+    "model_id_of",
+    "read_metadata",
+    "write_metadata",
+]
+
+# Written next to every checkpoint the trainers save: what ProcessRewardComputer needs to score with it.
+METADATA_FILE = "implicit_prm.json"
+
+
+def _resolve_dtype(dtype: Any) -> Any:
+    if isinstance(dtype, str) and dtype not in ("auto",):
+        return getattr(torch, dtype)
+    return dtype
+
+
+def load_causal_lm(model: str | os.PathLike | PreTrainedModel, **init_kwargs: Any) -> PreTrainedModel:
+    """A causal LM from a path / hub id (with `from_pretrained` kwargs), or the given model unchanged."""
+    if isinstance(model, nn.Module):
+        return model
+    kwargs = dict(init_kwargs)
+    if "dtype" in kwargs:
+        kwargs["dtype"] = _resolve_dtype(kwargs["dtype"])
+    return AutoModelForCausalLM.from_pretrained(str(model), **kwargs)
+
+
+def is_adapter_dir(path: str | os.PathLike) -> bool:
+    """Whether `path` is a local PEFT adapter directory (has `adapter_config.json`)."""
+    return Path(path).is_dir() and (Path(path) / "adapter_config.json").is_file()
+
+
+def model_id_of(model: nn.Module) -> str | None:
+    """The path or hub id a model was loaded from (`config._name_or_path`), or None for an in-memory model."""
+    module = getattr(model, "module", model)
+    get_base = getattr(module, "get_base_model", None)
+    base = get_base() if callable(get_base) else module
+    name = getattr(getattr(base, "config", None), "_name_or_path", "") or ""
+    return name or None
+
+
+def load_tokenizer(source: str | os.PathLike) -> PreTrainedTokenizerBase:
+    """The fast tokenizer saved with a model; a clear error when only a slow one exists."""
+    tok = AutoTokenizer.from_pretrained(str(source))
+    if not getattr(tok, "is_fast", False):
+        raise ValueError(
+            f"The tokenizer of {source!s} is a slow (Python) tokenizer; step spans need character offsets, which "
+            "only fast tokenizers give. Load it with `AutoTokenizer.from_pretrained(..., use_fast=True)` or pass "
+            "a `PreTrainedTokenizerFast`."
+        )
+    return tok
+
+
+def _vocab_size(model: nn.Module) -> int:
+    module = getattr(model, "module", model)
+    emb = module.get_input_embeddings()
+    return int(emb.num_embeddings) if hasattr(emb, "num_embeddings") else int(module.config.vocab_size)
+
+
+def check_same_vocabulary(
+    policy: nn.Module,
+    reference: nn.Module,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    reference_tokenizer: PreTrainedTokenizerBase | None = None,
+) -> None:
+    """Refuse a reference that cannot score the policy's token ids: log-ratios need one shared vocabulary.
+
+    Compares embedding sizes, and the two tokenizers' vocabularies when both are known.
+    """
+    n_pol, n_ref = _vocab_size(policy), _vocab_size(reference)
+    if n_pol != n_ref:
+        raise ValueError(
+            f"The reference model's vocabulary ({n_ref} embeddings) differs from the policy's ({n_pol}). An implicit "
+            "PRM compares log-probabilities of the same token ids, so both models must share one tokenizer: use "
+            "the policy's initial checkpoint as reference, or `reference_free=True`."
+        )
+    if tokenizer is not None and reference_tokenizer is not None:
+        a, b = tokenizer.get_vocab(), reference_tokenizer.get_vocab()
+        if a != b:
+            diff = sorted(set(a.items()) ^ set(b.items()), key=lambda kv: kv[1])[:5]
+            raise ValueError(
+                "The reference model's tokenizer differs from the policy's (first differing entries: "
+                f"{diff}). Both models must share one tokenizer: use the policy's initial checkpoint as "
+                "reference, or `reference_free=True`."
+            )
+
+
+def write_metadata(output_dir: str | os.PathLike, **fields: Any) -> None:
+    """Record how a checkpoint's rewards are computed (β, reference, separator) next to its weights."""
+    path = Path(output_dir) / METADATA_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fields, indent=2, sort_keys=True) + "\n")
+
+
+def read_metadata(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """The metadata a trainer saved with a checkpoint, or {} when there is none."""
+    path = Path(model_dir) / METADATA_FILE
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())

@@ -1,0 +1,446 @@
+"""What the three implicit-PRM trainers share: models, reference, data, per-step log-probs, metrics, cards.
+
+A subclass declares the data kind it trains on and implements one method, `_loss_and_metrics`, from the
+per-step policy and reference log-probs of a batch to the loss. Everything else (loading, PEFT, the reference as
+a frozen copy / adapters disabled / precomputed / absent, DeepSpeed and DDP preparation, step-level evaluation,
+model cards, checkpoint metadata) lives here, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from datasets import Dataset
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from trl.models.utils import disable_gradient_checkpointing, prepare_deepspeed, prepare_fsdp
+from trl.trainer.base_trainer import _BaseTrainer
+from trl.trainer.utils import disable_dropout_in_model, use_adapter
+
+from trl_implicit_prm.data import ImplicitPRMCollator
+from trl_implicit_prm.modeling import (
+    check_same_vocabulary,
+    load_causal_lm,
+    load_tokenizer,
+    model_id_of,
+    write_metadata,
+)
+from trl_implicit_prm.rewards import completion_logps, ensure_fused_lm_head, step_mask, step_rewards
+from trl_implicit_prm.trainers.config import ImplicitPRMBaseConfig
+from trl_implicit_prm.trainers.data_prep import prepare_dataset
+from trl_implicit_prm.trainers.mismatched import mismatched_inputs
+
+logger = logging.getLogger(__name__)
+
+PAPER = {
+    "title": "Free Process Rewards without Process Labels",
+    "id": "2412.01981",
+    "citation": (
+        "@inproceedings{yuan2025free,\n"
+        "    title        = {{Free Process Rewards without Process Labels}},\n"
+        "    author       = {Lifan Yuan and Wendi Li and Huayu Chen and Ganqu Cui and Ning Ding and Kaiyan Zhang "
+        "and Bowen Zhou and Zhiyuan Liu and Hao Peng},\n"
+        "    booktitle    = {Forty-second International Conference on Machine Learning},\n"
+        "    year         = 2025,\n"
+        "    eprint       = {arXiv:2412.01981},\n"
+        "}"
+    ),
+}
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "completion_mask")
+
+
+def _is_peft_model(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return False
+    return isinstance(model, PeftModel)
+
+
+class ImplicitRewardTrainer(_BaseTrainer):
+    """Base of the implicit-PRM trainers (not used directly: see ImplicitPRMTrainer, CETrainer, StepKTOTrainer)."""
+
+    _tag_names: ClassVar[list[str]] = ["trl", "trl-implicit-prm", "process-reward-model"]
+    _paper: ClassVar[dict[str, str]] = PAPER
+    config_class: ClassVar[type[ImplicitPRMBaseConfig]] = ImplicitPRMBaseConfig
+    data_kind: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        ref_model: str | PreTrainedModel | None = None,
+        args: ImplicitPRMBaseConfig | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        peft_config: Any = None,
+        data_collator: Callable | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple = (None, None),
+    ):
+        if args is None:
+            name = (model if isinstance(model, str) else model_id_of(model) or "model").rstrip("/").split("/")[-1]
+            args = self.config_class(output_dir=f"{name}-{type(self).__name__}")
+        if not isinstance(args, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(args).__name__}")
+        if train_dataset is None:
+            raise ValueError("train_dataset is required")
+        self._validate_reference_args(model, ref_model, args)
+
+        init_kwargs = dict(args.model_init_kwargs or {})
+        self._model_id = model if isinstance(model, str) else model_id_of(model)
+        model = load_causal_lm(model, **init_kwargs)
+        if processing_class is None:
+            if not self._model_id:
+                raise ValueError("processing_class is required when model is an in-memory model without a path")
+            processing_class = load_tokenizer(self._model_id)
+        if not getattr(processing_class, "is_fast", False):
+            raise ValueError(
+                "processing_class must be a fast tokenizer (step spans are computed from character offsets): load "
+                "it with `AutoTokenizer.from_pretrained(..., use_fast=True)`."
+            )
+        if processing_class.pad_token is None:
+            processing_class.pad_token = processing_class.eos_token
+
+        # Reference: an explicit model, the frozen initial policy, adapters disabled, precomputed, or none.
+        self._ref_model_id: str | None = None
+        if isinstance(ref_model, str):
+            self._ref_model_id = ref_model
+            ref_tokenizer = _maybe_tokenizer(ref_model)
+            ref_model = load_causal_lm(ref_model, **init_kwargs)
+            check_same_vocabulary(model, ref_model, processing_class, ref_tokenizer)
+        elif ref_model is not None:
+            self._ref_model_id = model_id_of(ref_model)
+            check_same_vocabulary(model, ref_model)
+
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            if _is_peft_model(model):
+                raise ValueError("model is already a PeftModel: pass peft_config=None to train its adapter")
+            model = get_peft_model(model, peft_config)
+        if _is_peft_model(model) and args.gradient_checkpointing:
+            model.enable_input_require_grads()
+        self._uses_adapter_reference = (
+            ref_model is None and _is_peft_model(model) and not args.reference_free
+        )
+        if ref_model is None and not args.reference_free and not self._uses_adapter_reference:
+            self._ref_model_id = self._model_id
+            ref_model = self._frozen_copy(model, args, init_kwargs)
+        if ref_model is not None:
+            ref_model.eval().requires_grad_(False)
+        self.ref_model = ref_model
+        if args.disable_dropout:
+            disable_dropout_in_model(model)
+            if ref_model is not None:
+                disable_dropout_in_model(ref_model)
+
+        train_dataset = prepare_dataset(train_dataset, processing_class, args, self.data_kind, "train")
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: prepare_dataset(v, processing_class, args, self.data_kind, k, eval_only=True)
+                            for k, v in eval_dataset.items()}
+        elif eval_dataset is not None:
+            eval_dataset = prepare_dataset(eval_dataset, processing_class, args, self.data_kind, "eval",
+                                           eval_only=True)
+        if data_collator is None:
+            data_collator = ImplicitPRMCollator(
+                pad_token_id=processing_class.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of
+            )
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        ensure_fused_lm_head(self.model)
+        if self.ref_model is not None:
+            ensure_fused_lm_head(self.ref_model)
+            if self.is_deepspeed_enabled:
+                self.ref_model = prepare_deepspeed(self.ref_model, self.accelerator)
+            elif self.is_fsdp_enabled:
+                self.ref_model = prepare_fsdp(self.ref_model, self.accelerator)
+            else:
+                self.ref_model = self.accelerator.prepare_model(self.ref_model, evaluation_mode=True)
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._step_eval: dict[str, list] = {"rewards": [], "labels": []}
+        if args.precompute_ref_log_probs:
+            self._precompute_reference()
+
+    # --- set-up -------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _validate_reference_args(model: Any, ref_model: Any, args: ImplicitPRMBaseConfig) -> None:
+        if ref_model is not None and args.reference_free:
+            raise ValueError(
+                "reference_free=True scores with the policy alone, but a ref_model was given: drop ref_model, or "
+                "set reference_free=False to use it."
+            )
+        if ref_model is not None and ref_model is model:
+            raise ValueError("model and ref_model are the same object; omit ref_model to use a frozen copy of model")
+
+    def _frozen_copy(self, model: PreTrainedModel, args: ImplicitPRMBaseConfig, init_kwargs: dict) -> PreTrainedModel:
+        """The initial policy as reference (loaded again under ZeRO-3, where parameters are already sharded)."""
+        plugin = args.deepspeed_plugin
+        if plugin is not None and plugin.zero_stage == 3:
+            if not self._model_id:
+                raise ValueError("Under ZeRO-3 give model as a path (or pass ref_model) so the reference can be loaded")
+            return load_causal_lm(self._model_id, **{"dtype": model.dtype, **init_kwargs})
+        return copy.deepcopy(model)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        # The collator needs the tokenized columns and labels, not only the model's forward arguments.
+        if self._signature_columns is None:
+            self._signature_columns = [
+                *_MODEL_INPUTS, "step_index", "num_steps", "label", "step_labels", "ref_logps", "ref_step_logps",
+                "num_truncated_steps",
+                *(f"{side}_{c}" for side in ("chosen", "rejected")
+                  for c in ("input_ids", "completion_mask", "step_index", "num_steps", "num_truncated_steps",
+                            "ref_logps", "ref_step_logps")),
+                "ref_chosen_logps", "ref_rejected_logps", "ref_chosen_step_logps", "ref_rejected_step_logps",
+            ]
+
+    # --- per-step log-probs -----------------------------------------------------------------------------------
+
+    def _step_logps(self, model: Any, inputs: dict[str, Tensor], num_steps: int) -> Tensor:
+        logps = completion_logps(model, *(inputs[k] for k in _MODEL_INPUTS))
+        return step_rewards(logps, inputs["step_index"], num_steps)  # per-step sums of log-probs
+
+    def _reference_step_logps(self, inputs: dict[str, Tensor], num_steps: int) -> Tensor | None:
+        """Per-step reference log-probs `[B, K]`: precomputed, from the reference, or adapters disabled."""
+        if self.args.reference_free:
+            return None
+        if "ref_step_logps" in inputs:
+            ref = inputs["ref_step_logps"]
+            return torch.nn.functional.pad(ref, (0, max(0, num_steps - ref.size(1))))[:, :num_steps]
+        return self._live_reference_step_logps(inputs, num_steps)
+
+    def _live_reference_step_logps(self, inputs: dict[str, Tensor], num_steps: int) -> Tensor:
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            if self.ref_model is not None:
+                return self._step_logps(self.ref_model, inputs, num_steps)
+            with use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None):
+                return self._step_logps(self.model, inputs, num_steps)
+
+    def _kto_reference_point(self, model: Any, inputs: dict[str, Tensor]) -> Tensor:
+        """KTO's z0 = max(0, mean β·log-ratio) over the batch's mismatched pairs, averaged over processes."""
+        device = inputs["input_ids"].device
+        if self.args.kto_reference_point == "zero":
+            return torch.zeros((), device=device)
+        pairs = mismatched_inputs(inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"],
+                                  pad_token_id=self.processing_class.pad_token_id)
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            ratio = self._step_logps(model, pairs, 1)[:, 0]
+        if not self.args.reference_free:
+            ratio = ratio - self._live_reference_step_logps(pairs, 1)[:, 0]
+        mean = (self.args.beta * ratio).mean().detach()
+        return self.accelerator.reduce(mean, reduction="mean").clamp(min=0)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        num_steps = max(1, int(inputs["num_steps"].max().item()))
+        policy = self._step_logps(model, inputs, num_steps)
+        reference = self._reference_step_logps(inputs, num_steps)
+        ratios = policy if reference is None else policy - reference.to(policy.dtype)
+        mask = step_mask(inputs["num_steps"], num_steps)
+        rewards = self.args.beta * ratios * mask
+        if mode == "eval" and "step_labels" in inputs:
+            self._record_step_eval(rewards.detach(), mask, inputs)
+        # Each trainer defines `_loss_and_metrics(model, step_rewards, step_mask, inputs) -> (loss, metrics)`.
+        loss, metrics = self._loss_and_metrics(model, rewards, mask, inputs)
+        for name, value in metrics.items():
+            self._metrics[mode][name].append(value)
+        return (loss, {"rewards": rewards.detach()}) if return_outputs else loss
+
+    # --- metrics ----------------------------------------------------------------------------------------------
+
+    def _mean_over_processes(self, values: Tensor) -> float | None:
+        """Mean of a variable-length tensor over all processes (sum and count are gathered), None if empty."""
+        stats = torch.stack([values.float().sum(), torch.tensor(float(values.numel()), device=values.device)])
+        total = self.accelerator.gather_for_metrics(stats.unsqueeze(0)).reshape(-1, 2).sum(0)
+        return (total[0] / total[1]).item() if total[1] > 0 else None
+
+    def _group_metrics(self, prefix: str, rewards: Tensor, positive: Tensor) -> dict[str, float]:
+        """Mean reward of positive and negative items, and accuracy of the reward's sign against the label."""
+        out = {}
+        for name, sel in (("positive", positive), ("negative", ~positive)):
+            value = self._mean_over_processes(rewards[sel])
+            if value is not None:
+                out[f"{prefix}/{name}"] = value
+        accuracy = self._mean_over_processes(((rewards > 0) == positive).float())
+        if accuracy is not None:
+            out[f"{prefix}/accuracies"] = accuracy
+        return out
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        metrics = {k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v}
+        if mode == "eval":
+            metrics = {f"eval_{k}": v for k, v in metrics.items()}
+        logs.update(metrics)
+        super().log(logs, start_time)
+        self._metrics[mode].clear()
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # --- step-level evaluation (ProcessBench protocol) ---------------------------------------------------------
+
+    def _record_step_eval(self, rewards: Tensor, mask: Tensor, inputs: dict[str, Tensor]) -> None:
+        labels = inputs["step_labels"]
+        label_mask = inputs["step_label_mask"].to(torch.bool)
+        k = min(rewards.size(1), labels.size(1))
+        rewards = self.accelerator.pad_across_processes(rewards[:, :k].contiguous(), dim=1, pad_index=0.0)
+        # Earliest wrong step, or -1 (ProcessBench label); a row's steps are its labelled ones.
+        wrong = (labels[:, :k] < 0.5) & label_mask[:, :k]
+        first = torch.where(wrong.any(1), wrong.float().argmax(1), torch.full_like(wrong[:, 0], -1, dtype=torch.long))
+        counts = label_mask[:, :k].sum(1)
+        gathered = self.accelerator.gather_for_metrics((rewards, first, counts))
+        for row, lab, n in zip(*(t.cpu() for t in gathered), strict=True):
+            self._step_eval["rewards"].append(row[: int(n)].tolist())
+            self._step_eval["labels"].append(int(lab))
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        self._step_eval = {"rewards": [], "labels": []}
+        if isinstance(eval_dataset, Dataset):  # a dataset given here is prepared as the init-time ones are
+            eval_dataset = prepare_dataset(eval_dataset, self.processing_class, self.args, self.data_kind,
+                                           metric_key_prefix, eval_only=True)
+            if (self.args.precompute_ref_log_probs and not self._uses_adapter_reference
+                    and _tokenized_needs_reference(eval_dataset)):
+                raise ValueError(
+                    "precompute_ref_log_probs=True keeps no reference model after start-up, so a new dataset "
+                    "cannot be scored against it in evaluate(): give it as eval_dataset when building the trainer."
+                )
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self._step_eval["labels"]:
+            step_metrics = _step_error_metrics(self._step_eval["rewards"], self._step_eval["labels"])
+            step_metrics = {f"{metric_key_prefix}_{k}": v for k, v in step_metrics.items()}
+            self.log(step_metrics)
+            metrics.update(step_metrics)
+        return metrics
+
+    # --- reference precomputation -----------------------------------------------------------------------------
+
+    def _precompute_reference(self) -> None:
+        """Add per-step reference log-probs to the datasets, then let the reference model go."""
+        ref_engine = self.ref_model
+        if ref_engine is None and self.is_deepspeed_enabled and not self._uses_adapter_reference:
+            ref_engine = prepare_deepspeed(self.model, self.accelerator)
+        self.train_dataset = self._with_reference_logps(self.train_dataset, "train", ref_engine)
+        if isinstance(self.eval_dataset, dict):
+            self.eval_dataset = {k: self._with_reference_logps(v, k, ref_engine) for k, v in self.eval_dataset.items()}
+        elif self.eval_dataset is not None:
+            self.eval_dataset = self._with_reference_logps(self.eval_dataset, "eval", ref_engine)
+        self.ref_model = None
+        del ref_engine
+
+    def _with_reference_logps(self, dataset: Dataset, name: str, ref_engine: Any) -> Dataset:
+        batch_size = self.args.precompute_ref_batch_size or self.args.per_device_train_batch_size
+        loader = self.accelerator.prepare(
+            DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
+        )
+        model = ref_engine if ref_engine is not None else self.model  # before training: the initial policy
+        rows: list[list[float]] = []
+        paired = "chosen_input_ids" in dataset.column_names
+        adapter_off = (use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None)
+                       if self._uses_adapter_reference else contextlib.nullcontext())
+        with torch.no_grad(), adapter_off:
+            for batch in tqdm(loader, desc=f"Reference log-probs ({name})",
+                              disable=not self.accelerator.is_local_main_process):
+                k = max(1, int(batch["num_steps"].max().item()))
+                steps = self._step_logps(model, batch, k).float()
+                n = batch["num_steps"]
+                if paired:  # rows are [chosen..., rejected...]: keep each example's pair together
+                    half = steps.size(0) // 2
+                    steps = torch.cat([steps[:half], steps[half:]], dim=1)
+                    n = torch.stack([n[:half], n[half:]], dim=1)
+                steps = self.accelerator.pad_across_processes(steps, dim=1, pad_index=0.0)
+                steps, n = self.accelerator.gather_for_metrics((steps, n))
+                for row, count in zip(steps.cpu(), n.cpu(), strict=True):
+                    if paired:
+                        width = row.numel() // 2
+                        rows.append([row[:width][: int(count[0])].tolist(), row[width:][: int(count[1])].tolist()])
+                    else:
+                        rows.append(row[: int(count)].tolist())
+        if paired:
+            columns = {"ref_chosen_step_logps": [r[0] for r in rows], "ref_rejected_step_logps": [r[1] for r in rows]}
+        else:
+            columns = {"ref_step_logps": rows}
+        for col, values in columns.items():
+            dataset = dataset.add_column(col, values)
+        return dataset
+
+    # --- saving -----------------------------------------------------------------------------------------------
+
+    def _implicit_prm_metadata(self) -> dict[str, Any]:
+        reference = None if self.args.reference_free else ("adapter-base" if self._uses_adapter_reference
+                                                           else self._ref_model_id)
+        return {
+            "beta": self.args.beta,
+            "reference_free": self.args.reference_free,
+            "reference_model": reference,
+            "step_separator": self.args.step_separator,
+            "trainer": type(self).__name__,
+            "loss_type": getattr(self.args, "loss_type", None) or getattr(self.args, "step_reward", None),
+        }
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        if self.is_world_process_zero():
+            write_metadata(output_dir, **self._implicit_prm_metadata())
+            self.create_model_card(model_name=Path(output_dir).name)
+            card = Path(self.args.output_dir) / "README.md"
+            if Path(output_dir).resolve() != Path(self.args.output_dir).resolve() and card.is_file():
+                os.replace(card, Path(output_dir) / "README.md")
+
+    def _save_checkpoint(self, model, trial):
+        if self.args.hub_model_id is None:
+            model_name = Path(self.args.output_dir).name
+        else:
+            model_name = self.args.hub_model_id.split("/")[-1]
+        self.create_model_card(model_name=model_name)
+        super()._save_checkpoint(model, trial)
+
+
+def _tokenized_needs_reference(dataset: Dataset) -> bool:
+    return not any(c.startswith("ref_") for c in dataset.column_names)
+
+
+def _maybe_tokenizer(source: str) -> PreTrainedTokenizerBase | None:
+    try:
+        return load_tokenizer(source)
+    except (OSError, ValueError):
+        return None
+
+
+def _step_error_metrics(step_rewards: list[list[float]], labels: list[int]) -> dict[str, float]:
+    """ProcessBench metrics of step rewards: at threshold 0 and at the threshold tuned on this set (oracle)."""
+    from trl_implicit_prm.evaluation import evaluate_process_errors
+
+    records = [{"problem": "", "steps": [""] * len(r), "label": lab} for r, lab in zip(step_rewards, labels, strict=True)]
+    at_zero = evaluate_process_errors(records, step_rewards, threshold=0.0)
+    out = {"steps/acc_erroneous": at_zero.acc_erroneous, "steps/acc_correct": at_zero.acc_correct}
+    if at_zero.n_erroneous and at_zero.n_correct:  # F1 and threshold tuning need both kinds of records
+        tuned = evaluate_process_errors(records, step_rewards, threshold=None)
+        out.update({"steps/f1": at_zero.f1, "steps/f1_oracle_threshold": tuned.f1,
+                    "steps/oracle_threshold": tuned.threshold})
+    return {k: v for k, v in out.items() if v == v}  # NaN (a group without records) is not logged

@@ -1,0 +1,121 @@
+"""Turn whatever rows a user gives a trainer into the tokenized kind that trainer trains on, or say why not.
+
+| trainer kind | accepted rows (converted on the fly)                                              |
+|--------------|------------------------------------------------------------------------------------|
+| paired       | paired; rollouts and unpaired (every correct × incorrect pair of an instruction)   |
+| unpaired     | unpaired; rollouts (flattened); paired (chosen → 1, rejected → 0)                  |
+| stepwise     | stepwise                                                                           |
+
+Evaluation sets may also be stepwise for every trainer: they give the step-error metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from datasets import Dataset
+
+from trl_implicit_prm.data import rollouts_to_pairs, rollouts_to_unpaired, tokenize_dataset, validate_dataset
+
+logger = logging.getLogger(__name__)
+
+_TOKENIZED_MARKERS = {"input_ids": None, "chosen_input_ids": "paired"}
+_HINT = {
+    "paired": "ImplicitPRMTrainer (paired: prompt, chosen, rejected)",
+    "unpaired": "CETrainer (unpaired: prompt, completion, label)",
+    "stepwise": "StepKTOTrainer (stepwise: prompt, completions = steps, labels = per-step bools)",
+}
+
+
+def _tokenized_kind(dataset: Dataset) -> str | None:
+    cols = set(dataset.column_names)
+    if "chosen_input_ids" in cols:
+        return "paired"
+    if "input_ids" in cols:
+        return "stepwise" if "step_labels" in cols else "unpaired"
+    return None
+
+
+def _group_unpaired(dataset: Dataset) -> Dataset:
+    """Unpaired rows grouped by prompt into rollouts (prompt, completions, correctness)."""
+    groups: dict[str, dict[str, Any]] = {}
+    for row in dataset:
+        key = json.dumps(row["prompt"], sort_keys=True)
+        group = groups.setdefault(key, {"prompt": row["prompt"], "completions": [], "correctness": []})
+        group["completions"].append(row["completion"])
+        group["correctness"].append(row["label"])
+    return Dataset.from_list(list(groups.values()))
+
+
+def _paired_to_unpaired(dataset: Dataset) -> Dataset:
+    rows = []
+    for row in dataset:
+        rows.append({"prompt": row["prompt"], "completion": row["chosen"], "label": 1.0})
+        rows.append({"prompt": row["prompt"], "completion": row["rejected"], "label": 0.0})
+    return Dataset.from_list(rows)
+
+
+def _convert(dataset: Dataset, kind: str, target: str, name: str, eval_only: bool) -> tuple[Dataset, str]:
+    if kind == target or (eval_only and kind == "stepwise"):
+        return dataset, kind
+    if target == "paired" and kind in ("rollouts", "unpaired"):
+        rollouts = dataset if kind == "rollouts" else _group_unpaired(dataset)
+        pairs = rollouts_to_pairs(rollouts)
+        if len(pairs) == 0:
+            raise ValueError(
+                f"The {name} dataset ({kind}, {len(dataset)} rows) gives no (correct, incorrect) pair: every "
+                "instruction has only correct or only incorrect responses (e.g. all-positive data). A paired "
+                "trainer needs both classes for the same prompt; train on this data with CETrainer, which "
+                "accepts unpaired and one-class data."
+            )
+        logger.info("%s dataset: %d %s rows -> %d pairs", name, len(dataset), kind, len(pairs))
+        return pairs, "paired"
+    if target == "unpaired" and kind == "rollouts":
+        flat = rollouts_to_unpaired(dataset)
+        logger.info("%s dataset: %d rollout rows -> %d unpaired rows", name, len(dataset), len(flat))
+        return flat, "unpaired"
+    if target == "unpaired" and kind == "paired":
+        return _paired_to_unpaired(dataset), "unpaired"
+    raise ValueError(
+        f"The {name} dataset holds {kind} rows, which this trainer cannot train on: it needs "
+        f"{_HINT.get(target, target)}. Use {_HINT.get(kind, 'the rollout helpers in trl_implicit_prm.data')} "
+        "for this data."
+    )
+
+
+def prepare_dataset(
+    dataset: Dataset, tokenizer: Any, args: Any, target_kind: str, name: str, eval_only: bool = False
+) -> Dataset:
+    """Validate, convert and tokenize `dataset` for a trainer of `target_kind` (clear errors before training)."""
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"The {name} dataset must be a datasets.Dataset, got {type(dataset).__name__}")
+    if len(dataset) == 0:
+        raise ValueError(f"The {name} dataset is empty")
+    tokenized = _tokenized_kind(dataset)
+    if tokenized is not None:
+        if tokenized != target_kind and not (eval_only and tokenized == "stepwise"):
+            raise ValueError(f"The {name} dataset is already tokenized as {tokenized}; this trainer needs "
+                             f"{_HINT.get(target_kind, target_kind)}")
+        return dataset
+    kind = validate_dataset(dataset, step_separator=args.step_separator)  # clear errors on bad rows, first
+    dataset, kind = _convert(dataset, kind, target_kind, name, eval_only)
+    if kind == "unpaired":
+        labels = [float(x) for x in dataset["label"]]
+        if all(x >= 0.5 for x in labels) or all(x < 0.5 for x in labels):
+            logger.warning(
+                "%s dataset: every label is %s; the implicit reward learns only to move one way. The paper's CE "
+                "setting works with imbalanced data, but a single class gives no contrast.",
+                name, "positive" if labels[0] >= 0.5 else "negative",
+            )
+    out = tokenize_dataset(
+        dataset, tokenizer, kind, step_separator=args.step_separator, max_length=args.max_length,
+        num_proc=args.dataset_num_proc,
+    )
+    if kind == "stepwise" and "label" not in out.column_names:
+        # A step-labelled response is correct when every labelled step is.
+        out = out.add_column("label", [float(all(x >= 0.5 for x in s)) for s in out["step_labels"]])
+    if len(out) == 0:
+        raise ValueError(f"The {name} dataset has no row left after tokenization (see the dropped-row counts above)")
+    return out
