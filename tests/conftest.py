@@ -14,7 +14,6 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
-os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
 from pathlib import Path
 

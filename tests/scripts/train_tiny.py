@@ -42,13 +42,17 @@ def main() -> None:
                                      train_dataset=Dataset.from_list(rows("dpo")))
     else:
         trainer = CETrainer(args.model, args=CEConfig(**common), train_dataset=Dataset.from_list(rows("ce")))
+    ref = getattr(trainer.ref_model, "module", trainer.ref_model)
+    ref_sharded = all(hasattr(p, "ds_id") and p.numel() == 0 for p in ref.parameters())
     trainer.train()
     trainer.save_model(args.output)
     if trainer.is_world_process_zero():
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         with open(f"{args.output}/losses.json", "w") as f:
             json.dump({"losses": losses, "world_size": trainer.accelerator.num_processes,
-                       "deepspeed": trainer.is_deepspeed_enabled}, f)
+                       "deepspeed": trainer.is_deepspeed_enabled,
+                       "zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage
+                       if trainer.is_deepspeed_enabled else None, "ref_sharded": ref_sharded}, f)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,114 @@
+"""Real multi-process training: `accelerate launch --num_processes 2` with DeepSpeed ZeRO-3 (reference sharded) and
+with DDP, on CPU. The saved checkpoints must give the step rewards of a single-process run of the same steps.
+
+Tolerance: both runs see the same 4 rows per optimizer step (2 per process vs 4 in one process, sequential
+order) and differ only in float32 summation order (gradient all-reduce vs one sum), ~1e-7 relative. Adam can
+amplify that for weights whose gradient is ~0 (its update is bounded by lr = 1e-3 per step), so we allow step
+rewards to differ by 1e-4 — two orders of magnitude below the change that the two training steps make to them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from trl_implicit_prm.data import tokenize_example
+from trl_implicit_prm.rewards import completion_logps, step_rewards
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "tests" / "scripts" / "train_tiny.py"
+BIN = Path(sys.executable).parent
+BETA = 0.1  # the script's β
+
+pytestmark = pytest.mark.distributed
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=600)
+    assert proc.returncode == 0, log.read_text()[-4000:]
+
+
+def _train(model_dir: Path, out: Path, trainer: str, launcher: list[str], per_device: int) -> dict:
+    _run([*launcher, str(SCRIPT), "--trainer", trainer, "--model", str(model_dir), "--output", str(out),
+          "--steps", "2", "--per-device-batch", str(per_device)], out.with_suffix(".log"))
+    return json.loads((out / "losses.json").read_text())
+
+
+def _accelerate(config: str, port: int) -> list[str]:
+    return [str(BIN / "accelerate"), "launch", "--config_file", str(REPO / "recipes" / "accelerate" / config),
+            "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(port)]
+
+
+def _step_rewards(checkpoint: Path, reference: Path) -> torch.Tensor:
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    policy = AutoModelForCausalLM.from_pretrained(checkpoint)
+    ref = AutoModelForCausalLM.from_pretrained(reference)
+    out = []
+    for prompt, completion in [("Q3: 4 + 5?\n", "4 + 5 = 9.\n\nThe answer is 9."),
+                               ("Q9: 3 + 6?\n", "3 + 6 = 10.\n\nThe answer is 10."),
+                               ("Q1: 2 + 3?\n", "2 + 3 = 5.\n\nSo 5.\n\nThe answer is 5.")]:
+        ex = tokenize_example(tok, prompt, completion)
+        ids, cmask = torch.tensor([ex["input_ids"]]), torch.tensor([ex["completion_mask"]])
+        attn = torch.ones_like(ids)
+        with torch.no_grad():
+            ratio = completion_logps(policy, ids, attn, cmask) - completion_logps(ref, ids, attn, cmask)
+        out.append(step_rewards(BETA * ratio, torch.tensor([ex["step_index"]])).flatten())
+    return torch.cat(out)
+
+
+@pytest.fixture(scope="module")
+def base_model(tiny_dir) -> Path:
+    return tiny_dir / "llama"
+
+
+@pytest.fixture(scope="module")
+def single_process(base_model, tmp_path_factory) -> dict[str, Path]:
+    """The reference runs: one process, 4 rows per step."""
+    root = tmp_path_factory.mktemp("single")
+    out = {}
+    for trainer in ("ce", "dpo"):
+        _train(base_model, root / trainer, trainer, [sys.executable], per_device=4)
+        out[trainer] = root / trainer
+    return out
+
+
+@pytest.mark.parametrize("trainer", ["ce", "dpo"])
+def test_zero3_two_processes_match_single_process(trainer, base_model, single_process, tmp_path):
+    out = tmp_path / f"zero3-{trainer}"
+    info = _train(base_model, out, trainer, _accelerate("zero3.yaml", _free_port()), per_device=2)
+    assert info["world_size"] == 2 and info["deepspeed"] and info["zero_stage"] == 3
+    assert info["ref_sharded"], "the reference model should be partitioned by ZeRO-3"
+    single = json.loads((single_process[trainer] / "losses.json").read_text())
+    assert info["losses"] == pytest.approx(single["losses"], abs=1e-5)
+    distributed = _step_rewards(out, base_model)
+    reference = _step_rewards(single_process[trainer], base_model)
+    untrained = _step_rewards(base_model, base_model)
+    assert (reference - untrained).abs().max() > 1e-3  # training moved the rewards
+    torch.testing.assert_close(distributed, reference, atol=1e-4, rtol=0)
+    assert "2412.01981" in (out / "README.md").read_text()
+
+
+def test_ddp_two_processes_match_single_process(base_model, single_process, tmp_path):
+    out = tmp_path / "ddp-ce"
+    info = _train(base_model, out, "ce", _accelerate("multi_gpu.yaml", _free_port()), per_device=2)
+    assert info["world_size"] == 2 and not info["deepspeed"]
+    single = json.loads((single_process["ce"] / "losses.json").read_text())
+    assert info["losses"] == pytest.approx(single["losses"], abs=1e-5)
+    torch.testing.assert_close(_step_rewards(out, base_model), _step_rewards(single_process["ce"], base_model),
+                               atol=1e-4, rtol=0)
