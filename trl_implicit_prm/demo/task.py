@@ -1,0 +1,878 @@
+"""The synthetic reasoning task of the embedded demo: chains of arithmetic evaluated left to right.
+
+A problem is a start value followed by ``n_terms - 1`` operations on small integers, evaluated strictly LEFT TO
+RIGHT (no operator precedence), which the prompt says. The reference solution has one step per operation,
+each showing the running total, and the last step also states the answer in a ``\\boxed{}`` form::
+
+    Compute left to right: 3+4*2-5
+    3+4=7
+    7*2=14
+    14-5=9. The answer is \\boxed{9}.
+
+The format is deliberately tiny and regular, so that a ~1M-parameter causal LM trained for a minute on CPU
+learns it partially: the demo needs a policy that is right sometimes and wrong sometimes. Every step is
+``a<op>b=c``; a tiny model must copy ``a`` from the previous line, copy ``<op>b`` from the prompt and look up
+``c``. There are no spaces around operators: with the library's Llama-3-style pre-tokenizer a space before a
+digit is a token of its own, so ``3 + 4 = 7`` costs 7 tokens where ``3+4=7`` costs 5 (a prompt + solution
+with ``n_terms=6`` is 57 tokens instead of 72). Values stay in ``0..max_value`` (default 99: at most two digits, so at most one token per number with a
+tokenizer trained on :func:`tokenizer_corpus`); operands that would leave that range are never drawn. With
+``modulus=m`` every result is instead reduced modulo ``m`` (and the prompt says ``mod m``).
+
+Because each step is checkable, the step truth of any solution is known: :func:`corrupt` injects one error at a
+chosen step ``k`` (wrong result, wrong operand, wrong operator, or a wrong copy of the running total) and then
+continues correctly from the wrong total, so the error propagates to a wrong final answer and the earliest
+wrong step is exactly ``k``; :func:`locate_first_error` recomputes every step of an arbitrary (e.g. sampled)
+solution. That gives ProcessBench-style records for evaluating step-error localisation, while training only
+ever sees outcome labels from :func:`grade`.
+
+Writers (:func:`to_rollouts`, :func:`to_unpaired`, :func:`to_paired`, :func:`to_stepwise`,
+:func:`to_processbench`, :func:`export_all`) emit the library's public JSONL formats, so the demo's data doubles
+as an example of what real data must look like.
+
+Example:
+
+```python
+>>> from trl_implicit_prm.demo.task import ArithmeticTask, corrupt, format_prompt, grade, reference_solution
+>>> task = ArithmeticTask(n_terms=4, seed=0)
+>>> problem = task.make_problems(1)[0]
+>>> good = reference_solution(problem)
+>>> len(good.steps) == task.n_terms - 1 and grade(problem, good.text)
+True
+>>> bad = corrupt(problem, step=1, rng=0)
+>>> bad.first_error, bad.is_correct, grade(problem, bad.text)
+(1, False, False)
+>>> format_prompt(problem).endswith("\\n")
+True
+
+```
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ERROR_KINDS",
+    "STEP_SEPARATOR",
+    "SUPPORTED_OPERATORS",
+    "ArithmeticTask",
+    "Problem",
+    "Solution",
+    "corrupt",
+    "corruptible_steps",
+    "dataset_stats",
+    "export_all",
+    "extract_answer",
+    "format_prompt",
+    "format_step",
+    "grade",
+    "locate_first_error",
+    "make_problems",
+    "make_solutions",
+    "parse_steps",
+    "read_jsonl",
+    "reference_solution",
+    "solution_from_text",
+    "to_paired",
+    "to_processbench",
+    "to_rollouts",
+    "to_stepwise",
+    "to_unpaired",
+    "tokenizer_corpus",
+    "write_jsonl",
+]
+
+#: Separator between the steps of a demo solution. Pass it as ``step_separator`` to the trainers and to
+#: ``ProcessRewardComputer`` when working with this task (the library default is ``"\n\n"``).
+STEP_SEPARATOR = "\n"
+#: Operators the task knows, in canonical order.
+SUPPORTED_OPERATORS = "+-*"
+#: Kinds of injected errors (see :func:`corrupt`).
+ERROR_KINDS = ("result", "operand", "operator", "copy")
+
+PROMPT_PREFIX = "Compute left to right"
+ANSWER_TEMPLATE = "The answer is \\boxed{{{}}}."
+
+_BOXED_RE = re.compile(r"\\boxed\{([^{}]*)\}")
+_NUMBER_RE = re.compile(r"(?<!\d)-?\d+")
+_EQUATION_RE = re.compile(r"^\s*([-+]?\d+)\s*([-+*])\s*([-+]?\d+)\s*=\s*([-+]?\d+)")
+# Offsets tried by the "result" and "copy" error kinds: small slips and a tens-digit slip.
+_DELTAS = (1, -1, 2, -2, 3, -3, 10, -10)
+
+RngLike = random.Random | int | None
+
+
+def _as_rng(rng: RngLike) -> random.Random:
+    """A `random.Random` from an instance (used as is), an integer seed, or None (seed 0)."""
+    if isinstance(rng, random.Random):
+        return rng
+    return random.Random(0 if rng is None else rng)
+
+
+def _apply(total: int, op: str, operand: int, modulus: int | None) -> int:
+    if op == "+":
+        value = total + operand
+    elif op == "-":
+        value = total - operand
+    elif op == "*":
+        value = total * operand
+    else:
+        raise ValueError(f"unsupported operator {op!r}; supported: {SUPPORTED_OPERATORS!r}")
+    return value % modulus if modulus is not None else value
+
+
+def _in_range(value: int, modulus: int | None, max_value: int | None) -> bool:
+    if modulus is not None:
+        return 0 <= value < modulus
+    return max_value is None or 0 <= value <= max_value
+
+
+def _normalize_operators(operators: str | Sequence[str]) -> str:
+    chars = set("".join(operators).replace(",", "").replace(" ", ""))
+    unknown = chars - set(SUPPORTED_OPERATORS)
+    if unknown:
+        raise ValueError(f"unsupported operators {sorted(unknown)}; supported: {SUPPORTED_OPERATORS!r}")
+    if not chars:
+        raise ValueError("at least one operator is required")
+    return "".join(op for op in SUPPORTED_OPERATORS if op in chars)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One arithmetic chain: `start`, then `ops` (pairs ``(operator, operand)``) applied left to right.
+
+    `modulus`, `max_value`, `operators` and `max_operand` record the task the problem came from: they define
+    the value range (``0..modulus-1`` when `modulus` is set, else ``0..max_value``; ``max_value=None`` means
+    unbounded integers) and the alternatives :func:`corrupt` may draw from.
+
+    Example:
+
+    ```python
+    >>> p = Problem(3, (("+", 4), ("*", 2), ("-", 5)))
+    >>> p.text, p.totals, p.answer, p.n_terms
+    ('3+4*2-5', (7, 14, 9), '9', 4)
+
+    ```
+    """
+
+    start: int
+    ops: tuple[tuple[str, int], ...]
+    modulus: int | None = None
+    max_value: int | None = 99
+    operators: str = SUPPORTED_OPERATORS
+    max_operand: int = 9
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ops", tuple((str(op), int(b)) for op, b in self.ops))
+        if not self.ops:
+            raise ValueError("a problem needs at least one operation")
+        for op, _ in self.ops:
+            if op not in SUPPORTED_OPERATORS:
+                raise ValueError(f"unsupported operator {op!r}; supported: {SUPPORTED_OPERATORS!r}")
+
+    @property
+    def n_terms(self) -> int:
+        """Number of operands (start value included) = number of steps + 1."""
+        return len(self.ops) + 1
+
+    @property
+    def text(self) -> str:
+        """The expression, e.g. ``"3+4*2-5"`` (to be read left to right)."""
+        return "".join([str(self.start), *(f"{op}{b}" for op, b in self.ops)])
+
+    @property
+    def prompt(self) -> str:
+        """The prompt string, same as :func:`format_prompt`."""
+        return format_prompt(self)
+
+    @property
+    def totals(self) -> tuple[int, ...]:
+        """Running totals after each operation (the results of the reference steps)."""
+        out, total = [], self.start
+        for op, b in self.ops:
+            total = self.apply(total, op, b)
+            out.append(total)
+        return tuple(out)
+
+    @property
+    def answer(self) -> str:
+        """The correct final answer, as a string."""
+        return str(self.totals[-1])
+
+    def apply(self, total: int, op: str, operand: int) -> int:
+        """One operation, reduced modulo `modulus` when set."""
+        return _apply(total, op, operand, self.modulus)
+
+    def in_range(self, value: int) -> bool:
+        """Whether `value` is a value this task's solutions may show."""
+        return _in_range(value, self.modulus, self.max_value)
+
+
+@dataclass
+class Solution:
+    """A solution: `steps` (strings, without separators) and its labels.
+
+    - `final_answer`: the extracted final answer (None if the text states none),
+    - `is_correct`: the OUTCOME label, i.e. the final answer equals the truth (what training may use),
+    - `first_error`: the PROCESS label, index of the earliest wrong step, -1 if every step is right, None if
+      every step is right but the solution stops before giving the answer (e.g. a truncated sample),
+    - `error_kind`: for injected errors, which of :data:`ERROR_KINDS`.
+    """
+
+    steps: list[str]
+    final_answer: str | None
+    is_correct: bool
+    first_error: int | None = -1
+    error_kind: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The completion text: steps joined with :data:`STEP_SEPARATOR`."""
+        return STEP_SEPARATOR.join(self.steps)
+
+    @property
+    def process_correct(self) -> bool:
+        """True iff every step is right and the answer is given (``first_error == -1``)."""
+        return self.first_error == -1
+
+
+@dataclass(frozen=True)
+class ArithmeticTask:
+    """Configuration and generator of problems.
+
+    Args:
+        n_terms: number of operands, start value included (so ``n_terms - 1`` steps); 3..8 is the useful range.
+        operators: subset of ``"+-*"`` as a string (``"+-"``, ``"+,*"``) or a sequence of single characters.
+        max_operand: operands (and the start value) are drawn from ``1..max_operand``.
+        modulus: if set, every result is reduced modulo it; otherwise values are kept in ``0..max_value`` by
+            drawing only operands that keep the running total in range.
+        max_value: upper bound of every running total when `modulus` is None (None: unbounded).
+        seed: default seed of :meth:`make_problems` and :meth:`make_dataset`.
+
+    Example:
+
+    ```python
+    >>> task = ArithmeticTask(n_terms=3, operators="+*", seed=1)
+    >>> [p.text for p in task.make_problems(3)] == [p.text for p in task.make_problems(3)]
+    True
+    >>> all(op in "+*" for p in task.make_problems(20) for op, _ in p.ops)
+    True
+
+    ```
+    """
+
+    n_terms: int = 4
+    operators: str | Sequence[str] = SUPPORTED_OPERATORS
+    max_operand: int = 9
+    modulus: int | None = None
+    max_value: int | None = 99
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "operators", _normalize_operators(self.operators))
+        if self.n_terms < 2:
+            raise ValueError(f"n_terms must be >= 2, got {self.n_terms}")
+        if self.max_operand < 1:
+            raise ValueError(f"max_operand must be >= 1, got {self.max_operand}")
+        if self.modulus is not None and self.modulus < 2:
+            raise ValueError(f"modulus must be >= 2, got {self.modulus}")
+        if self.modulus is None and self.max_value is not None and self.max_value < self.max_operand:
+            raise ValueError(f"max_value ({self.max_value}) must be >= max_operand ({self.max_operand})")
+
+    def sample_problem(self, rng: RngLike = None) -> Problem:
+        """Draw one problem. The start value is uniform in ``1..max_operand`` (``1..max_value`` with subtraction
+        alone). The operator of each step is uniform among the allowed operators that have at least one operand
+        keeping the total in range; the operand is uniform among those. Problems in which some step admits no
+        answer-changing error (rare degenerate chains such as ``1-1*4*7 ...``, where the total sits at 0)
+        are re-drawn, so that :func:`corrupt` works at every step of every generated problem."""
+        rng = _as_rng(rng)
+        operands = range(1, self.max_operand + 1)
+        # Subtraction alone can only shrink the total: start higher so that the chain can go on.
+        bounded_down = self.operators == "-" and self.modulus is None and self.max_value is not None
+        start_max = self.max_value if bounded_down else self.max_operand
+        for _ in range(10_000):
+            start = rng.randint(1, start_max)
+            total, ops = start, []
+            for _ in range(self.n_terms - 1):
+                valid = {
+                    op: [
+                        b
+                        for b in operands
+                        if _in_range(_apply(total, op, b, self.modulus), self.modulus, self.max_value)
+                    ]
+                    for op in self.operators
+                }
+                allowed = [op for op in self.operators if valid[op]]
+                if not allowed:
+                    break
+                op = rng.choice(allowed)
+                b = rng.choice(valid[op])
+                ops.append((op, b))
+                total = _apply(total, op, b, self.modulus)
+            else:
+                problem = Problem(
+                    start, tuple(ops), self.modulus, self.max_value, self.operators, self.max_operand
+                )
+                if len(corruptible_steps(problem)) == len(problem.ops):
+                    return problem
+        raise RuntimeError(f"could not draw a problem in range for {self}")
+
+    def make_problems(self, n: int, seed: int | None = None, unique: bool = True) -> list[Problem]:
+        """`n` problems drawn with ``random.Random(seed if given else self.seed)``; the same seed always
+        gives the same list. With `unique`, no expression repeats (so slices of one list are disjoint splits)."""
+        rng = random.Random(self.seed if seed is None else seed)
+        out: list[Problem] = []
+        seen: set[str] = set()
+        misses = 0
+        while len(out) < n:
+            problem = self.sample_problem(rng)
+            if unique and problem.text in seen:
+                misses += 1
+                if misses > 100 * n + 1000:
+                    raise ValueError(f"cannot draw {n} distinct problems for {self}")
+                continue
+            seen.add(problem.text)
+            out.append(problem)
+        return out
+
+    def make_dataset(
+        self,
+        n: int,
+        n_correct: int = 1,
+        n_wrong: int = 1,
+        seed: int | None = None,
+        kinds: Sequence[str] = ERROR_KINDS,
+    ) -> list[tuple[Problem, list[Solution]]]:
+        """`n` problems, each with `n_correct` reference and `n_wrong` corrupted solutions (shuffled)."""
+        seed = self.seed if seed is None else seed
+        rng = random.Random(seed + 1_000_003)
+        return [
+            (p, make_solutions(p, n_correct, n_wrong, rng, kinds=kinds))
+            for p in self.make_problems(n, seed=seed)
+        ]
+
+
+def make_problems(n: int, seed: int = 0, **task_kwargs: Any) -> list[Problem]:
+    """Shortcut for ``ArithmeticTask(seed=seed, **task_kwargs).make_problems(n)``.
+
+    Example:
+
+    ```python
+    >>> [p.text for p in make_problems(2, seed=3, n_terms=3, operators="+")]
+    ['4+6+2', '1+5+4']
+
+    ```
+    """
+    return ArithmeticTask(seed=seed, **task_kwargs).make_problems(n)
+
+
+def format_prompt(problem: Problem) -> str:
+    """The prompt: ``"Compute left to right: 3+4*2-5\\n"`` (``"... left to right mod 100: ..."`` with a
+    modulus). It ends with a newline so the completion starts on a fresh pre-token.
+
+    Example:
+
+    ```python
+    >>> format_prompt(Problem(3, (("+", 4),)))
+    'Compute left to right: 3+4\\n'
+
+    ```
+    """
+    mod = f" mod {problem.modulus}" if problem.modulus is not None else ""
+    return f"{PROMPT_PREFIX}{mod}: {problem.text}\n"
+
+
+def format_step(a: int, op: str, b: int, c: int, final: bool = False) -> str:
+    """One step, ``"7*2=14"``; the final step appends the answer: ``"14-5=9. The answer is \\boxed{9}."``.
+
+    Example:
+
+    ```python
+    >>> format_step(14, "-", 5, 9, final=True)
+    '14-5=9. The answer is \\\\boxed{9}.'
+
+    ```
+    """
+    step = f"{a}{op}{b}={c}"
+    return f"{step}. {ANSWER_TEMPLATE.format(c)}" if final else step
+
+
+def _steps_from(problem: Problem, first: int, total: int, steps: list[str]) -> tuple[list[str], int]:
+    """Append correct steps for operations ``first..`` starting from running total `total`."""
+    last = len(problem.ops) - 1
+    for i in range(first, len(problem.ops)):
+        op, b = problem.ops[i]
+        new = problem.apply(total, op, b)
+        steps.append(format_step(total, op, b, new, final=i == last))
+        total = new
+    return steps, total
+
+
+def reference_solution(problem: Problem) -> Solution:
+    """The correct solution: one step per operation, each showing the running total, answer in the last step.
+
+    Example:
+
+    ```python
+    >>> reference_solution(Problem(3, (("+", 4), ("*", 2), ("-", 5)))).steps
+    ['3+4=7', '7*2=14', '14-5=9. The answer is \\\\boxed{9}.']
+
+    ```
+    """
+    steps, final = _steps_from(problem, 0, problem.start, [])
+    return Solution(steps, str(final), True, -1)
+
+
+def _corruption_candidates(problem: Problem, step: int, kind: str) -> list[tuple[int, str, int, int]]:
+    """Wrong versions ``(a, op, b, c)`` of step `step`, of one kind, whose propagation stays in range and
+    changes the final answer."""
+    before = problem.start if step == 0 else problem.totals[step - 1]
+    op, b = problem.ops[step]
+    correct = problem.totals[step]
+    mod = problem.modulus
+    raw: list[tuple[int, str, int, int]] = []
+    if kind == "result":
+        raw = [(before, op, b, correct + d if mod is None else (correct + d) % mod) for d in _DELTAS]
+    elif kind == "operand":
+        raw = [
+            (before, op, b2, problem.apply(before, op, b2))
+            for b2 in range(1, problem.max_operand + 1)
+            if b2 != b
+        ]
+    elif kind == "operator":
+        raw = [(before, op2, b, problem.apply(before, op2, b)) for op2 in problem.operators if op2 != op]
+    elif kind == "copy":
+        for d in _DELTAS:
+            a2 = before + d if mod is None else (before + d) % mod
+            raw.append((a2, op, b, problem.apply(a2, op, b)))
+    else:
+        raise ValueError(f"unknown error kind {kind!r}; known: {ERROR_KINDS}")
+    out = []
+    truth = problem.totals[-1]
+    for a2, op2, b2, c2 in raw:
+        if c2 == correct or not (problem.in_range(a2) and problem.in_range(c2)):
+            continue
+        total, ok = c2, True
+        for op3, b3 in problem.ops[step + 1 :]:
+            total = problem.apply(total, op3, b3)
+            ok = ok and problem.in_range(total)
+        if ok and total != truth and (a2, op2, b2, c2) not in out:
+            out.append((a2, op2, b2, c2))
+    return out
+
+
+def corruptible_steps(problem: Problem, kinds: Sequence[str] = ERROR_KINDS) -> list[int]:
+    """Steps at which :func:`corrupt` can inject an error of one of `kinds` (in practice: all of them)."""
+    return [k for k in range(len(problem.ops)) if any(_corruption_candidates(problem, k, kd) for kd in kinds)]
+
+
+def corrupt(problem: Problem, step: int, rng: RngLike = None, kinds: Sequence[str] = ERROR_KINDS) -> Solution:
+    """A wrong solution whose earliest wrong step is exactly `step`.
+
+    Steps before `step` are the reference ones. Step `step` gets one error, of a kind drawn uniformly among
+    `kinds` that are possible here:
+
+    - ``"result"``: right operation, result off by a small delta (±1, ±2, ±3, or ±10): ``7*2=15``;
+    - ``"operand"``: a wrong operand copied from the prompt, computed correctly: ``7*3=21``;
+    - ``"operator"``: another allowed operator, computed correctly: ``7+2=9``;
+    - ``"copy"``: a wrong running total carried over, computed correctly: ``8*2=16``.
+
+    All later steps are computed correctly from the wrong total, so the error propagates. Only errors that keep
+    every shown value in range and change the final answer are drawn (an error can vanish, e.g. modulo 100
+    after ``* 5``); raises ValueError if there is none at this step.
+
+    Example:
+
+    ```python
+    >>> p = Problem(3, (("+", 4), ("*", 2), ("-", 5)))
+    >>> bad = corrupt(p, step=1, rng=0, kinds=["result"])
+    >>> bad.steps, bad.first_error, bad.final_answer
+    (['3+4=7', '7*2=24', '24-5=19. The answer is \\\\boxed{19}.'], 1, '19')
+
+    ```
+    """
+    if not 0 <= step < len(problem.ops):
+        raise ValueError(f"step must be in [0, {len(problem.ops)}), got {step}")
+    rng = _as_rng(rng)
+    options = {kind: _corruption_candidates(problem, step, kind) for kind in kinds}
+    possible = [kind for kind in kinds if options[kind]]
+    if not possible:
+        raise ValueError(
+            f"no error of kinds {tuple(kinds)} changes the answer at step {step} of {problem.text!r}"
+        )
+    kind = rng.choice(possible)
+    a, op, b, c = rng.choice(options[kind])
+    reference = reference_solution(problem).steps
+    steps = [*reference[:step], format_step(a, op, b, c, final=step == len(problem.ops) - 1)]
+    steps, final = _steps_from(problem, step + 1, c, steps)
+    return Solution(steps, str(final), False, step, kind)
+
+
+def make_solutions(
+    problem: Problem,
+    n_correct: int,
+    n_wrong: int,
+    rng: RngLike = None,
+    kinds: Sequence[str] = ERROR_KINDS,
+) -> list[Solution]:
+    """`n_correct` reference solutions and `n_wrong` corrupted ones, each at a step drawn uniformly among the
+    corruptible steps (all steps for problems drawn by :class:`ArithmeticTask`), shuffled.
+
+    Example:
+
+    ```python
+    >>> sols = make_solutions(make_problems(1)[0], n_correct=2, n_wrong=3, rng=0)
+    >>> sorted(s.is_correct for s in sols)
+    [False, False, False, True, True]
+
+    ```
+    """
+    rng = _as_rng(rng)
+    out = [reference_solution(problem) for _ in range(n_correct)]
+    if n_wrong > 0:
+        steps = corruptible_steps(problem, kinds)
+        if not steps:
+            raise ValueError(f"no step of {problem.text!r} can be corrupted with kinds {tuple(kinds)}")
+        out += [corrupt(problem, rng.choice(steps), rng, kinds) for _ in range(n_wrong)]
+    rng.shuffle(out)
+    return out
+
+
+def parse_steps(text: str, separator: str = STEP_SEPARATOR) -> list[str]:
+    """Split a (sampled) completion into steps: split on `separator`, strip each, drop empty ones.
+
+    Example:
+
+    ```python
+    >>> parse_steps("3+4=7\\n\\n 7*2=14 \\n")
+    ['3+4=7', '7*2=14']
+
+    ```
+    """
+    return [s.strip() for s in text.split(separator) if s.strip()]
+
+
+def extract_answer(text: str, allow_last_number: bool = False) -> str | None:
+    """The content of the last ``\\boxed{...}`` in `text` (stripped); if there is none, the last integer when
+    `allow_last_number`, else None.
+
+    Example:
+
+    ```python
+    >>> extract_answer("so \\\\boxed{3} then \\\\boxed{ 12 }."), extract_answer("7*2=14")
+    ('12', None)
+    >>> extract_answer("7*2=14", allow_last_number=True)
+    '14'
+
+    ```
+    """
+    boxed = _BOXED_RE.findall(text)
+    if boxed:
+        return boxed[-1].strip()
+    if allow_last_number:
+        numbers = _NUMBER_RE.findall(text)
+        if numbers:
+            return numbers[-1]
+    return None
+
+
+def _as_int(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+def grade(
+    problem: Problem, response: str | Sequence[str] | Solution, allow_last_number: bool = False
+) -> bool:
+    """Outcome label: True iff the extracted final answer is the correct integer.
+
+    `response` is a completion string, a list of steps (joined with :data:`STEP_SEPARATOR`) or a
+    :class:`Solution`. The answer is the last ``\\boxed{...}``; by default a response without one is wrong (a
+    truncated sample's last running total does not count), `allow_last_number` falls back to the last integer.
+    Never raises on malformed text.
+
+    Example:
+
+    ```python
+    >>> p = Problem(3, (("+", 4),))
+    >>> grade(p, "3+4=7. The answer is \\\\boxed{7}."), grade(p, "\\\\boxed{seven}"), grade(p, "")
+    (True, False, False)
+
+    ```
+    """
+    if isinstance(response, Solution):
+        text = response.text
+    elif isinstance(response, str):
+        text = response
+    else:
+        text = STEP_SEPARATOR.join(str(s) for s in response)
+    pred = _as_int(extract_answer(text, allow_last_number=allow_last_number))
+    return pred is not None and pred == int(problem.answer)
+
+
+def _step_is_right(problem: Problem, index: int, step: str) -> bool:
+    match = _EQUATION_RE.match(step)
+    if match is None:
+        return False
+    a, op, b, c = int(match[1]), match[2], int(match[3]), int(match[4])
+    before = problem.start if index == 0 else problem.totals[index - 1]
+    if (a, op, b, c) != (before, *problem.ops[index], problem.totals[index]):
+        return False
+    boxed = _BOXED_RE.findall(step)
+    if index < len(problem.ops) - 1:
+        return not boxed  # an answer given before the last operation is a wrong step
+    return bool(boxed) and _as_int(boxed[-1]) == problem.totals[index]
+
+
+def locate_first_error(problem: Problem, steps: Sequence[str]) -> int | None:
+    """Index of the earliest wrong step of `steps` (e.g. a parsed model sample), by recomputing every step.
+
+    Step ``i`` is right iff it starts with ``a op b = c`` where ``a`` is the correct running total, ``op b`` the
+    problem's i-th operation and ``c`` the correct result (spacing and trailing text are free), and it states
+    the answer (``\\boxed{c}``) iff it is the last operation. A step beyond the last operation is wrong.
+    Returns -1 if all steps are right and complete, None if they are right but stop before the answer (no
+    step is wrong, yet the solution is incomplete: not labellable in the ProcessBench protocol).
+
+    Example:
+
+    ```python
+    >>> p = Problem(3, (("+", 4), ("*", 2), ("-", 5)))
+    >>> locate_first_error(p, ["3+4=7", "7 * 2 = 14", "14-5=9. The answer is \\\\boxed{9}."])
+    -1
+    >>> locate_first_error(p, ["3+4=7", "7*2=15", "15-5=10. The answer is \\\\boxed{10}."])
+    1
+    >>> locate_first_error(p, ["3+4=7"]) is None
+    True
+
+    ```
+    """
+    for i, step in enumerate(steps):
+        if i >= len(problem.ops) or not _step_is_right(problem, i, step):
+            return i
+    return -1 if len(steps) == len(problem.ops) else None
+
+
+def solution_from_text(problem: Problem, text: str, separator: str = STEP_SEPARATOR) -> Solution:
+    """Label a sampled completion: steps parsed, outcome graded, process truth from :func:`locate_first_error`.
+
+    Example:
+
+    ```python
+    >>> p = Problem(3, (("+", 4), ("*", 2)))
+    >>> s = solution_from_text(p, "3+4=8\\n8*2=14. The answer is \\\\boxed{14}.")
+    >>> s.is_correct, s.first_error, s.final_answer
+    (True, 0, '14')
+
+    ```
+    """
+    steps = parse_steps(text, separator)
+    return Solution(steps, extract_answer(text), grade(problem, text), locate_first_error(problem, steps))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Writers to the library's public JSONL formats
+
+
+def _completion(item: Solution | str) -> str:
+    return item.text if isinstance(item, Solution) else item
+
+
+def to_rollouts(problem: Problem, solutions: Sequence[Solution | str]) -> dict[str, Any]:
+    """Rollouts row: ``prompt``, ``completions`` (strings), ``correctness`` (outcome labels from :func:`grade`).
+
+    Example:
+
+    ```python
+    >>> p = Problem(3, (("+", 4),))
+    >>> to_rollouts(p, [reference_solution(p), "3+4=8. The answer is \\\\boxed{8}."])["correctness"]
+    [True, False]
+
+    ```
+    """
+    completions = [_completion(s) for s in solutions]
+    return {
+        "prompt": format_prompt(problem),
+        "completions": completions,
+        "correctness": [grade(problem, c) for c in completions],
+    }
+
+
+def to_unpaired(problem: Problem, solutions: Sequence[Solution | str]) -> list[dict[str, Any]]:
+    """Unpaired rows (for CE / KTO): ``prompt``, ``completion``, ``label`` (outcome, bool)."""
+    prompt = format_prompt(problem)
+    return [
+        {"prompt": prompt, "completion": c, "label": grade(problem, c)} for c in map(_completion, solutions)
+    ]
+
+
+def to_paired(
+    problem: Problem, solutions: Sequence[Solution | str], max_pairs: int | None = None
+) -> list[dict[str, Any]]:
+    """Paired rows (for DPO / NCA): ``prompt``, ``chosen`` (correct), ``rejected`` (wrong), over every pair of
+    DISTINCT correct and wrong completions, in order (at most `max_pairs`). Outcome labels from :func:`grade`."""
+    prompt = format_prompt(problem)
+    texts = list(dict.fromkeys(map(_completion, solutions)))
+    good = [t for t in texts if grade(problem, t)]
+    bad = [t for t in texts if not grade(problem, t)]
+    pairs = itertools.islice(itertools.product(good, bad), max_pairs)
+    return [{"prompt": prompt, "chosen": c, "rejected": r} for c, r in pairs]
+
+
+def _step_labels(solution: Solution) -> list[bool]:
+    k = solution.first_error
+    if k is None or k == -1:
+        return [True] * len(solution.steps)
+    return [i < k for i in range(len(solution.steps))]
+
+
+def to_stepwise(problem: Problem, solution: Solution) -> dict[str, Any]:
+    """Stepwise row (for StepKTO): ``prompt``, ``completions`` (step strings), ``labels`` (True before the
+    first error, False from it on; all True for a correct solution).
+
+    Example:
+
+    ```python
+    >>> p = Problem(3, (("+", 4), ("*", 2), ("-", 5)))
+    >>> to_stepwise(p, corrupt(p, step=1, rng=0))["labels"]
+    [True, False, False]
+
+    ```
+    """
+    return {
+        "prompt": format_prompt(problem),
+        "completions": list(solution.steps),
+        "labels": _step_labels(solution),
+    }
+
+
+def to_processbench(problem: Problem, solution: Solution) -> dict[str, Any]:
+    """ProcessBench record: ``problem`` (the prompt string, as the PRM sees it), ``steps``, ``label`` (earliest
+    wrong step, -1 if none). Raises ValueError for an incomplete solution (``first_error is None``)."""
+    if solution.first_error is None:
+        raise ValueError("an incomplete solution (first_error=None) has no ProcessBench label")
+    return {"problem": format_prompt(problem), "steps": list(solution.steps), "label": solution.first_error}
+
+
+def write_jsonl(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write `rows` as JSON lines (UTF-8, non-ASCII kept), creating parent directories; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSON-lines file written by :func:`write_jsonl`."""
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+EXPORT_FILES = {
+    "rollouts": "rollouts.jsonl",
+    "unpaired": "unpaired.jsonl",
+    "paired": "paired.jsonl",
+    "stepwise": "stepwise.jsonl",
+    "processbench": "processbench.jsonl",
+}
+
+
+def export_all(
+    out_dir: str | Path, problems_with_solutions: Iterable[tuple[Problem, Sequence[Solution]]]
+) -> dict[str, Path]:
+    """Write one JSONL file per public format under `out_dir` (names in ``EXPORT_FILES``): rollouts (one row
+    per problem), unpaired and stepwise (one row per solution), paired (distinct correct x wrong), processbench
+    (one record per solution with a label). Returns ``{format: path}``.
+
+    Example:
+
+    ```python
+    >>> import tempfile
+    >>> data = ArithmeticTask(seed=0).make_dataset(3, n_correct=1, n_wrong=2)
+    >>> paths = export_all(tempfile.mkdtemp(), data)
+    >>> sorted(paths), len(read_jsonl(paths["processbench"]))
+    (['paired', 'processbench', 'rollouts', 'stepwise', 'unpaired'], 9)
+
+    ```
+    """
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in EXPORT_FILES}
+    for problem, solutions in problems_with_solutions:
+        rows["rollouts"].append(to_rollouts(problem, solutions))
+        rows["unpaired"] += to_unpaired(problem, solutions)
+        rows["paired"] += to_paired(problem, solutions)
+        rows["stepwise"] += [to_stepwise(problem, s) for s in solutions]
+        rows["processbench"] += [to_processbench(problem, s) for s in solutions if s.first_error is not None]
+    out_dir = Path(out_dir)
+    return {name: write_jsonl(rows[name], out_dir / fname) for name, fname in EXPORT_FILES.items()}
+
+
+def tokenizer_corpus(
+    task: ArithmeticTask | None = None, n: int = 2000, seed: int | None = None
+) -> Iterator[str]:
+    """Yield `n` texts ``prompt + solution`` (half correct, half with one injected error) to train the demo
+    tokenizer on, e.g. ``build_tokenizer(vocab_size=400, corpus=tokenizer_corpus(task))``.
+
+    Example:
+
+    ```python
+    >>> next(tokenizer_corpus(ArithmeticTask(n_terms=2, seed=0), n=1)).startswith("Compute left to right: ")
+    True
+
+    ```
+    """
+    task = task or ArithmeticTask()
+    rng = random.Random((task.seed if seed is None else seed) + 7919)
+    for i in range(n):
+        problem = task.sample_problem(rng)
+        solution = None
+        if i % 2:
+            steps = corruptible_steps(problem)
+            if steps:
+                solution = corrupt(problem, rng.choice(steps), rng)
+        solution = solution or reference_solution(problem)
+        yield format_prompt(problem) + solution.text
+
+
+def dataset_stats(
+    problems_with_solutions: Iterable[tuple[Problem, Sequence[Solution]]], tokenizer: Any = None
+) -> dict[str, Any]:
+    """Counts for reports: problems, solutions, fraction correct, first-error histogram, error kinds, and with a
+    `tokenizer` the token length of prompt + completion (mean, max)."""
+    n_problems, sols, first, kinds, lengths = 0, 0, Counter(), Counter(), []
+    correct = 0
+    for problem, solutions in problems_with_solutions:
+        n_problems += 1
+        prompt = format_prompt(problem)
+        for s in solutions:
+            sols += 1
+            correct += bool(s.is_correct)
+            first[str(s.first_error)] += 1
+            if s.error_kind:
+                kinds[s.error_kind] += 1
+            if tokenizer is not None:
+                lengths.append(len(tokenizer(prompt + s.text)["input_ids"]))
+    stats: dict[str, Any] = {
+        "problems": n_problems,
+        "solutions": sols,
+        "fraction_correct": correct / sols if sols else 0.0,
+        "first_error": dict(sorted(first.items())),
+        "error_kinds": dict(sorted(kinds.items())),
+    }
+    if lengths:
+        stats["tokens_mean"] = sum(lengths) / len(lengths)
+        stats["tokens_max"] = max(lengths)
+    return stats
