@@ -1,0 +1,86 @@
+"""`trl-implicit-prm eval-steps` and `eval-bon` end to end on a tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trl_implicit_prm.cli import main
+from trl_implicit_prm.evaluation import evaluate_process_errors, file_sha256
+from trl_implicit_prm.inference import ProcessRewardComputer
+
+
+def _write(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+RECORDS = [
+    {"problem": "2+3*2?\n", "steps": ["2+3=5", "5*2=10. The answer is \\boxed{10}."], "label": -1},
+    {"problem": "2+3*2?\n", "steps": ["2+3=6", "6*2=12. The answer is \\boxed{12}."], "label": 0},
+    {"problem": "4-1+5?\n", "steps": ["4-1=3", "3+5=9. The answer is \\boxed{9}."], "label": 1},
+    {"problem": "4-1+5?\n", "steps": ["4-1=3", "3+5=8. The answer is \\boxed{8}."], "label": -1},
+]
+
+
+def test_eval_steps_reports_skipped_lines_and_matches_the_library(tiny_dir, tmp_path, capsys):
+    val = _write(tmp_path / "val.jsonl", RECORDS)
+    test = _write(tmp_path / "test.jsonl", [
+        *RECORDS[::-1],
+        {"problem": "x", "steps": ["a"], "label": 5},          # line 5: label out of range
+        {"problem": "x", "steps": "not a list", "label": -1},  # line 6: steps not a list
+        "{not json",                                          # line 7
+    ])
+    out = tmp_path / "steps.json"
+    args = ["eval-steps", "--model", str(tiny_dir / "llama"), "--ref-model", str(tiny_dir / "llama-ref"),
+            "--data", str(val), str(test), "--tune-on", "val", "--output", str(out), "--plot", str(tmp_path / "f1.png")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "oracle threshold" in printed and "skipped rows 3" in printed
+    result = json.loads(out.read_text())
+    assert result["skipped"]["count"] == 3 if isinstance(result.get("skipped"), dict) else True
+    text = out.read_text()
+    for line in ("5", "6", "7"):
+        assert f'"line": {line}' in text
+    assert file_sha256(test) in text and str(tiny_dir / "llama") in text
+    # The figures are those of the library functions on the same scores.
+    prc = ProcessRewardComputer.from_pretrained(tiny_dir / "llama", ref_model=tiny_dir / "llama-ref")
+    scores = [r.step_rewards for r in prc.score([r["problem"] for r in RECORDS], [r["steps"] for r in RECORDS])]
+    tuned = evaluate_process_errors(RECORDS, scores)
+    assert result["results"]["splits"]["val"]["f1"] == pytest.approx(tuned.f1)
+    assert result["threshold"] == pytest.approx(tuned.threshold)
+    held_out = evaluate_process_errors(RECORDS[::-1], scores[::-1], threshold=tuned.threshold)
+    assert result["results"]["splits"]["test"]["f1"] == pytest.approx(held_out.f1)
+    assert (tmp_path / "f1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_bon_scores_each_candidate_and_writes_curve(tiny_dir, tmp_path, capsys):
+    problems = [
+        {"problem": "2+3?\n", "reference": "5", "candidates": [
+            {"response": ["2+3=5", "The answer is \\boxed{5}."]}, {"response": "2+3=6\n\nThe answer is \\boxed{6}."},
+            {"response": ["2+3=5", "So \\boxed{5}."]}, {"response": ["2+3=4", "So \\boxed{4}."]}]},
+        {"problem": "1+1?\n", "answer": "2", "candidates": ["1+1=2\n\nThe answer is \\boxed{2}.",
+                                                           "1+1=3\n\nThe answer is \\boxed{3}."]},
+        {"problem": "no reference", "candidates": ["x"]},  # line 3: missing reference answer
+    ]
+    data = _write(tmp_path / "cands.jsonl", problems)
+    out = tmp_path / "bon.json"
+    assert main(["eval-bon", "--model", str(tiny_dir / "gpt2"), "--ref-model", str(tiny_dir / "gpt2-ref"),
+                 "--data", str(data), "--output", str(out), "--plot", str(tmp_path / "bon.png"),
+                 "--aggregations", "min", "sum"]) == 0
+    printed = capsys.readouterr().out
+    assert "prm:min" in printed and "weighted:sum" in printed and "majority" in printed
+    result = json.loads(out.read_text())
+    curve = result["results"]
+    assert curve["ns"] == [1, 2, 4] and curve["n_problems"] == 2
+    # pass@N: problem 1 has a correct first candidate; problem 2 too.
+    assert curve["pass_at_n"] == [1.0, 1.0, 1.0]
+    assert '"line": 3' in out.read_text()
+    assert (tmp_path / "bon.png").stat().st_size > 1000
+
+
+def test_eval_commands_refuse_missing_files(tiny_dir, tmp_path, capsys):
+    assert main(["eval-bon", "--model", str(tiny_dir / "gpt2"), "--data", str(tmp_path / "nope.jsonl")]) == 2
+    assert main(["eval-steps", "--model", str(tiny_dir / "gpt2"), "--data", str(tmp_path / "nope.jsonl")]) == 2
+    assert "no such file" in capsys.readouterr().err

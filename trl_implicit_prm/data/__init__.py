@@ -1,0 +1,25 @@
+"""Data layer: dataset formats, rollout helpers, tokenization with step spans, and the collator.
+
+rows ──validate──> paired | unpaired | rollouts | stepwise
+rollouts ──rollouts_to_pairs / rollouts_to_unpaired──> paired / unpaired
+rows ──tokenize_dataset──> token ids + completion mask + step index per token ──ImplicitPRMCollator──> batch
+"""
+
+from .collator import ImplicitPRMCollator
+from .formats import DataFormatError, detect_format, split_steps, validate_dataset, validate_row
+from .rollouts import rollouts_to_pairs, rollouts_to_unpaired
+from .tokenize import PromptTooLongError, tokenize_dataset, tokenize_example
+
+__all__ = [
+    "DataFormatError",
+    "ImplicitPRMCollator",
+    "PromptTooLongError",
+    "detect_format",
+    "rollouts_to_pairs",
+    "rollouts_to_unpaired",
+    "split_steps",
+    "tokenize_dataset",
+    "tokenize_example",
+    "validate_dataset",
+    "validate_row",
+]

@@ -1,0 +1,405 @@
+"""Dataset formats: detection and validation of the four kinds of rows the library accepts.
+
+| kind       | columns                                   | one row describes                                   |
+|------------|-------------------------------------------|-----------------------------------------------------|
+| `paired`   | `prompt`, `chosen`, `rejected`            | a better and a worse response to one prompt         |
+| `unpaired` | `prompt`, `completion`, `label`           | one response with an outcome label                  |
+| `rollouts` | `prompt`, `completions`, `correctness`    | several sampled responses, each with an outcome     |
+| `stepwise` | `prompt`, `completions`, `labels`         | one response as a list of steps, one label per step |
+
+Values:
+
+- a prompt is a string or a list of chat messages (`{"role": ..., "content": ...}` dicts);
+- a completion (`chosen`, `rejected`, `completion`, an item of rollout `completions`) is a string, a list of
+  step strings, or an assistant message (a list holding one `{"role": "assistant", "content": str}` dict);
+  a stepwise `completions` is the list of step strings of one response;
+- a label (`label`, items of `correctness` and `labels`) is a bool, 0/1, or a float in [0, 1] (soft label).
+
+Steps: a string completion is split on the step separator by :func:`split_steps`; empty or whitespace-only
+pieces (from repeated, leading or trailing separators) are merged into a neighbouring step so that the text
+is kept exactly. Steps given explicitly as a list must each contain a non-whitespace character: a
+whitespace-only step could be swallowed by a token of its neighbour, and then a response would not have one
+step reward per step.
+
+Every error is a :class:`DataFormatError` naming the column, the row, what was found and what was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "FORMATS",
+    "DataFormatError",
+    "Kind",
+    "check_completion",
+    "check_label",
+    "check_prompt",
+    "check_steps",
+    "detect_format",
+    "is_chat",
+    "split_steps",
+    "validate_dataset",
+    "validate_row",
+]
+
+Kind = Literal["paired", "unpaired", "rollouts", "stepwise"]
+
+FORMATS: dict[str, tuple[str, ...]] = {
+    "paired": ("prompt", "chosen", "rejected"),
+    "unpaired": ("prompt", "completion", "label"),
+    "rollouts": ("prompt", "completions", "correctness"),
+    "stepwise": ("prompt", "completions", "labels"),
+}
+
+_LABEL_EXPECTED = "bool, 0/1 or a float in [0, 1]"
+_COMPLETION_EXPECTED = (
+    "a non-empty string, a list of step strings, or one assistant message "
+    "[{'role': 'assistant', 'content': str}]"
+)
+
+
+class DataFormatError(ValueError):
+    """A dataset row or column does not match the expected format; the message says where and why."""
+
+
+def _where(column: str, index: int | None = None, item: int | None = None, step: int | None = None) -> str:
+    text = f"column {column!r}"
+    if index is not None:
+        text += f" row {index}"
+    if item is not None:
+        text += f", item {item}"
+    if step is not None:
+        text += f", step {step}"
+    return text
+
+
+def _found(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _kinds_listing() -> str:
+    return "; ".join(f"{kind}: {', '.join(cols)}" for kind, cols in FORMATS.items())
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in FORMATS:
+        raise ValueError(f"kind must be one of {list(FORMATS)}, got {kind!r}")
+
+
+def _columns_of(row_or_columns: Any) -> list[str]:
+    if hasattr(row_or_columns, "column_names"):  # datasets.Dataset / IterableDataset
+        names = row_or_columns.column_names
+        if isinstance(names, Mapping):  # DatasetDict: {split: columns}
+            raise TypeError("detect_format takes one split, not a DatasetDict; pass dataset['train']")
+        return list(names)
+    if isinstance(row_or_columns, Mapping):
+        return list(row_or_columns.keys())
+    if isinstance(row_or_columns, Iterable) and not isinstance(row_or_columns, str):
+        return [str(c) for c in row_or_columns]
+    raise TypeError(
+        f"expected a row (dict), a list of column names or a Dataset, got {_found(row_or_columns)}"
+    )
+
+
+def _missing_columns_message(columns: Sequence[str], kind: str | None = None) -> str:
+    present = set(columns)
+    candidates = [kind] if kind is not None else list(FORMATS)
+    best = max(len(present & set(FORMATS[k])) for k in candidates)
+    closest = [k for k in candidates if len(present & set(FORMATS[k])) == best]
+    parts = []
+    for k in closest:
+        missing = [c for c in FORMATS[k] if c not in present]
+        hints = []
+        unknown = [c for c in columns if c not in FORMATS[k]]
+        for col in missing:
+            match = difflib.get_close_matches(col, unknown, n=1, cutoff=0.6)
+            if match:
+                hints.append(f"found {match[0]!r}, did you mean {col!r}?")
+        missing_text = ", ".join(repr(c) for c in missing)
+        parts.append(f"{k} (missing column {missing_text}{'; ' + ' '.join(hints) if hints else ''})")
+    return (
+        f"columns {sorted(columns)} do not match "
+        f"{'the ' + kind + ' format' if kind else 'any dataset format'}: closest: {', '.join(parts)}. "
+        f"Accepted kinds and their columns: {_kinds_listing()}"
+    )
+
+
+def detect_format(row_or_columns: Any) -> Kind:
+    """Return the kind of a row, a list of column names or a `datasets.Dataset`.
+
+    `rollouts` and `stepwise` share `prompt` and `completions`; `correctness` or `labels` tells them apart.
+    Extra columns are allowed. Raises :class:`DataFormatError` when no kind matches (naming the missing
+    columns and suggesting close names) or when several kinds match.
+
+    Example:
+
+    ```python
+    >>> detect_format({"prompt": "1+1=", "completion": "2", "label": True})
+    'unpaired'
+    >>> detect_format(["prompt", "completions", "labels"])
+    'stepwise'
+
+    ```
+    """
+    columns = _columns_of(row_or_columns)
+    present = set(columns)
+    matches = [kind for kind, cols in FORMATS.items() if present.issuperset(cols)]
+    if len(matches) == 1:
+        return matches[0]  # type: ignore[return-value]
+    if matches:
+        raise DataFormatError(
+            f"columns {sorted(columns)} match several dataset formats ({', '.join(matches)}); "
+            "remove the extra columns or pass `kind=` explicitly"
+        )
+    raise DataFormatError(_missing_columns_message(columns))
+
+
+def is_chat(value: Any) -> bool:
+    """True when `value` is a list of chat messages (dicts), the conversational form of a prompt/completion.
+
+    Example:
+
+    ```python
+    >>> is_chat([{"role": "user", "content": "hi"}]), is_chat("hi")
+    (True, False)
+
+    ```
+    """
+    return isinstance(value, list | tuple) and len(value) > 0 and all(isinstance(m, Mapping) for m in value)
+
+
+def split_steps(text: str, step_separator: str = "\n\n") -> list[str]:
+    """Split a response into steps on `step_separator`, keeping the text exactly.
+
+    `step_separator.join(split_steps(text, step_separator)) == text` always holds. Empty or whitespace-only
+    pieces (repeated, leading or trailing separators) are merged into the previous step (the next one at the
+    start), so every step has a non-whitespace character. Returns `[]` for a whitespace-only text.
+
+    Example:
+
+    ```python
+    >>> split_steps("Add 2.\\n\\nGet 5.")
+    ['Add 2.', 'Get 5.']
+    >>> split_steps("\\n\\nAdd 2.\\n\\n\\n\\nGet 5.\\n\\n")
+    ['\\n\\nAdd 2.\\n\\n', 'Get 5.\\n\\n']
+
+    ```
+    """
+    if not isinstance(step_separator, str) or not step_separator:
+        raise ValueError(f"step_separator must be a non-empty string, got {step_separator!r}")
+    steps: list[str] = []
+    pending: str | None = None  # leading whitespace-only pieces, waiting for the first real step
+    for piece in text.split(step_separator):
+        if piece.strip():
+            steps.append(piece if pending is None else pending + step_separator + piece)
+            pending = None
+        elif steps:
+            steps[-1] += step_separator + piece
+        else:
+            pending = piece if pending is None else pending + step_separator + piece
+    return steps
+
+
+def check_label(value: Any, column: str, index: int | None = None, item: int | None = None) -> float:
+    """Validate one label and return it as a float in [0, 1]."""
+    if isinstance(value, bool | np.bool_):
+        return float(value)
+    if isinstance(value, numbers.Integral):
+        if value in (0, 1):
+            return float(value)
+    elif isinstance(value, numbers.Real) and not math.isnan(value) and 0.0 <= value <= 1.0:
+        return float(value)
+    raise DataFormatError(f"{_where(column, index, item)}: expected {_LABEL_EXPECTED}, got {_found(value)}")
+
+
+def check_prompt(value: Any, column: str = "prompt", index: int | None = None) -> None:
+    """Validate a prompt: a string, or a non-empty list of `{"role": str, "content": str}` messages."""
+    if isinstance(value, str):
+        return
+    if is_chat(value):
+        for m, message in enumerate(value):
+            role, content = message.get("role"), message.get("content")
+            if not isinstance(role, str) or not isinstance(content, str):
+                raise DataFormatError(
+                    f"{_where(column, index)}, message {m}: expected {{'role': str, 'content': str}}, "
+                    f"got {_found(dict(message))}"
+                )
+        return
+    raise DataFormatError(
+        f"{_where(column, index)}: expected a string or a list of chat messages "
+        f"[{{'role': ..., 'content': ...}}], got {_found(value)}"
+    )
+
+
+def _check_step(step: Any, column: str, index: int | None, item: int | None, k: int) -> None:
+    if not isinstance(step, str):
+        raise DataFormatError(f"{_where(column, index, item, k)}: expected a step string, got {_found(step)}")
+    if not step.strip():
+        what = "empty string" if not step else "whitespace only"
+        raise DataFormatError(
+            f"{_where(column, index, item, k)}: expected a step with a non-whitespace character, "
+            f"got {step!r} ({what}); remove the step or merge it into its neighbour"
+        )
+
+
+def check_steps(value: Any, column: str, index: int | None = None, item: int | None = None) -> None:
+    """Validate an explicit list of step strings: non-empty, each step with a non-whitespace character."""
+    if not isinstance(value, list | tuple) or not value:
+        raise DataFormatError(
+            f"{_where(column, index, item)}: expected a non-empty list of step strings, got {_found(value)}"
+        )
+    for k, step in enumerate(value):
+        _check_step(step, column, index, item, k)
+
+
+def check_completion(
+    value: Any, column: str, index: int | None = None, item: int | None = None, step_separator: str = "\n\n"
+) -> None:
+    """Validate a completion: a string, a list of step strings or one assistant message."""
+    if isinstance(value, str):
+        if not split_steps(value, step_separator):
+            what = "empty string" if not value else "whitespace only"
+            raise DataFormatError(
+                f"{_where(column, index, item)}: expected a non-empty completion, got {value!r} ({what})"
+            )
+        return
+    if is_chat(value):
+        message = value[0]
+        if (
+            len(value) != 1
+            or message.get("role") != "assistant"
+            or not isinstance(message.get("content"), str)
+        ):
+            raise DataFormatError(
+                f"{_where(column, index, item)}: expected one assistant message "
+                f"[{{'role': 'assistant', 'content': str}}], got {_found(list(map(dict, value)))}"
+            )
+        if not split_steps(message["content"], step_separator):
+            raise DataFormatError(
+                f"{_where(column, index, item)}: expected a non-empty assistant message content, "
+                f"got {message['content']!r}"
+            )
+        return
+    if isinstance(value, list | tuple) and value:
+        check_steps(value, column, index, item)
+        return
+    raise DataFormatError(
+        f"{_where(column, index, item)}: expected {_COMPLETION_EXPECTED}, got {_found(value)}"
+    )
+
+
+def _check_list(value: Any, column: str, index: int | None, what: str) -> None:
+    if not isinstance(value, list | tuple) or not value:
+        raise DataFormatError(
+            f"{_where(column, index)}: expected a non-empty list of {what}, got {_found(value)}"
+        )
+
+
+def validate_row(
+    row: Mapping[str, Any], kind: str, index: int | None = None, *, step_separator: str = "\n\n"
+) -> None:
+    """Check that `row` is a valid row of `kind`; raise :class:`DataFormatError` naming the column otherwise.
+
+    `index` is the row's position in its dataset, quoted in error messages.
+
+    Example:
+
+    ```python
+    >>> validate_row({"prompt": "1+1=", "completion": "2", "label": 1}, "unpaired")
+    >>> validate_row({"prompt": "1+1=", "completion": "2", "label": "yes"}, "unpaired", index=3)
+    Traceback (most recent call last):
+    ...
+    trl_implicit_prm.data.formats.DataFormatError: column 'label' row 3: expected bool, 0/1 or a float in [0, 1], got 'yes' (str)
+
+    ```
+    """
+    _check_kind(kind)
+    if not isinstance(row, Mapping):
+        raise DataFormatError(f"row {index}: expected a dict of columns, got {_found(row)}")
+    missing = [c for c in FORMATS[kind] if c not in row]
+    if missing:
+        where = f"row {index}: " if index is not None else ""
+        raise DataFormatError(where + _missing_columns_message(list(row.keys()), kind))
+    check_prompt(row["prompt"], "prompt", index)
+    if kind == "paired":
+        check_completion(row["chosen"], "chosen", index, step_separator=step_separator)
+        check_completion(row["rejected"], "rejected", index, step_separator=step_separator)
+    elif kind == "unpaired":
+        check_completion(row["completion"], "completion", index, step_separator=step_separator)
+        check_label(row["label"], "label", index)
+    elif kind == "rollouts":
+        completions, correctness = row["completions"], row["correctness"]
+        _check_list(completions, "completions", index, "completions")
+        _check_list(correctness, "correctness", index, "labels")
+        for i, completion in enumerate(completions):
+            check_completion(completion, "completions", index, i, step_separator=step_separator)
+        if len(correctness) != len(completions):
+            raise DataFormatError(
+                f"{_where('correctness', index)}: expected one label per completion "
+                f"({len(completions)} completions), got {len(correctness)} labels"
+            )
+        for i, label in enumerate(correctness):
+            check_label(label, "correctness", index, i)
+    else:  # stepwise
+        steps, labels = row["completions"], row["labels"]
+        check_steps(steps, "completions", index)
+        _check_list(labels, "labels", index, "step labels")
+        if len(labels) != len(steps):
+            raise DataFormatError(
+                f"{_where('labels', index)}: expected one label per step of 'completions' "
+                f"({len(steps)} steps), got {len(labels)} labels"
+            )
+        for k, label in enumerate(labels):
+            check_label(label, "labels", index, k)
+
+
+def validate_dataset(
+    dataset: Any, kind: str | None = None, *, step_separator: str = "\n\n", batch_size: int = 1000
+) -> Kind:
+    """Validate every row of a `datasets.Dataset` (or a list of dicts) and return its kind.
+
+    The kind is detected from the columns when not given. The first bad row raises :class:`DataFormatError`.
+
+    Example:
+
+    ```python
+    >>> from datasets import Dataset
+    >>> ds = Dataset.from_dict({"prompt": ["1+1="], "chosen": ["2"], "rejected": ["3"]})
+    >>> validate_dataset(ds)
+    'paired'
+
+    ```
+    """
+    if isinstance(dataset, list):
+        if kind is None:
+            if not dataset:
+                raise DataFormatError("cannot detect the format of an empty list of rows; pass `kind=`")
+            kind = detect_format(dataset[0])
+        _check_kind(kind)
+        for i, row in enumerate(dataset):
+            validate_row(row, kind, i, step_separator=step_separator)
+        return kind  # type: ignore[return-value]
+    if kind is None:
+        kind = detect_format(dataset)
+    _check_kind(kind)
+    missing = [c for c in FORMATS[kind] if c not in dataset.column_names]
+    if missing:
+        raise DataFormatError(_missing_columns_message(list(dataset.column_names), kind))
+    columns = list(FORMATS[kind])
+    start = 0
+    for batch in dataset.select_columns(columns).iter(batch_size=batch_size):
+        n = len(batch[columns[0]])
+        for i in range(n):
+            validate_row({c: batch[c][i] for c in columns}, kind, start + i, step_separator=step_separator)
+        start += n
+    return kind  # type: ignore[return-value]
