@@ -211,6 +211,8 @@ def test_bad_input_is_refused_before_training(tiny_dir, tokenizer, tmp_path):
                   train_dataset=Dataset.from_list([{"prompt": "Q", "completion": "a", "label": "yes"}]))
     with pytest.raises(ValueError, match="kto_reference_point='mismatched'"):
         config(StepKTOConfig, tmp_path, precompute_ref_log_probs=True)
+    with pytest.raises(ValueError, match="per_device_train_batch_size >= 2"):
+        config(CEConfig, tmp_path, loss_type="kto", per_device_train_batch_size=1)
 
 
 def test_step_labelled_eval_set_reports_step_error_f1(tiny_dir, tokenizer, tmp_path):

@@ -393,6 +393,13 @@ class ImplicitRewardTrainer(_BaseTrainer):
     def _implicit_prm_metadata(self) -> dict[str, Any]:
         reference = None if self.args.reference_free else ("adapter-base" if self._uses_adapter_reference
                                                            else self._ref_model_id)
+        if reference not in (None, "adapter-base") and Path(reference).exists():
+            reference = str(Path(reference).resolve())  # a local path must survive moving the checkpoint
+        if reference is None and not self.args.reference_free:
+            logger.warning(
+                "The reference model was given in memory without a path, so the checkpoint cannot record it: "
+                "pass ref_model=... to ProcessRewardComputer.from_pretrained when scoring with this checkpoint."
+            )
         return {
             "beta": self.args.beta,
             "reference_free": self.args.reference_free,

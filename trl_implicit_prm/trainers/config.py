@@ -198,6 +198,12 @@ def _check_kto(config: Any) -> None:
         raise ValueError(f"kto_reference_point must be 'mismatched' or 'zero', got {config.kto_reference_point!r}")
     if config.desirable_weight <= 0 or config.undesirable_weight <= 0:
         raise ValueError("desirable_weight and undesirable_weight must be > 0")
+    if config.kto_reference_point == "mismatched" and config.per_device_train_batch_size < 2:
+        raise ValueError(
+            "kto_reference_point='mismatched' pairs each prompt with another row's completion of the same batch, "
+            f"which needs per_device_train_batch_size >= 2 (got {config.per_device_train_batch_size}); raise it, "
+            "or set kto_reference_point='zero'"
+        )
     if config.precompute_ref_log_probs and config.kto_reference_point == "mismatched" and not config.reference_free:
         raise ValueError(
             "kto_reference_point='mismatched' needs reference log-probs of prompt/completion pairs formed at each "

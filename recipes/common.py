@@ -1,0 +1,254 @@
+"""What the recipes share: argument classes, data loading, model kwargs, the train/save/evaluate tail, scoring.
+
+The recipes are run as scripts (`python recipes/train_ce.py ...` or `accelerate launch ... recipes/train_ce.py`),
+so this file is imported as the top-level module `common` from the recipes folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from trl import ModelConfig, ScriptArguments, TrlParser
+
+from trl_implicit_prm.commands.score import unescape
+
+logger = logging.getLogger("recipes")
+
+# Local file extension -> `datasets` builder.
+DATA_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+# --------------------------------------------------------------------------------------------------- arguments
+@dataclass
+class RecipeArguments(ScriptArguments):
+    """TRL's `ScriptArguments` (dataset_name, dataset_config, dataset_train_split, dataset_test_split, ...) plus
+    what the implicit-PRM recipes add. `dataset_name` is a hub id, a local .json/.jsonl/.parquet/.csv file, a
+    folder of such files, or a folder written by `Dataset.save_to_disk`."""
+
+    ref_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Reference model πref (path or hub id). Default: the initial policy (a frozen copy, or "
+                          "the base model with adapters disabled under LoRA)."},
+    )
+    eval_dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A separate evaluation set (same kinds of sources as dataset_name), e.g. step-labelled "
+                          "rows for step-error metrics. Default: the dataset_test_split of dataset_name, if any."},
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow custom modelling code from the hub when loading the models."}
+    )
+
+
+def parse_args(config_class: type, script_class: type = RecipeArguments, argv: Sequence[str] | None = None):
+    """`(script_args, training_args, model_args)` from `--config file.yaml` plus command-line overrides.
+
+    `training_args.model_init_kwargs` is filled from the model arguments (dtype, attention implementation,
+    revision, trust_remote_code); values already in `model_init_kwargs` win.
+    """
+    parser = TrlParser((script_class, config_class, ModelConfig))
+    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    if not model_args.model_name_or_path:
+        parser.error("model_name_or_path is required (in the YAML config or as --model_name_or_path)")
+    if not script_args.dataset_name:
+        parser.error("dataset_name is required: a hub id or a local .json/.jsonl/.parquet/.csv file")
+    if script_args.dataset_streaming:
+        parser.error("dataset_streaming is not supported: the trainers validate and tokenize the whole dataset "
+                     "before training")
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        parser.error("load_in_4bit/load_in_8bit are not supported by these recipes: train LoRA adapters on bf16 "
+                     "weights instead (see recipes/configs/llama3.1-8b-ce-lora.yaml)")
+    # `--step_separator '\n\n'` arrives as backslash-n twice: read escapes as `trl-implicit-prm score` does.
+    training_args.step_separator = unescape(training_args.step_separator)
+    training_args.model_init_kwargs = {
+        **model_init_kwargs(model_args, script_args.trust_remote_code),
+        **(training_args.model_init_kwargs or {}),
+    }
+    return script_args, training_args, model_args
+
+
+def model_init_kwargs(model_args: ModelConfig, trust_remote_code: bool = False) -> dict[str, Any]:
+    """`from_pretrained` keyword arguments of the policy and reference, from TRL's `ModelConfig`."""
+    kwargs = {
+        "revision": model_args.model_revision,
+        "dtype": model_args.dtype,
+        "attn_implementation": model_args.attn_implementation,
+        "trust_remote_code": trust_remote_code or None,
+    }
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+# -------------------------------------------------------------------------------------------------------- data
+def load_data(name: str, config: str | None = None) -> DatasetDict:
+    """A `DatasetDict` from a hub id, a local data file (split "train"), a folder of files or a saved dataset."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        builder = DATA_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(f"dataset {name!r}: unsupported file type {path.suffix!r}; use one of "
+                             f"{sorted(DATA_BUILDERS)} or a hub id")
+        return load_dataset(builder, data_files=str(path))
+    if path.is_dir():
+        if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
+            loaded = load_from_disk(str(path))
+            return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+        return load_dataset(str(path), name=config)
+    if path.suffix.lower() in DATA_BUILDERS or name.startswith(("/", "./", "../", "~")):
+        raise FileNotFoundError(f"dataset {name!r} looks like a local file, but there is no such file "
+                                f"(working directory: {os.getcwd()})")
+    return load_dataset(name, name=config)
+
+
+def _split(data: DatasetDict, split: str, source: str) -> Dataset:
+    if split not in data:
+        raise ValueError(f"dataset {source!r} has no split {split!r}; it has {sorted(data)}. Set "
+                         "dataset_train_split / dataset_test_split accordingly.")
+    return data[split]
+
+
+def load_train_eval(script_args: RecipeArguments) -> tuple[Dataset, Dataset | None]:
+    """The training split and the evaluation set (from eval_dataset_name, else the test split if it exists)."""
+    data = load_data(script_args.dataset_name, script_args.dataset_config)
+    train = _split(data, script_args.dataset_train_split, script_args.dataset_name)
+    if script_args.eval_dataset_name:
+        evals = load_data(script_args.eval_dataset_name)
+        split = script_args.dataset_test_split if script_args.dataset_test_split in evals else next(iter(evals))
+        return train, evals[split]
+    if script_args.dataset_test_split in data:
+        return train, data[script_args.dataset_test_split]
+    logger.info("no %r split in %s: training without an evaluation set", script_args.dataset_test_split,
+                script_args.dataset_name)
+    return train, None
+
+
+def is_local(name: str) -> bool:
+    return Path(name).expanduser().exists()
+
+
+# ---------------------------------------------------------------------------------------------- training tail
+def train_and_save(trainer: Any, script_args: RecipeArguments) -> dict[str, float]:
+    """Train, save the checkpoint (with `implicit_prm.json`), evaluate if there is an eval set, push if asked."""
+    args = trainer.args
+    result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    trainer.save_model(args.output_dir)
+    trainer.accelerator.print(f"Model saved to {args.output_dir}")
+    metrics = dict(result.metrics)
+    if trainer.eval_dataset is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    if args.push_to_hub:
+        hub_dataset = None if is_local(script_args.dataset_name) else script_args.dataset_name
+        trainer.push_to_hub(dataset_name=hub_dataset)
+        trainer.accelerator.print(f"Model pushed to https://huggingface.co/{trainer.hub_model_id}")
+    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
+        trainer.end()
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------- scoring (inference)
+@dataclass
+class ScoringArguments:
+    """How score.py and evaluate.py build a `ProcessRewardComputer`."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Trained implicit PRM: checkpoint dir, PEFT adapter dir or hub id."}
+    )
+    ref_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Reference model. Default: the one recorded in the checkpoint's implicit_prm.json (the "
+                          "adapter-disabled base for a PEFT adapter)."},
+    )
+    reference_free: bool | None = field(
+        default=None,
+        metadata={"help": "Score without a reference (r = β·log πθ, paper §5.5.2). Default: the checkpoint's."},
+    )
+    beta: float | None = field(default=None, metadata={"help": "β. Default: the checkpoint's (else 0.05)."})
+    step_separator: str | None = field(
+        default=None,
+        metadata={"help": "Step separator of string responses (escapes such as \\n are read). Default: the "
+                          "checkpoint's."},
+    )
+    dtype: str | None = field(default=None, metadata={"help": "Weights dtype: 'bfloat16', 'float32' or 'auto'."})
+    device: str | None = field(default=None, metadata={"help": "'cuda', 'cpu', ... Default: CUDA if available."})
+    batch_size: int | None = field(default=None, metadata={"help": "Maximum responses per forward pass."})
+    max_batch_tokens: int | None = field(default=None, metadata={"help": "Maximum padded tokens per forward pass."})
+    max_length: int | None = field(default=None, metadata={"help": "Longest prompt + response in tokens."})
+    truncation: bool = field(
+        default=False, metadata={"help": "Cut responses longer than max_length (flagged) instead of failing."}
+    )
+    chat_prompt: bool = field(
+        default=False,
+        metadata={"help": "Wrap string prompts as one user message rendered with the tokenizer's chat template "
+                          "(use it when the PRM was trained on chat prompts)."},
+    )
+
+
+def build_computer(args: ScoringArguments) -> Any:
+    from trl_implicit_prm import ProcessRewardComputer
+
+    if not args.model_name_or_path:
+        raise ValueError("model_name_or_path is required: the trained implicit PRM to score with")
+    return ProcessRewardComputer.from_pretrained(
+        args.model_name_or_path, ref_model=args.ref_model_name_or_path, reference_free=args.reference_free,
+        beta=args.beta, step_separator=args.step_separator and unescape(args.step_separator),
+        device=args.device, dtype=args.dtype,
+        batch_size=args.batch_size, max_length=args.max_length, truncation=args.truncation,
+        max_batch_tokens=args.max_batch_tokens,
+    )
+
+
+def as_prompt(prompt: Any, chat: bool) -> Any:
+    """A string prompt as a one-message chat when `chat` is set; chat prompts (lists) are kept."""
+    return [{"role": "user", "content": prompt}] if chat and isinstance(prompt, str) else prompt
+
+
+def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a JSONL file or of a JSON array; errors name the line."""
+    text = Path(path).read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        rows = json.loads(text)
+        where = [f"item {i + 1}" for i in range(len(rows))]
+    else:
+        rows, where = [], []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
+                where.append(f"line {number}")
+    for row, place in zip(rows, where, strict=True):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, {place}: expected a JSON object, got {type(row).__name__}")
+    return rows
+
+
+def write_rows(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False, default=_finite) + "\n")
+    return out
+
+
+def _finite(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def clean_float(x: float) -> float | None:
+    """NaN/inf as None, for strict JSON."""
+    return x if math.isfinite(x) else None

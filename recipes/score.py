@@ -1,0 +1,66 @@
+"""Score every response of a JSONL (or JSON array) file with a trained implicit PRM.
+
+Input rows hold a prompt (a string, or chat messages) and a response (a string, split on the step separator, or
+a list of steps), or instead a `steps` list as for `trl-implicit-prm score`; column names are settings. Output:
+the input rows plus `step_rewards`, `q_values`, `outcome_reward` (= the sum), the aggregates `min`, `mean`, `max`,
+`last`, and `truncated` / `num_truncated_steps`, as the `score` command writes them; optionally an HTML page
+colouring every step and token by its reward.
+
+    python recipes/score.py --model_name_or_path outputs/llama3.1-8b-implicit-prm-ce \
+        --input_file responses.jsonl --output_file scored.jsonl --html_file scored.html
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common import ScoringArguments, as_prompt, build_computer, clean_float, read_rows, write_rows
+from trl import TrlParser
+
+from trl_implicit_prm.render import save_html
+
+
+@dataclass
+class ScoreFileArguments:
+    input_file: str | None = field(default=None, metadata={"help": "JSONL or JSON-array file of rows to score."})
+    output_file: str | None = field(default=None, metadata={"help": "Where to write the scored rows (JSONL)."})
+    html_file: str | None = field(default=None, metadata={"help": "Optional HTML page of the step rewards."})
+    html_max_rows: int = field(default=200, metadata={"help": "Rows shown in the HTML page (the first ones)."})
+    prompt_column: str = field(default="prompt", metadata={"help": "Column holding the prompt."})
+    response_column: str = field(
+        default="response", metadata={"help": "Column holding the response (rows without it may have 'steps')."}
+    )
+
+
+def main() -> None:
+    parser = TrlParser((ScoringArguments, ScoreFileArguments))
+    scoring, files = parser.parse_args_and_config()
+    if not files.input_file or not files.output_file:
+        parser.error("input_file and output_file are required")
+    rows = read_rows(files.input_file)
+    responses = []
+    for i, row in enumerate(rows):
+        response_column = files.response_column if files.response_column in row else "steps"
+        if files.prompt_column not in row or response_column not in row:
+            parser.error(f"{files.input_file}, row {i}: needs {files.prompt_column!r} and {files.response_column!r} "
+                         f"(or 'steps'), it has {sorted(row)}; set prompt_column / response_column")
+        responses.append(row[response_column])
+    prompts = [as_prompt(row[files.prompt_column], scoring.chat_prompt) for row in rows]
+    computer = build_computer(scoring)
+    results = computer.score(prompts, responses, show_progress=True)
+    scored = [  # the same keys as `trl-implicit-prm score` (sum = outcome_reward)
+        {**row, "step_rewards": r.step_rewards, "q_values": r.q_values, "outcome_reward": r.outcome_reward,
+         **{how: clean_float(r.aggregate(how)) for how in ("min", "mean", "max", "last")},
+         "truncated": r.truncated, "num_truncated_steps": r.num_truncated_steps}
+        for row, r in zip(rows, results, strict=True)
+    ]
+    write_rows(files.output_file, scored)
+    print(f"Scored {len(rows)} responses with {computer}: {files.output_file}")
+    if files.html_file:
+        n = files.html_max_rows
+        save_html(results[:n], files.html_file, prompts=prompts[:n])
+        print(f"Step-reward page: {files.html_file}")
+
+
+if __name__ == "__main__":
+    main()
