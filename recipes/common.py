@@ -18,7 +18,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from trl import ModelConfig, ScriptArguments, TrlParser
 
-from trl_implicit_prm.commands.score import unescape
+from trl_implicit_prm.commands._models import unescape
 
 logger = logging.getLogger("recipes")
 

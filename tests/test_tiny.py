@@ -34,3 +34,18 @@ def test_models_load_from_disk_with_matching_vocabulary(tiny_dir, tokenizer):
             a, b = model(input_ids=ids).logits, ref(input_ids=ids).logits
         assert a.shape == (1, ids.size(1), len(tokenizer))
         assert not torch.allclose(a, b)  # policy and reference differ
+
+
+def test_load_tokenizer_gives_the_saved_ids_for_every_architecture(tiny_dir, tokenizer, caplog):
+    """transformers 5 rebuilds a qwen2 checkpoint's tokenizer with Qwen2's own pipeline (other ids);
+    `load_tokenizer` notices and loads the saved tokenizer.json as is."""
+    from trl_implicit_prm.modeling import load_tokenizer
+
+    text = "Step 12: 345 + 6 = 351.\n\nThe answer is 351."
+    want = tokenizer(text)["input_ids"]
+    assert AutoTokenizer.from_pretrained(tiny_dir / "qwen2")(text)["input_ids"] != want  # the trap
+    for arch in ARCHITECTURES:
+        tok = load_tokenizer(tiny_dir / arch)
+        assert tok(text)["input_ids"] == want, arch
+        assert tok.chat_template == tokenizer.chat_template and tok.eos_token == tokenizer.eos_token
+    assert "loading the saved tokenizer.json as is" in caplog.text

@@ -14,7 +14,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +69,42 @@ def model_id_of(model: nn.Module) -> str | None:
     return name or None
 
 
-def load_tokenizer(source: str | os.PathLike) -> PreTrainedTokenizerBase:
-    """The fast tokenizer saved with a model; a clear error when only a slow one exists."""
-    tok = AutoTokenizer.from_pretrained(str(source))
+def load_tokenizer(source: str | os.PathLike, **kwargs: Any) -> PreTrainedTokenizerBase:
+    """The fast tokenizer saved with a model, exactly as saved; a clear error when only a slow one exists.
+
+    transformers 5 may choose the tokenizer class from the model type and rebuild its pipeline (a Qwen2
+    checkpoint's tokenizer gets Qwen2's pre-tokenizer and normaliser), which silently changes token ids when the
+    saved `tokenizer.json` differs from that class's defaults. When that happens the saved pipeline is loaded
+    instead, with a warning: rewards must be computed on the ids the model was trained on.
+    """
+    tok = AutoTokenizer.from_pretrained(str(source), **kwargs)
     if not getattr(tok, "is_fast", False):
         raise ValueError(
             f"The tokenizer of {source!s} is a slow (Python) tokenizer; step spans need character offsets, which "
             "only fast tokenizers give. Load it with `AutoTokenizer.from_pretrained(..., use_fast=True)` or pass "
             "a `PreTrainedTokenizerFast`."
         )
+    changed = _rebuilt_parts(tok, Path(source) / "tokenizer.json")
+    if changed:
+        logger.warning(
+            "%s: %s rebuilt the tokenizer with a different %s than the saved tokenizer.json; loading the saved "
+            "tokenizer.json as is, so token ids match those the model was trained on.",
+            source, type(tok).__name__, " and ".join(changed),
+        )
+        tok = PreTrainedTokenizerFast.from_pretrained(str(source), **kwargs)
     return tok
+
+
+def _rebuilt_parts(tokenizer: PreTrainedTokenizerBase, saved: Path) -> list[str]:
+    """The parts of a saved tokenizer.json that the loaded tokenizer's pipeline does not reproduce."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not saved.is_file():
+        return []
+    try:
+        file, loaded = json.loads(saved.read_text(encoding="utf-8")), json.loads(backend.to_str())
+    except (OSError, ValueError):
+        return []
+    return [part for part in ("normalizer", "pre_tokenizer", "model") if file.get(part) != loaded.get(part)]
 
 
 def _vocab_size(model: nn.Module) -> int:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from trl_implicit_prm.commands._models import add_model_arguments, computer_from_args
+from trl_implicit_prm.evaluation.prm_scores import score_candidates
 from trl_implicit_prm.rewards import AGGREGATIONS
 
 NAME = "eval-bon"
@@ -30,20 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ns", nargs="+", type=int, default=None, help="values of N (default 1, 2, 4, ...)")
     parser.add_argument("--output", type=Path, default=Path("eval_bon.json"), help="results JSON")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of accuracy against N")
-
-
-def aggregated_scores(prc: Any, problems: list[dict[str, Any]], aggregations: list[str]) -> dict[str, list]:
-    """{aggregation: per-problem lists of per-candidate scores}, each candidate scored once."""
-    flat = [(p["problem"], c["response"]) for p in problems for c in p["candidates"]]
-    scored = prc.score([q for q, _ in flat], [r for _, r in flat]) if flat else []
-    out: dict[str, list] = {how: [] for how in aggregations}
-    k = 0
-    for p in problems:
-        n = len(p["candidates"])
-        for how in aggregations:
-            out[how].append([scored[k + j].aggregate(how) for j in range(n)])
-        k += n
-    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"no valid problem in {args.data} ({loaded.n_skipped} rows skipped)", file=sys.stderr)
         return 2
     prc = computer_from_args(args)
-    scores = aggregated_scores(prc, problems, args.aggregations)
+    scores = score_candidates(prc, problems, args.aggregations)
     curve = best_of_n_curve(problems, scores, ns=args.ns, step_separator=prc.step_separator)
     width = max(len(m) for m in curve["methods"]) + 2
     print(f"{'method':<{width}}" + "".join(f"{'N=' + str(n):>8}" for n in curve["ns"]))

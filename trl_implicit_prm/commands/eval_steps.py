@@ -12,12 +12,11 @@ Example: `trl-implicit-prm eval-steps --model ckpt/ --data gsm8k.jsonl math.json
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
-from typing import Any
 
 from trl_implicit_prm.commands._models import add_model_arguments, computer_from_args
+from trl_implicit_prm.evaluation.prm_scores import score_process_records
 
 NAME = "eval-steps"
 HELP = "step-error F1 (ProcessBench protocol) of a PRM on one or more split files"
@@ -33,23 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-step score: the step reward, or sigmoid of the cumulative q at the step's end")
     parser.add_argument("--output", type=Path, default=Path("eval_steps.json"), help="results JSON")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of F1 against the threshold (tuned split)")
-
-
-def step_scores(results: list[Any], how: str) -> list[list[float]]:
-    """Per-step scores of scored responses: step rewards, or σ(q) at each step end."""
-    if how == "step":
-        return [list(r.step_rewards) for r in results]
-    return [[1.0 / (1.0 + math.exp(-q)) for q in r.q_values] for r in results]
-
-
-def score_records(prc: Any, records: list[dict[str, Any]], how: str) -> list[list[float]]:
-    """Scores of every record's steps (records without steps get none)."""
-    with_steps = [i for i, r in enumerate(records) if r["steps"]]
-    scored = prc.score([records[i]["problem"] for i in with_steps], [records[i]["steps"] for i in with_steps])
-    out: list[list[float]] = [[] for _ in records]
-    for i, s in zip(with_steps, step_scores(scored, how), strict=True):
-        out[i] = s
-    return out
 
 
 def _split_name(path: Path, names: list[str]) -> str:
@@ -81,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         loaded = read_process_records(path)
         skipped.extend(loaded.skipped)
         records = list(loaded.records)
-        splits[name] = (records, score_records(prc, records, args.score))
+        splits[name] = (records, score_process_records(prc, records, args.score))
     result = evaluate_splits(splits, tune_on=None if args.threshold is not None else tune_on,
                              threshold=args.threshold)
     print(f"{'split':<24}{'acc. erroneous':>16}{'acc. correct':>14}{'F1':>8}")

@@ -1,0 +1,265 @@
+"""The embedded demo: the paper's claim in miniature, on a CPU, with no download.
+
+A PRM trained with response-level labels only finds the first wrong step. Stages (each a public-API call):
+
+1. a tiny tokenizer and Llama-style model are built locally and fine-tuned on correct solutions: the reference
+   policy (an instruct model in the paper);
+2. N solutions per training problem are sampled from it and graded by their final answer: outcome labels only;
+3. implicit PRMs are trained from those labels: `CETrainer` (unpaired) and `ImplicitPRMTrainer` (DPO, paired);
+4. baselines on the same budget: the reference alone (reference-free scoring, paper §5.5.2) and a PRM trained on
+   the true step labels (`StepKTOTrainer`), the upper bound that needs expensive labels;
+5. held-out evaluation: step-error F1 in the ProcessBench protocol (threshold tuned on a validation split) and
+   best-of-N accuracy of min-score selection, majority voting and weighted voting, against pass@1.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+
+from trl_implicit_prm.demo.policy import finetune_on_solutions, sample_solutions
+from trl_implicit_prm.demo.task import (
+    STEP_SEPARATOR,
+    ArithmeticTask,
+    Problem,
+    Solution,
+    corrupt,
+    export_all,
+    reference_solution,
+    to_paired,
+    to_processbench,
+    to_stepwise,
+    to_unpaired,
+    tokenizer_corpus,
+)
+
+__all__ = ["DemoConfig", "run_demo"]
+
+
+@dataclass
+class DemoConfig:
+    """Sizes and settings of the demo; the defaults fit the 6-minute budget on 2 CPU cores."""
+
+    output_dir: str = "demo_output"
+    seed: int = 0
+    n_terms: int = 4
+    operators: str = "+-*"
+    max_value: int = 20
+    # reference policy
+    n_sft_problems: int = 1000
+    sft_epochs: int = 5
+    hidden_size: int = 96
+    num_layers: int = 3
+    vocab_size: int = 400
+    # outcome-labelled rollouts
+    n_train_problems: int = 300
+    samples_per_problem: int = 8
+    temperature: float = 1.0
+    # PRM training
+    beta: float = 0.05
+    learning_rate: float = 1e-3
+    prm_epochs: float = 1.0
+    batch_size: int = 32
+    # evaluation
+    n_val_problems: int = 100
+    n_test_problems: int = 200
+    n_bon_problems: int = 100
+    bon_n: int = 16
+    html_examples: int = 6
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> DemoConfig:
+        """A reduced demo (for tests and a first look): smaller sets, fewer epochs."""
+        small = dict(n_sft_problems=300, sft_epochs=3, hidden_size=64, num_layers=2, n_train_problems=60,
+                     samples_per_problem=4, n_val_problems=30, n_test_problems=40, n_bon_problems=20, bon_n=4,
+                     html_examples=2)
+        return cls(**{**small, **overrides})
+
+
+class _Stages:
+    """Times and announces each stage."""
+
+    def __init__(self, progress: bool) -> None:
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        if self.progress:
+            print(f"[demo] {name} ...", flush=True)
+        start = time.perf_counter()
+        out = fn()
+        self.seconds[name] = round(time.perf_counter() - start, 2)
+        if self.progress:
+            print(f"[demo] {name}: {self.seconds[name]:.1f}s", flush=True)
+        return out
+
+
+def _train_args(cls: type, out: Path, cfg: DemoConfig, **extra: Any) -> Any:
+    return cls(output_dir=str(out), use_cpu=True, bf16=False, report_to=[], save_strategy="no",
+               gradient_checkpointing=False, per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.prm_epochs,
+               learning_rate=cfg.learning_rate, lr_scheduler_type="constant", beta=cfg.beta, seed=cfg.seed,
+               logging_steps=10, step_separator=STEP_SEPARATOR, max_length=256, disable_tqdm=not cfg.progress,
+               **extra)
+
+
+def _train_prm(kind: str, reference_dir: Path, rows: list[dict], out: Path, cfg: DemoConfig) -> Path:
+    from trl_implicit_prm import (
+        CEConfig,
+        CETrainer,
+        ImplicitPRMConfig,
+        ImplicitPRMTrainer,
+        StepKTOConfig,
+        StepKTOTrainer,
+    )
+
+    trainer_cls, config_cls = {
+        "ce": (CETrainer, CEConfig),
+        "dpo": (ImplicitPRMTrainer, ImplicitPRMConfig),
+        "step_kto": (StepKTOTrainer, StepKTOConfig),
+    }[kind]
+    trainer = trainer_cls(str(reference_dir), args=_train_args(config_cls, out, cfg),
+                          train_dataset=Dataset.from_list(rows))
+    trainer.train()
+    trainer.save_model(str(out))
+    return out
+
+
+def _injected_records(problems: list[Problem], rng: random.Random) -> list[tuple[Problem, Solution]]:
+    """Half correct reference solutions, half with one error injected at a uniformly drawn step."""
+    out = []
+    for i, p in enumerate(problems):
+        if i % 2 == 0:
+            out.append((p, reference_solution(p)))
+        else:
+            out.append((p, corrupt(p, step=rng.randrange(p.n_terms - 1), rng=rng)))
+    return out
+
+
+def _score_steps(prc: Any, items: list[tuple[Problem, Solution]]) -> list[Any]:
+    return prc.score([p.prompt for p, _ in items], [s.steps for _, s in items])
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Run the whole pipeline and write report.json, report.md, bon.png and steps.html to `cfg.output_dir`."""
+    from trl_implicit_prm.demo.report import write_report
+    from trl_implicit_prm.evaluation import best_of_n_curve, evaluate_splits
+    from trl_implicit_prm.evaluation.prm_scores import score_candidates, score_process_records
+    from trl_implicit_prm.inference import ProcessRewardComputer
+    from trl_implicit_prm.tiny import build_model, build_tokenizer
+
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = _Stages(cfg.progress)
+    rng = random.Random(cfg.seed)
+    task = ArithmeticTask(n_terms=cfg.n_terms, operators=cfg.operators, max_value=cfg.max_value, seed=cfg.seed)
+    n_total = cfg.n_sft_problems + cfg.n_train_problems + cfg.n_val_problems + cfg.n_test_problems \
+        + cfg.n_bon_problems
+    problems = task.make_problems(n_total, seed=cfg.seed)
+    cuts = [cfg.n_sft_problems, cfg.n_train_problems, cfg.n_val_problems, cfg.n_test_problems, cfg.n_bon_problems]
+    splits, start = [], 0
+    for n in cuts:
+        splits.append(problems[start:start + n])
+        start += n
+    sft_set, train_set, val_set, test_set, bon_set = splits
+
+    # 1. reference policy
+    def reference_policy() -> Path:
+        tok = build_tokenizer(vocab_size=cfg.vocab_size, corpus=tokenizer_corpus(task, 2000, seed=cfg.seed))
+        model = build_model("llama", tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                            num_heads=4, seed=cfg.seed)
+        losses = finetune_on_solutions(model, tok, sft_set, epochs=cfg.sft_epochs, seed=cfg.seed,
+                                       progress=cfg.progress)
+        path = out / "models" / "reference"
+        model.save_pretrained(path)
+        tok.save_pretrained(path)
+        (path / "sft_losses.json").write_text(json.dumps(losses))
+        return path
+
+    ref_dir = stages.run("1 reference policy (fine-tune on correct solutions)", reference_policy)
+    from transformers import AutoModelForCausalLM
+
+    from trl_implicit_prm.modeling import load_tokenizer
+
+    policy = AutoModelForCausalLM.from_pretrained(ref_dir).eval()
+    tok = load_tokenizer(ref_dir)
+
+    # 2. outcome-labelled rollouts
+    rollouts = stages.run("2 sample and grade rollouts", lambda: sample_solutions(
+        policy, tok, train_set, cfg.samples_per_problem, temperature=cfg.temperature, seed=cfg.seed,
+        progress=cfg.progress))
+    usable = [[s for s in sols if s.steps and all(step.strip() for step in s.steps)] for sols in rollouts]
+    n_sampled = sum(len(s) for s in rollouts)
+    n_dropped = n_sampled - sum(len(s) for s in usable)
+    if cfg.progress and n_dropped:
+        print(f"[demo] dropped {n_dropped} of {n_sampled} samples with an empty step or no text", flush=True)
+    train_pairs = [(p, sols) for p, sols in zip(train_set, usable, strict=True) if sols]
+    flat = [s for _, sols in train_pairs for s in sols]
+    rollout_stats = {
+        "n_sampled": n_sampled, "n_dropped_empty": n_dropped, "n_used": len(flat),
+        "fraction_correct": sum(s.is_correct for s in flat) / max(1, len(flat)),
+        "first_error_histogram": {str(k): sum(1 for s in flat if s.first_error == k)
+                                  for k in sorted({s.first_error for s in flat}, key=lambda x: (x is None, x))},
+    }
+    export_all(out / "data", train_pairs)
+    unpaired = [row for p, sols in train_pairs for row in to_unpaired(p, sols)]
+    paired = [row for p, sols in train_pairs for row in to_paired(p, sols)]
+    stepwise = [to_stepwise(p, s) for p, sols in train_pairs for s in sols if s.first_error is not None]
+
+    # 3-4. PRMs from outcome labels, and the step-supervised upper bound
+    prm_dirs = {"ce": stages.run("3a implicit PRM, CE (outcome labels)",
+                                 lambda: _train_prm("ce", ref_dir, unpaired, out / "models" / "ce", cfg))}
+    if paired:
+        prm_dirs["dpo"] = stages.run("3b implicit PRM, DPO (outcome labels)",
+                                     lambda: _train_prm("dpo", ref_dir, paired, out / "models" / "dpo", cfg))
+    prm_dirs["step_kto"] = stages.run("4 step-supervised PRM, StepKTO (true step labels)",
+                                      lambda: _train_prm("step_kto", ref_dir, stepwise, out / "models" / "step_kto",
+                                                         cfg))
+
+    # 5. evaluation
+    val_items = _injected_records(val_set, rng)
+    test_items = _injected_records(test_set, rng)
+    bon_samples = stages.run("5a sample best-of-N candidates", lambda: sample_solutions(
+        policy, tok, bon_set, cfg.bon_n, temperature=cfg.temperature, seed=cfg.seed + 1, progress=cfg.progress))
+    computers = {"reference (no training)": ProcessRewardComputer.from_pretrained(ref_dir, reference_free=True,
+                                                                                 beta=cfg.beta,
+                                                                                 step_separator=STEP_SEPARATOR)}
+    names = {"ce": "implicit PRM (CE)", "dpo": "implicit PRM (DPO)", "step_kto": "step-supervised (StepKTO)"}
+    for key, path in prm_dirs.items():
+        computers[names[key]] = ProcessRewardComputer.from_pretrained(path, ref_model=ref_dir,
+                                                                      step_separator=STEP_SEPARATOR)
+
+    def evaluate() -> dict[str, Any]:
+        results: dict[str, Any] = {"step_error": {}, "best_of_n": {}}
+        val_records = [to_processbench(p, s) for p, s in val_items]
+        test_records = [to_processbench(p, s) for p, s in test_items]
+        bon_problems = [{"problem": p.prompt, "reference": p.answer,
+                         "candidates": [{"response": s.steps, "answer": s.final_answer} for s in sols]}
+                        for p, sols in zip(bon_set, bon_samples, strict=True)]
+        for name, prc in computers.items():
+            val_scores = score_process_records(prc, val_records)
+            test_scored = _score_steps(prc, test_items)
+            split = evaluate_splits({"validation": (val_records, val_scores),
+                                     "test": (test_records, [r.step_rewards for r in test_scored])},
+                                    tune_on="validation")
+            results["step_error"][name] = {k: v.to_dict() for k, v in split["splits"].items()} | {
+                "threshold": split["threshold"]}
+            results.setdefault("_scored_test", {})[name] = test_scored
+            results["best_of_n"][name] = best_of_n_curve(bon_problems, score_candidates(prc, bon_problems, ["min"]))
+        return results
+
+    results = stages.run("5b evaluate (step-error F1, best-of-N)", evaluate)
+    results["extra"] = {"rollouts": rollout_stats,
+                        "training_rows": {"unpaired": len(unpaired), "paired": len(paired), "stepwise": len(stepwise)}}
+    report = write_report(out, cfg, results, test_items, stages.seconds, asdict(cfg))
+    return report

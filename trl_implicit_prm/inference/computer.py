@@ -1,0 +1,370 @@
+"""`ProcessRewardComputer`: any implicit-PRM checkpoint to per-step rewards, many responses at a time.
+
+One forward pass of the policy and one of the reference per response, whatever its number of steps: the
+per-token log-ratios come from :func:`~trl_implicit_prm.rewards.completion_logps`-style log-probs, and the
+step rewards are sums over each step's tokens (:func:`~trl_implicit_prm.rewards.step_rewards`), the same
+functions the trainers log with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..rewards import outcome_rewards, step_q_values, step_rewards, token_rewards
+from .batching import collate, plan_batches
+from .cache import ReferenceCache
+from .encoding import EncodedResponse, decode_tokens, encode_response
+from .loading import identity_of, resolve_models
+from .logps import model_logps, resolve_logps_method
+from .step_rewards import StepRewards
+
+__all__ = ["DEFAULT_BETA", "DEFAULT_MAX_BATCH_TOKENS", "DEFAULT_SEPARATOR", "ProcessRewardComputer"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BETA = 0.05
+DEFAULT_SEPARATOR = "\n\n"
+DEFAULT_MAX_BATCH_TOKENS = 16384
+PROGRESS_THRESHOLD = 128  # responses; above this `show_progress=None` shows a bar
+_SANE_LENGTH = 10**7  # tokenizers without a limit report 1e30
+
+
+def default_max_length(model: nn.Module, tokenizer: Any) -> int | None:
+    """The smaller of the model's position limit and the tokenizer's `model_max_length`, when they are sane."""
+    lm = getattr(model, "get_base_model", lambda: model)()
+    config = getattr(lm, "config", None)
+    text_config = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
+    limits = [getattr(text_config, "max_position_embeddings", None), getattr(text_config, "n_positions", None),
+              getattr(tokenizer, "model_max_length", None)]
+    sane = [int(x) for x in limits if isinstance(x, int) and 0 < x < _SANE_LENGTH]
+    return min(sane) if sane else None
+
+
+class ProcessRewardComputer:
+    """Per-step implicit rewards of responses, from a policy πθ and a reference πref (or none).
+
+    `r^k = β·Σ_{t∈S_k} (log πθ(y_t) − log πref(y_t))` for each step `k` of a response (docs/method.md). Build
+    it with :meth:`from_pretrained` (paths, hub ids, adapter directories or loaded models), or directly from
+    loaded objects: `ref_model=None` with `adapter_reference=False` is reference-free, and
+    `adapter_reference=True` scores the reference with the PEFT policy's adapters disabled.
+
+    Truncation: a response that does not fit in `max_length` tokens raises
+    :class:`~trl_implicit_prm.inference.ResponseTooLongError` by default. With `truncation=True` its end is
+    cut and the :class:`StepRewards` is flagged `truncated`, with the steps that lost tokens counted and the
+    steps left out listed, never a silently partial score.
+
+    Example:
+
+    ```python
+    >>> from trl_implicit_prm.tiny import build_model, build_tokenizer
+    >>> tok = build_tokenizer(vocab_size=400)
+    >>> policy, ref = build_model("llama", tok, seed=0), build_model("llama", tok, seed=1)
+    >>> prc = ProcessRewardComputer(policy, tok, ref_model=ref, beta=0.05)
+    >>> out = prc.score(["2+3=?\\n", "1+1=?\\n"], ["Add 2 and 3.\\n\\nThe answer is 5.", ["1+1=2.", "So 2."]])
+    >>> [len(r.step_rewards) for r in out]
+    [2, 2]
+    >>> abs(sum(out[0].step_rewards) - out[0].outcome_reward) < 1e-6
+    True
+
+    ```
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        *,
+        ref_model: nn.Module | None = None,
+        adapter_reference: bool = False,
+        beta: float = DEFAULT_BETA,
+        step_separator: str = DEFAULT_SEPARATOR,
+        max_length: int | None = None,
+        truncation: bool = False,
+        batch_size: int | None = None,
+        max_batch_tokens: int | None = None,
+        reference_cache: ReferenceCache | bool | None = None,
+        logps_method: str = "auto",
+        model_name: str | None = None,
+        reference_name: str | None = None,
+    ):
+        if adapter_reference and ref_model is not None:
+            raise ValueError("adapter_reference=True uses the policy with adapters disabled; do not pass ref_model")
+        if adapter_reference and not callable(getattr(model, "disable_adapter", None)):
+            raise ValueError("adapter_reference=True needs a PEFT model (one with `disable_adapter()`)")
+        if not isinstance(beta, int | float) or not beta > 0:
+            raise ValueError(f"beta must be a positive number, got {beta!r}")
+        if not isinstance(step_separator, str) or not step_separator:
+            raise ValueError(f"step_separator must be a non-empty string, got {step_separator!r}")
+        if getattr(tokenizer, "pad_token_id", None) is None and getattr(tokenizer, "eos_token_id", None) is None:
+            raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad batches with")
+        self.model = model.eval()
+        self.ref_model = ref_model.eval() if ref_model is not None else None
+        self.adapter_reference = adapter_reference
+        self.tokenizer = tokenizer
+        self.beta = float(beta)
+        self.step_separator = step_separator
+        self.max_length = max_length if max_length is not None else default_max_length(model, tokenizer)
+        self.truncation = truncation
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS
+        if reference_cache is None or reference_cache is True:
+            reference_cache = ReferenceCache()
+        self.reference_cache: ReferenceCache | None = None if reference_cache is False else reference_cache
+        self.logps_method = logps_method
+        self.model_name = model_name
+        self.reference_name = reference_name
+        resolve_logps_method(model, logps_method, self.device)  # fail early on an unusable method
+
+    # ----------------------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: Any,
+        ref_model: Any = None,
+        reference_free: bool | None = None,
+        beta: float | None = None,
+        step_separator: str | None = None,
+        tokenizer: Any = None,
+        device: Any = None,
+        dtype: Any = None,
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        reference_cache: ReferenceCache | bool | None = None,
+        *,
+        truncation: bool = False,
+        max_batch_tokens: int | None = None,
+        logps_method: str = "auto",
+    ) -> ProcessRewardComputer:
+        """Build a computer from a checkpoint path, hub id, PEFT adapter directory or loaded model.
+
+        - `ref_model`: a path, hub id or model. Default: the reference recorded in the checkpoint's
+          `implicit_prm.json`; for a PEFT adapter (directory or `PeftModel`), the base model with adapters
+          disabled (no second copy in memory). Without either: an error, unless `reference_free=True`
+          (ρ = log πθ; default: the checkpoint's metadata, else False).
+        - `beta` (default: metadata, else 0.05) and `step_separator` (default: metadata, else "\\n\\n").
+        - `tokenizer`: default, the one saved with the model (or with the adapter's base model).
+        - `device`: default CUDA when available, else CPU; `dtype`: a torch dtype or its name.
+        - `max_length`: default, the smaller of the model's position limit and `tokenizer.model_max_length`;
+          longer responses raise unless `truncation=True`.
+        - `batch_size` caps the rows of a batch; `max_batch_tokens` (default 16384) caps its padded tokens.
+        - `reference_cache`: a :class:`ReferenceCache` to share between computers; default a private one;
+          `False` disables caching.
+
+        Example:
+
+        ```python
+        >>> import contextlib, io, tempfile
+        >>> from trl_implicit_prm.tiny import build_model, build_tokenizer
+        >>> tok, root = build_tokenizer(vocab_size=400), tempfile.mkdtemp()
+        >>> with contextlib.redirect_stdout(io.StringIO()):  # saving may print a DeepSpeed notice
+        ...     for name, seed in (("policy", 0), ("ref", 1)):
+        ...         build_model("qwen2", tok, seed=seed).save_pretrained(f"{root}/{name}")
+        ...         _ = tok.save_pretrained(f"{root}/{name}")
+        >>> prc = ProcessRewardComputer.from_pretrained(f"{root}/policy", ref_model=f"{root}/ref", device="cpu")
+        >>> r = prc.score_one("Q: 2+2?\\n", "2+2=4.\\n\\nAnswer: 4.")
+        >>> len(r.step_rewards), r.truncated
+        (2, False)
+
+        ```
+        """
+        resolved = resolve_models(model, ref_model, reference_free, tokenizer, device, dtype)
+        meta = resolved.metadata
+        return cls(
+            resolved.policy,
+            resolved.tokenizer,
+            ref_model=resolved.reference,
+            adapter_reference=resolved.adapter_reference,
+            beta=beta if beta is not None else meta.get("beta", DEFAULT_BETA),
+            step_separator=step_separator if step_separator is not None else meta.get("step_separator",
+                                                                                      DEFAULT_SEPARATOR),
+            max_length=max_length,
+            truncation=truncation,
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+            reference_cache=reference_cache,
+            logps_method=logps_method,
+            model_name=resolved.policy_name,
+            reference_name=resolved.reference_name,
+        )
+
+    # ------------------------------------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def reference_free(self) -> bool:
+        return self.ref_model is None and not self.adapter_reference
+
+    @property
+    def reference_id(self) -> str | None:
+        """What identifies the reference in a :class:`ReferenceCache`: its source (path or hub id, or the
+        in-memory object), dtype and device type. None when reference-free."""
+        if self.reference_free:
+            return None
+        module = self.ref_model if self.ref_model is not None else self.model.get_base_model()
+        name = self.reference_name or identity_of(module)
+        param = next(module.parameters())
+        return f"{name}|{param.dtype}|{param.device.type}"
+
+    def __repr__(self) -> str:
+        ref = "reference-free" if self.reference_free else ("adapter-disabled base" if self.adapter_reference
+                                                            else self.reference_name or "in-memory reference")
+        return (f"ProcessRewardComputer(model={self.model_name or type(self.model).__name__}, reference={ref}, "
+                f"beta={self.beta}, step_separator={self.step_separator!r}, max_length={self.max_length})")
+
+    # ------------------------------------------------------------------------------------------------- scoring
+    def encode(
+        self, prompts: Sequence[Any], responses: Sequence[Any], *, truncation: bool | None = None
+    ) -> list[EncodedResponse]:
+        """Tokenize every prompt/response pair with its step spans (errors name `prompts[i]`/`responses[i]`)."""
+        for name, value in (("prompts", prompts), ("responses", responses)):
+            if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+                raise TypeError(
+                    f"{name} must be a list (one entry per response), got {type(value).__name__}; "
+                    "use score_one(prompt, response) for a single response"
+                )
+        if len(prompts) != len(responses):
+            raise ValueError(
+                f"prompts and responses must have the same length, got {len(prompts)} prompts and "
+                f"{len(responses)} responses"
+            )
+        truncation = self.truncation if truncation is None else truncation
+        return [
+            encode_response(self.tokenizer, p, r, index=i, separator=self.step_separator,
+                            max_length=self.max_length, truncation=truncation)
+            for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
+        ]
+
+    def score(
+        self,
+        prompts: Sequence[Any],
+        responses: Sequence[Any],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+        truncation: bool | None = None,
+    ) -> list[StepRewards]:
+        """Score many responses; returns one :class:`StepRewards` per response, in input order.
+
+        A prompt is a string or a list of chat messages; a response is a string (split on the step separator)
+        or a list of step strings. Batches are sorted by length under a token budget; the reference log-probs
+        come from the cache when this reference has scored the same tokens before. `show_progress=None` shows a
+        progress bar above 128 responses.
+
+        Example:
+
+        ```python
+        >>> from trl_implicit_prm.tiny import build_model, build_tokenizer
+        >>> tok = build_tokenizer(vocab_size=400)
+        >>> prc = ProcessRewardComputer(build_model("gpt2", tok), tok)  # reference-free
+        >>> [r.num_steps for r in prc.score(["Q\\n"] * 2, ["a.\\n\\nb.", ["x.", "y.", "z."]])]
+        [2, 3]
+
+        ```
+        """
+        return self.score_encoded(self.encode(prompts, responses, truncation=truncation),
+                                  batch_size=batch_size, show_progress=show_progress)
+
+    def score_one(self, prompt: Any, response: Any, *, truncation: bool | None = None) -> StepRewards:
+        """Score one response (see :meth:`score`)."""
+        return self.score([prompt], [response], truncation=truncation)[0]
+
+    def score_encoded(
+        self, encoded: Sequence[EncodedResponse], *, batch_size: int | None = None, show_progress: bool | None = None
+    ) -> list[StepRewards]:
+        """Score responses already tokenized by :meth:`encode`."""
+        results: list[StepRewards | None] = [None] * len(encoded)
+        batches = plan_batches([e.length for e in encoded], self.max_batch_tokens, batch_size or self.batch_size)
+        show = len(encoded) > PROGRESS_THRESHOLD if show_progress is None else show_progress
+        with torch.inference_mode(), tqdm(total=len(encoded), disable=not show, desc="Scoring",
+                                          unit="response") as bar:
+            for batch in batches:
+                rows = [encoded[i] for i in batch]
+                for i, result in zip(batch, self._score_batch(rows), strict=True):
+                    results[i] = result
+                bar.update(len(batch))
+        return results  # type: ignore[return-value]
+
+    # ----------------------------------------------------------------------------------------------- internals
+    @property
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else self.tokenizer.eos_token_id)
+
+    def _logps(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        device = self.device
+        method = resolve_logps_method(model, self.logps_method, device)
+        ids, attn, cmask = (tensors[k].to(device, non_blocking=True)
+                            for k in ("input_ids", "attention_mask", "completion_mask"))
+        return model_logps(model, method, ids, attn, cmask).float().cpu()
+
+    @contextlib.contextmanager
+    def _reference(self) -> Iterator[nn.Module]:
+        if self.adapter_reference:
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            yield self.ref_model
+
+    def _reference_logps(self, rows: list[EncodedResponse], shape: torch.Size) -> torch.Tensor:
+        """`[B, T]` reference log-probs: cached rows from the cache, the others from one forward on them."""
+        out = torch.zeros(shape, dtype=torch.float32)
+        cache = self.reference_cache
+        ref_id = self.reference_id if cache is not None else None
+        keys = [cache.key(ref_id, r.input_ids, r.prompt_length) for r in rows] if cache is not None else None
+        missing = []
+        for b, row in enumerate(rows):
+            cached = cache.get(keys[b]) if cache is not None else None
+            if cached is None:
+                missing.append(b)
+            else:
+                out[b, row.prompt_length:row.length] = torch.from_numpy(np.array(cached))
+        if missing:
+            sub = collate([rows[b] for b in missing], self._pad_id)
+            with self._reference() as ref:
+                logps = self._logps(ref, sub)
+            for j, b in enumerate(missing):
+                row = rows[b]
+                values = logps[j, row.prompt_length:row.length]
+                out[b, row.prompt_length:row.length] = values
+                if cache is not None:
+                    cache.put(keys[b], values.numpy())
+        return out
+
+    def _score_batch(self, rows: list[EncodedResponse]) -> list[StepRewards]:
+        tensors = collate(rows, self._pad_id)
+        # Log-probs are float32 (as in training); sums are taken in float64 so that long responses keep
+        # every digit float32 log-probs have.
+        policy = self._logps(self.model, tensors).double()
+        ref = None if self.reference_free else self._reference_logps(rows, policy.shape).double()
+        cmask, step_index = tensors["completion_mask"], tensors["step_index"]
+        tok_rewards = token_rewards(policy, ref, cmask, self.beta)
+        steps = step_rewards(tok_rewards, step_index, max(len(r.steps) for r in rows))
+        q = step_q_values(steps)
+        outcome = outcome_rewards(tok_rewards).tolist()
+        texts = decode_tokens(self.tokenizer, [r.input_ids[r.prompt_length:] for r in rows])
+        results = []
+        for b, row in enumerate(rows):
+            k, span = len(row.steps), slice(row.prompt_length, row.length)
+            results.append(StepRewards(
+                steps=list(row.steps),
+                step_rewards=steps[b, :k].tolist(),
+                q_values=q[b, :k].tolist(),
+                token_rewards=tok_rewards[b, span].tolist(),
+                tokens=texts[b],
+                token_steps=step_index[b, span].tolist(),
+                outcome_reward=outcome[b],
+                truncated=row.truncated,
+                num_truncated_steps=row.num_truncated_steps,
+                unscored_steps=list(row.unscored_steps),
+            ))
+        return results
