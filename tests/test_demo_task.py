@@ -15,6 +15,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trl_implicit_prm.demo import task as T
+from trl_implicit_prm.demo.formats import (
+    EXPORT_FILES,
+    export_all,
+    read_jsonl,
+    to_paired,
+    to_processbench,
+    to_rollouts,
+    to_stepwise,
+    to_unpaired,
+)
 from trl_implicit_prm.demo.task import (
     ERROR_KINDS,
     STEP_SEPARATOR,
@@ -23,7 +33,6 @@ from trl_implicit_prm.demo.task import (
     Solution,
     corrupt,
     corruptible_steps,
-    export_all,
     extract_answer,
     format_prompt,
     grade,
@@ -31,14 +40,8 @@ from trl_implicit_prm.demo.task import (
     make_problems,
     make_solutions,
     parse_steps,
-    read_jsonl,
     reference_solution,
     solution_from_text,
-    to_paired,
-    to_processbench,
-    to_rollouts,
-    to_stepwise,
-    to_unpaired,
     tokenizer_corpus,
 )
 
@@ -404,7 +407,7 @@ def test_writers_round_trip(tmp_path):
     ]
     data[0] = (p0, [*data[0][1], *odd])
     paths = export_all(tmp_path / "out", data)
-    assert {k: v.name for k, v in paths.items()} == T.EXPORT_FILES
+    assert {k: v.name for k, v in paths.items()} == EXPORT_FILES
     for path in paths.values():  # plain JSON lines
         assert all(json.loads(line) for line in path.read_text(encoding="utf-8").splitlines())
 

@@ -1,5 +1,15 @@
 """The embedded demo: a synthetic left-to-right arithmetic task with known step truth (:mod:`.task`)."""
 
+from trl_implicit_prm.demo.formats import (
+    EXPORT_FILES,
+    export_all,
+    read_jsonl,
+    to_paired,
+    to_processbench,
+    to_rollouts,
+    to_stepwise,
+    to_unpaired,
+)
 from trl_implicit_prm.demo.task import (
     ERROR_KINDS,
     STEP_SEPARATOR,
@@ -10,7 +20,6 @@ from trl_implicit_prm.demo.task import (
     corrupt,
     corruptible_steps,
     dataset_stats,
-    export_all,
     extract_answer,
     format_prompt,
     format_step,
@@ -19,20 +28,14 @@ from trl_implicit_prm.demo.task import (
     make_problems,
     make_solutions,
     parse_steps,
-    read_jsonl,
     reference_solution,
     solution_from_text,
-    to_paired,
-    to_processbench,
-    to_rollouts,
-    to_stepwise,
-    to_unpaired,
     tokenizer_corpus,
-    write_jsonl,
 )
 
 __all__ = [
     "ERROR_KINDS",
+    "EXPORT_FILES",
     "STEP_SEPARATOR",
     "SUPPORTED_OPERATORS",
     "ArithmeticTask",

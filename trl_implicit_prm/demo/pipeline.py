@@ -25,6 +25,13 @@ from typing import Any
 import torch
 from datasets import Dataset
 
+from trl_implicit_prm.demo.formats import (
+    export_all,
+    to_paired,
+    to_processbench,
+    to_stepwise,
+    to_unpaired,
+)
 from trl_implicit_prm.demo.policy import finetune_on_solutions, sample_solutions
 from trl_implicit_prm.demo.task import (
     STEP_SEPARATOR,
@@ -32,12 +39,7 @@ from trl_implicit_prm.demo.task import (
     Problem,
     Solution,
     corrupt,
-    export_all,
     reference_solution,
-    to_paired,
-    to_processbench,
-    to_stepwise,
-    to_unpaired,
     tokenizer_corpus,
 )
 
@@ -54,8 +56,10 @@ class DemoConfig:
     operators: str = "+-*"
     max_value: int = 20
     # reference policy
-    n_sft_problems: int = 1000
-    sft_epochs: int = 5
+    n_sft_problems: int = 2000
+    sft_epochs: int = 20
+    sft_stop_accuracy: float = 0.5
+    n_sft_eval_problems: int = 100
     hidden_size: int = 96
     num_layers: int = 3
     vocab_size: int = 400
@@ -80,7 +84,7 @@ class DemoConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
         """A reduced demo (for tests and a first look): smaller sets, fewer epochs."""
-        small = dict(n_sft_problems=300, sft_epochs=3, hidden_size=64, num_layers=2, n_train_problems=60,
+        small = dict(n_sft_problems=1000, sft_epochs=20, n_train_problems=60,
                      samples_per_problem=4, n_val_problems=30, n_test_problems=40, n_bon_problems=20, bon_n=4,
                      html_examples=2)
         return cls(**{**small, **overrides})
@@ -145,6 +149,17 @@ def _injected_records(problems: list[Problem], rng: random.Random) -> list[tuple
     return out
 
 
+def _sampled_records(problems: list[Problem], samples: list[list[Solution]]) -> list[tuple[Problem, Solution]]:
+    """Per problem, its first fully correct sample and its first sample with a wrong step, when it has them."""
+    out = []
+    for p, sols in zip(problems, samples, strict=True):
+        right = next((s for s in sols if s.first_error == -1 and s.steps), None)
+        wrong = next((s for s in sols if s.first_error is not None and s.first_error >= 0 and s.steps
+                      and all(step.strip() for step in s.steps)), None)
+        out.extend((p, s) for s in (right, wrong) if s is not None)
+    return out
+
+
 def _score_steps(prc: Any, items: list[tuple[Problem, Solution]]) -> list[Any]:
     return prc.score([p.prompt for p, _ in items], [s.steps for _, s in items])
 
@@ -163,27 +178,27 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     stages = _Stages(cfg.progress)
     rng = random.Random(cfg.seed)
     task = ArithmeticTask(n_terms=cfg.n_terms, operators=cfg.operators, max_value=cfg.max_value, seed=cfg.seed)
-    n_total = cfg.n_sft_problems + cfg.n_train_problems + cfg.n_val_problems + cfg.n_test_problems \
-        + cfg.n_bon_problems
-    problems = task.make_problems(n_total, seed=cfg.seed)
-    cuts = [cfg.n_sft_problems, cfg.n_train_problems, cfg.n_val_problems, cfg.n_test_problems, cfg.n_bon_problems]
+    cuts = [cfg.n_sft_problems, cfg.n_sft_eval_problems, cfg.n_train_problems, cfg.n_val_problems,
+            cfg.n_test_problems, cfg.n_bon_problems]
+    problems = task.make_problems(sum(cuts), seed=cfg.seed)
     splits, start = [], 0
     for n in cuts:
         splits.append(problems[start:start + n])
         start += n
-    sft_set, train_set, val_set, test_set, bon_set = splits
+    sft_set, sft_eval_set, train_set, val_set, test_set, bon_set = splits
 
     # 1. reference policy
     def reference_policy() -> Path:
         tok = build_tokenizer(vocab_size=cfg.vocab_size, corpus=tokenizer_corpus(task, 2000, seed=cfg.seed))
         model = build_model("llama", tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
                             num_heads=4, seed=cfg.seed)
-        losses = finetune_on_solutions(model, tok, sft_set, epochs=cfg.sft_epochs, seed=cfg.seed,
-                                       progress=cfg.progress)
+        history = finetune_on_solutions(model, tok, sft_set, epochs=cfg.sft_epochs, seed=cfg.seed,
+                                        progress=cfg.progress, stop_at_accuracy=cfg.sft_stop_accuracy,
+                                        eval_problems=sft_eval_set)
         path = out / "models" / "reference"
         model.save_pretrained(path)
         tok.save_pretrained(path)
-        (path / "sft_losses.json").write_text(json.dumps(losses))
+        (path / "sft_history.json").write_text(json.dumps(history))
         return path
 
     ref_dir = stages.run("1 reference policy (fine-tune on correct solutions)", reference_policy)
@@ -226,11 +241,17 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                                       lambda: _train_prm("step_kto", ref_dir, stepwise, out / "models" / "step_kto",
                                                          cfg))
 
-    # 5. evaluation
-    val_items = _injected_records(val_set, rng)
-    test_items = _injected_records(test_set, rng)
-    bon_samples = stages.run("5a sample best-of-N candidates", lambda: sample_solutions(
-        policy, tok, bon_set, cfg.bon_n, temperature=cfg.temperature, seed=cfg.seed + 1, progress=cfg.progress))
+    # 5. evaluation: the policy's own held-out solutions (first error located by recomputation), as in
+    # ProcessBench, and solutions with an injected error.
+    held_out = stages.run("5a sample held-out solutions and best-of-N candidates", lambda: sample_solutions(
+        policy, tok, [*val_set, *test_set, *bon_set], cfg.bon_n, temperature=cfg.temperature, seed=cfg.seed + 1,
+        progress=cfg.progress))
+    val_samples, test_samples = held_out[:len(val_set)], held_out[len(val_set):len(val_set) + len(test_set)]
+    bon_samples = held_out[len(val_set) + len(test_set):]
+    eval_sets = {
+        "sampled": (_sampled_records(val_set, val_samples), _sampled_records(test_set, test_samples)),
+        "injected": (_injected_records(val_set, rng), _injected_records(test_set, rng)),
+    }
     computers = {"reference (no training)": ProcessRewardComputer.from_pretrained(ref_dir, reference_free=True,
                                                                                  beta=cfg.beta,
                                                                                  step_separator=STEP_SEPARATOR)}
@@ -240,26 +261,28 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                                                                       step_separator=STEP_SEPARATOR)
 
     def evaluate() -> dict[str, Any]:
-        results: dict[str, Any] = {"step_error": {}, "best_of_n": {}}
-        val_records = [to_processbench(p, s) for p, s in val_items]
-        test_records = [to_processbench(p, s) for p, s in test_items]
+        results: dict[str, Any] = {"step_error": {}, "best_of_n": {}, "_scored_test": {}}
         bon_problems = [{"problem": p.prompt, "reference": p.answer,
                          "candidates": [{"response": s.steps, "answer": s.final_answer} for s in sols]}
                         for p, sols in zip(bon_set, bon_samples, strict=True)]
         for name, prc in computers.items():
-            val_scores = score_process_records(prc, val_records)
-            test_scored = _score_steps(prc, test_items)
-            split = evaluate_splits({"validation": (val_records, val_scores),
-                                     "test": (test_records, [r.step_rewards for r in test_scored])},
-                                    tune_on="validation")
-            results["step_error"][name] = {k: v.to_dict() for k, v in split["splits"].items()} | {
-                "threshold": split["threshold"]}
-            results.setdefault("_scored_test", {})[name] = test_scored
+            results["step_error"][name] = {}
+            for set_name, (val_items, test_items) in eval_sets.items():
+                val_records = [to_processbench(p, s) for p, s in val_items]
+                test_records = [to_processbench(p, s) for p, s in test_items]
+                test_scored = _score_steps(prc, test_items)
+                split = evaluate_splits({"validation": (val_records, score_process_records(prc, val_records)),
+                                         "test": (test_records, [r.step_rewards for r in test_scored])},
+                                        tune_on="validation")
+                results["step_error"][name][set_name] = {k: v.to_dict() for k, v in split["splits"].items()} | {
+                    "threshold": split["threshold"], "n_test_records": len(test_records)}
+                results["_scored_test"].setdefault(set_name, {})[name] = test_scored
             results["best_of_n"][name] = best_of_n_curve(bon_problems, score_candidates(prc, bon_problems, ["min"]))
         return results
 
     results = stages.run("5b evaluate (step-error F1, best-of-N)", evaluate)
-    results["extra"] = {"rollouts": rollout_stats,
+    results["extra"] = {"reference_policy": json.loads((ref_dir / "sft_history.json").read_text()),
+                        "rollouts": rollout_stats,
                         "training_rows": {"unpaired": len(unpaired), "paired": len(paired), "stepwise": len(stepwise)}}
-    report = write_report(out, cfg, results, test_items, stages.seconds, asdict(cfg))
+    report = write_report(out, cfg, results, eval_sets, stages.seconds, asdict(cfg))
     return report

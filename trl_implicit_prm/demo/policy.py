@@ -44,42 +44,76 @@ def finetune_on_solutions(
     learning_rate: float = 3e-3,
     seed: int = 0,
     progress: bool = True,
-) -> list[float]:
-    """Supervised fine-tuning on the reference solutions (loss on completion tokens only); returns epoch losses."""
+    stop_at_accuracy: float | None = None,
+    eval_problems: Sequence[Problem] = (),
+    evals_per_epoch: int = 2,
+) -> dict[str, list[float]]:
+    """Supervised fine-tuning on the reference solutions (loss on completion tokens only).
+
+    With `stop_at_accuracy`, training stops as soon as greedy decoding solves that fraction of `eval_problems`
+    (checked `evals_per_epoch` times an epoch): a *briefly* fine-tuned policy that still makes mistakes of its
+    own, whatever the seed or problem length. Returns the loss and accuracy history.
+    """
     rows = _sft_rows(tokenizer, problems)
     rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-    total = epochs * ((len(rows) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=learning_rate, total_steps=total, pct_start=0.1)
-    model.train()
-    losses = []
-    bar = tqdm(total=total, desc="fine-tuning the reference policy", disable=not progress, leave=False)
-    for _ in range(epochs):
+    steps_per_epoch = (len(rows) + batch_size - 1) // batch_size
+    warmup = max(1, steps_per_epoch // 2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+    check_every = max(1, steps_per_epoch // max(1, evals_per_epoch))
+    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "epoch": []}
+    bar = tqdm(total=epochs * steps_per_epoch, desc="fine-tuning the reference policy", disable=not progress,
+               leave=False)
+    step = 0
+    for epoch in range(epochs):
         rng.shuffle(rows)
-        epoch_loss = 0.0
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            ids = torch.full((len(chunk), width), tokenizer.pad_token_id)
-            labels = torch.full((len(chunk), width), -100)
-            attn = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, (seq, n_prompt) in enumerate(chunk):
-                ids[i, :len(seq)] = torch.tensor(seq)
-                labels[i, n_prompt:len(seq)] = torch.tensor(seq[n_prompt:])
-                attn[i, :len(seq)] = 1
-            loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+            model.train()
+            loss = model(**_batch(rows[start:start + batch_size], tokenizer.pad_token_id)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             opt.zero_grad()
-            epoch_loss += loss.item() * len(chunk)
+            step += 1
             bar.update(1)
-        losses.append(epoch_loss / len(rows))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if stop_at_accuracy is not None and eval_problems and step % check_every == 0:
+                accuracy = greedy_accuracy(model, tokenizer, eval_problems)
+                history["loss"].append(loss.item())
+                history["accuracy"].append(accuracy)
+                history["epoch"].append(step / steps_per_epoch)
+                bar.set_postfix(loss=f"{loss.item():.3f}", greedy_acc=f"{accuracy:.2f}")
+                if accuracy >= stop_at_accuracy:
+                    bar.close()
+                    model.eval()
+                    return history
+        history["epoch"].append(epoch + 1.0)
+        history["loss"].append(loss.item())
     bar.close()
     model.eval()
-    return losses
+    return history
+
+
+def _batch(chunk: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in chunk)
+    ids = torch.full((len(chunk), width), pad_id)
+    labels = torch.full((len(chunk), width), -100)
+    attn = torch.zeros((len(chunk), width), dtype=torch.long)
+    for i, (seq, n_prompt) in enumerate(chunk):
+        ids[i, :len(seq)] = torch.tensor(seq)
+        labels[i, n_prompt:len(seq)] = torch.tensor(seq[n_prompt:])
+        attn[i, :len(seq)] = 1
+    return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+
+@torch.no_grad()
+def greedy_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem],
+                    max_new_tokens: int = 96) -> float:
+    """Fraction of `problems` whose greedy solution has the right final answer."""
+    model.eval()
+    sols = sample_solutions(model, tokenizer, problems, 1, greedy=True, max_new_tokens=max_new_tokens,
+                            progress=False)
+    return sum(s[0].is_correct for s in sols) / max(1, len(sols))
 
 
 @torch.no_grad()
@@ -91,9 +125,10 @@ def sample_solutions(
     *,
     temperature: float = 1.0,
     batch_size: int = 256,
-    max_new_tokens: int = 64,
+    max_new_tokens: int = 96,
     seed: int = 0,
     progress: bool = True,
+    greedy: bool = False,
 ) -> list[list[Solution]]:
     """`n` sampled solutions per problem, parsed into steps and graded against the known truth."""
     torch.manual_seed(seed)
@@ -106,7 +141,9 @@ def sample_solutions(
                           disable=not progress, leave=False):
             chunk = [p.prompt for p in prompts[start:start + batch_size]]
             enc = tokenizer(chunk, return_tensors="pt", padding=True)
-            out = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+            sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature,
+                                                             "top_k": 0, "top_p": 1.0}
+            out = model.generate(**enc, **sampling,
                                  max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                  eos_token_id=tokenizer.eos_token_id)
             texts.extend(tokenizer.batch_decode(out[:, enc["input_ids"].size(1):], skip_special_tokens=True))

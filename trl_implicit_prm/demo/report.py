@@ -17,14 +17,15 @@ def _at(curve: dict[str, Any], method: str, n: int) -> float | None:
 
 def _summary(results: dict[str, Any], bon_n: int) -> dict[str, Any]:
     rows = {}
-    for name, split in results["step_error"].items():
-        test = split["test"]
+    for name, sets in results["step_error"].items():
+        test = sets["sampled"]["test"]
         curve = results["best_of_n"][name]
         rows[name] = {
             "test_f1": test["f1"],
             "test_acc_erroneous": test["acc_erroneous"],
             "test_acc_correct": test["acc_correct"],
-            "threshold": split["threshold"],
+            "threshold": sets["sampled"]["threshold"],
+            "injected_test_f1": sets["injected"]["test"]["f1"],
             f"bon@{bon_n}_min": _at(curve, "prm:min", bon_n),
             f"weighted@{bon_n}_min": _at(curve, "weighted:min", bon_n),
         }
@@ -65,13 +66,15 @@ def _markdown(report: dict[str, Any]) -> str:
         f"Seed {report['config']['seed']}, {report['config']['n_terms']} terms, operators "
         f"`{report['config']['operators']}`; total {report['total_seconds']:.0f} s on CPU.",
         "",
-        "Step-error localization on held-out solutions with one injected error (ProcessBench protocol: the first",
-        "step whose reward falls below a threshold tuned on a validation split) and best-of-N selection on",
+        "Step-error localization in the ProcessBench protocol (the prediction is the first step whose reward falls",
+        "below a threshold tuned on a validation split): on the reference policy's own solutions to held-out",
+        "problems, with the first wrong step located by recomputing every step (main columns), and on reference",
+        "solutions with one injected error. Best-of-N selection on",
         f"{report['config']['n_bon_problems']} held-out problems with {n} samples each from the reference policy.",
         "",
-        f"| model | labels used | step-error F1 | acc. erroneous | acc. correct | best-of-{n} (min) "
-        f"| weighted vote@{n} |",
-        "|---|---|---|---|---|---|---|",
+        f"| model | labels used | step-error F1 | acc. erroneous | acc. correct | F1, injected errors "
+        f"| best-of-{n} (min) | weighted vote@{n} |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     labels = {"reference (no training)": "none", "implicit PRM (CE)": "outcome", "implicit PRM (DPO)": "outcome",
               STEP: "per step"}
@@ -79,8 +82,8 @@ def _markdown(report: dict[str, Any]) -> str:
         def pct(x: float | None) -> str:
             return "–" if x is None else f"{100 * x:.1f}"
         lines.append(f"| {name} | {labels.get(name, '')} | {pct(row['test_f1'])} | {pct(row['test_acc_erroneous'])} "
-                     f"| {pct(row['test_acc_correct'])} | {pct(row[f'bon@{n}_min'])} | "
-                     f"{pct(row[f'weighted@{n}_min'])} |")
+                     f"| {pct(row['test_acc_correct'])} | {pct(row['injected_test_f1'])} | {pct(row[f'bon@{n}_min'])} "
+                     f"| {pct(row[f'weighted@{n}_min'])} |")
     lines += [
         "",
         f"Baselines without a PRM: pass@1 {100 * s['pass@1']:.1f}, majority vote@{n} "
@@ -103,8 +106,11 @@ def _markdown(report: dict[str, Any]) -> str:
                          f"{100 * s['pass@1']:.1f} and majority voting {100 * s[f'majority@{n}']:.1f}.")
         ref = s["models"].get("reference (no training)")
         if ref is not None:
-            lines.append(f"- The untrained reference alone scores F1 {100 * ref['test_f1']:.1f}: the gain comes "
-                         "from training on outcomes, not from the model's own likelihoods.")
+            lines.append(f"- The untrained reference alone scores F1 {100 * ref['test_f1']:.1f} on its own solutions: "
+                         "the gain comes from training on outcomes, not from the model's own likelihoods.")
+            lines.append(f"- On injected errors the reference alone scores {100 * ref['injected_test_f1']:.1f}: an "
+                         "error the policy would not make is improbable under it already, while a log-ratio "
+                         "reward only carries what training changed (the paper's §5.5.2 discusses this).")
     lines += ["", "Files: `report.json` (every number), `bon.png`, `steps.html`, `data/` (the public formats).", ""]
     return "\n".join(lines)
 
@@ -121,23 +127,25 @@ def _plot(results: dict[str, Any], path: Path, n: int) -> None:
     plot_best_of_n(merged, path, title=f"Best-of-N on held-out problems (up to {n} samples)")
 
 
-def _html(results: dict[str, Any], test_items: list, path: Path, count: int) -> None:
+def _html(results: dict[str, Any], eval_sets: dict[str, Any], path: Path, count: int) -> None:
     from trl_implicit_prm.render import save_html
 
-    scored = results["_scored_test"].get(CE) or next(iter(results["_scored_test"].values()))
-    threshold = results["step_error"].get(CE, next(iter(results["step_error"].values())))["threshold"]
-    picked = [i for i, (_, s) in enumerate(test_items) if s.first_error not in (-1, None)][:count]
-    picked += [i for i, (_, s) in enumerate(test_items) if s.first_error == -1][: max(1, count // 3)]
+    items = eval_sets["injected"][1]
+    scored = results["_scored_test"]["injected"].get(CE) or next(iter(results["_scored_test"]["injected"].values()))
+    name = CE if CE in results["step_error"] else next(iter(results["step_error"]))
+    threshold = results["step_error"][name]["injected"]["threshold"]
+    picked = [i for i, (_, s) in enumerate(items) if s.first_error not in (-1, None)][:count]
+    picked += [i for i, (_, s) in enumerate(items) if s.first_error == -1][: max(1, count // 3)]
     prompts = []
     for i in picked:
-        problem, sol = test_items[i]
+        problem, sol = items[i]
         truth = "no error" if sol.first_error == -1 else f"error injected at step {sol.first_error + 1}"
         prompts.append(f"{problem.prompt.strip()}   [truth: {truth}]")
     save_html([scored[i] for i in picked], path, prompts=prompts, threshold=threshold,
-              title="Implicit PRM (CE, outcome labels only): step rewards on held-out solutions")
+              title=f"{name}: step rewards on held-out solutions with an injected error")
 
 
-def write_report(out: Path, cfg: Any, results: dict[str, Any], test_items: list, seconds: dict[str, float],
+def write_report(out: Path, cfg: Any, results: dict[str, Any], eval_sets: dict[str, Any], seconds: dict[str, float],
                  config: dict[str, Any]) -> dict[str, Any]:
     """Write the four report files; return the report dict (what report.json holds)."""
     n = cfg.bon_n
@@ -156,5 +164,5 @@ def write_report(out: Path, cfg: Any, results: dict[str, Any], test_items: list,
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     (out / "report.md").write_text(_markdown(report))
     _plot(results, out / "bon.png", n)
-    _html(results, test_items, out / "steps.html", cfg.html_examples)
+    _html(results, eval_sets, out / "steps.html", cfg.html_examples)
     return report

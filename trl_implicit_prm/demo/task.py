@@ -49,14 +49,11 @@ True
 
 from __future__ import annotations
 
-import itertools
-import json
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -69,7 +66,6 @@ __all__ = [
     "corrupt",
     "corruptible_steps",
     "dataset_stats",
-    "export_all",
     "extract_answer",
     "format_prompt",
     "format_step",
@@ -78,16 +74,9 @@ __all__ = [
     "make_problems",
     "make_solutions",
     "parse_steps",
-    "read_jsonl",
     "reference_solution",
     "solution_from_text",
-    "to_paired",
-    "to_processbench",
-    "to_rollouts",
-    "to_stepwise",
-    "to_unpaired",
     "tokenizer_corpus",
-    "write_jsonl",
 ]
 
 #: Separator between the steps of a demo solution. Pass it as ``step_separator`` to the trainers and to
@@ -684,140 +673,6 @@ def solution_from_text(problem: Problem, text: str, separator: str = STEP_SEPARA
 
 # --------------------------------------------------------------------------------------------------------------
 # Writers to the library's public JSONL formats
-
-
-def _completion(item: Solution | str) -> str:
-    return item.text if isinstance(item, Solution) else item
-
-
-def to_rollouts(problem: Problem, solutions: Sequence[Solution | str]) -> dict[str, Any]:
-    """Rollouts row: ``prompt``, ``completions`` (strings), ``correctness`` (outcome labels from :func:`grade`).
-
-    Example:
-
-    ```python
-    >>> p = Problem(3, (("+", 4),))
-    >>> to_rollouts(p, [reference_solution(p), "3+4=8. The answer is \\\\boxed{8}."])["correctness"]
-    [True, False]
-
-    ```
-    """
-    completions = [_completion(s) for s in solutions]
-    return {
-        "prompt": format_prompt(problem),
-        "completions": completions,
-        "correctness": [grade(problem, c) for c in completions],
-    }
-
-
-def to_unpaired(problem: Problem, solutions: Sequence[Solution | str]) -> list[dict[str, Any]]:
-    """Unpaired rows (for CE / KTO): ``prompt``, ``completion``, ``label`` (outcome, bool)."""
-    prompt = format_prompt(problem)
-    return [
-        {"prompt": prompt, "completion": c, "label": grade(problem, c)} for c in map(_completion, solutions)
-    ]
-
-
-def to_paired(
-    problem: Problem, solutions: Sequence[Solution | str], max_pairs: int | None = None
-) -> list[dict[str, Any]]:
-    """Paired rows (for DPO / NCA): ``prompt``, ``chosen`` (correct), ``rejected`` (wrong), over every pair of
-    DISTINCT correct and wrong completions, in order (at most `max_pairs`). Outcome labels from :func:`grade`."""
-    prompt = format_prompt(problem)
-    texts = list(dict.fromkeys(map(_completion, solutions)))
-    good = [t for t in texts if grade(problem, t)]
-    bad = [t for t in texts if not grade(problem, t)]
-    pairs = itertools.islice(itertools.product(good, bad), max_pairs)
-    return [{"prompt": prompt, "chosen": c, "rejected": r} for c, r in pairs]
-
-
-def _step_labels(solution: Solution) -> list[bool]:
-    k = solution.first_error
-    if k is None or k == -1:
-        return [True] * len(solution.steps)
-    return [i < k for i in range(len(solution.steps))]
-
-
-def to_stepwise(problem: Problem, solution: Solution) -> dict[str, Any]:
-    """Stepwise row (for StepKTO): ``prompt``, ``completions`` (step strings), ``labels`` (True before the
-    first error, False from it on; all True for a correct solution).
-
-    Example:
-
-    ```python
-    >>> p = Problem(3, (("+", 4), ("*", 2), ("-", 5)))
-    >>> to_stepwise(p, corrupt(p, step=1, rng=0))["labels"]
-    [True, False, False]
-
-    ```
-    """
-    return {
-        "prompt": format_prompt(problem),
-        "completions": list(solution.steps),
-        "labels": _step_labels(solution),
-    }
-
-
-def to_processbench(problem: Problem, solution: Solution) -> dict[str, Any]:
-    """ProcessBench record: ``problem`` (the prompt string, as the PRM sees it), ``steps``, ``label`` (earliest
-    wrong step, -1 if none). Raises ValueError for an incomplete solution (``first_error is None``)."""
-    if solution.first_error is None:
-        raise ValueError("an incomplete solution (first_error=None) has no ProcessBench label")
-    return {"problem": format_prompt(problem), "steps": list(solution.steps), "label": solution.first_error}
-
-
-def write_jsonl(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
-    """Write `rows` as JSON lines (UTF-8, non-ASCII kept), creating parent directories; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSON-lines file written by :func:`write_jsonl`."""
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-EXPORT_FILES = {
-    "rollouts": "rollouts.jsonl",
-    "unpaired": "unpaired.jsonl",
-    "paired": "paired.jsonl",
-    "stepwise": "stepwise.jsonl",
-    "processbench": "processbench.jsonl",
-}
-
-
-def export_all(
-    out_dir: str | Path, problems_with_solutions: Iterable[tuple[Problem, Sequence[Solution]]]
-) -> dict[str, Path]:
-    """Write one JSONL file per public format under `out_dir` (names in ``EXPORT_FILES``): rollouts (one row
-    per problem), unpaired and stepwise (one row per solution), paired (distinct correct x wrong), processbench
-    (one record per solution with a label). Returns ``{format: path}``.
-
-    Example:
-
-    ```python
-    >>> import tempfile
-    >>> data = ArithmeticTask(seed=0).make_dataset(3, n_correct=1, n_wrong=2)
-    >>> paths = export_all(tempfile.mkdtemp(), data)
-    >>> sorted(paths), len(read_jsonl(paths["processbench"]))
-    (['paired', 'processbench', 'rollouts', 'stepwise', 'unpaired'], 9)
-
-    ```
-    """
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in EXPORT_FILES}
-    for problem, solutions in problems_with_solutions:
-        rows["rollouts"].append(to_rollouts(problem, solutions))
-        rows["unpaired"] += to_unpaired(problem, solutions)
-        rows["paired"] += to_paired(problem, solutions)
-        rows["stepwise"] += [to_stepwise(problem, s) for s in solutions]
-        rows["processbench"] += [to_processbench(problem, s) for s in solutions if s.first_error is not None]
-    out_dir = Path(out_dir)
-    return {name: write_jsonl(rows[name], out_dir / fname) for name, fname in EXPORT_FILES.items()}
 
 
 def tokenizer_corpus(
