@@ -28,9 +28,10 @@ def test_reduced_demo_report_schema(quick_report):
     saved = json.loads((out / "report.json").read_text())
     assert saved["seed"] == 0 and saved["config"]["n_terms"] == 4
     assert set(saved["timings_seconds"]) >= {"1 reference policy (fine-tune on correct solutions)",
-                                             "2 sample and grade rollouts", "5b evaluate (step-error F1, best-of-N)"}
+                                             "2 sample and grade rollouts", "3a implicit PRM, CE (outcome labels)",
+                                             "5b evaluate (step-error F1, best-of-N)"}
     models = saved["summary"]["models"]
-    assert {CE, REF, STEP} <= set(models)
+    assert {CE, REF} <= set(models) and STEP not in models  # the reduced run trains CE only
     for row in models.values():
         assert 0.0 <= row["test_f1"] <= 1.0 and row["threshold"] == row["threshold"]
     for split in saved["step_error"][CE].values() if isinstance(saved["step_error"][CE], dict) else []:
@@ -38,7 +39,7 @@ def test_reduced_demo_report_schema(quick_report):
     curve = saved["best_of_n"][CE]
     assert curve["ns"][-1] == saved["config"]["bon_n"] and "prm:min" in curve["accuracy"]
     assert "majority" in curve["accuracy"] and "weighted:min" in curve["accuracy"]
-    assert {"ce_f1", "ce_f1_at_least_0.80", "ce_within_0.10_of_step_supervised"} <= set(saved["claims"])
+    assert {"ce_f1", "ce_f1_at_least_0.80", "ce_bon_above_pass@1", "ce_bon_above_majority"} <= set(saved["claims"])
     assert saved["rollouts"]["n_used"] > 0
     assert (out / "bon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (out / "steps.html").read_text()
@@ -48,7 +49,7 @@ def test_reduced_demo_report_schema(quick_report):
     # The public data formats are written for users to look at.
     for name in ("rollouts", "unpaired", "paired", "stepwise", "processbench"):
         assert (out / "data" / f"{name}.jsonl").is_file()
-    assert seconds < 150, f"the reduced demo took {seconds:.0f}s"
+    assert seconds < 180, f"the reduced demo took {seconds:.0f}s (about 60s on an idle 2-core machine)"
 
 
 def test_implicit_prm_beats_the_untrained_reference(quick_report):

@@ -10,6 +10,13 @@ from trl_implicit_prm.demo.formats import (
     to_stepwise,
     to_unpaired,
 )
+from trl_implicit_prm.demo.grading import (
+    extract_answer,
+    grade,
+    locate_first_error,
+    parse_steps,
+    solution_from_text,
+)
 from trl_implicit_prm.demo.task import (
     ERROR_KINDS,
     STEP_SEPARATOR,
@@ -20,16 +27,11 @@ from trl_implicit_prm.demo.task import (
     corrupt,
     corruptible_steps,
     dataset_stats,
-    extract_answer,
     format_prompt,
     format_step,
-    grade,
-    locate_first_error,
     make_problems,
     make_solutions,
-    parse_steps,
     reference_solution,
-    solution_from_text,
     tokenizer_corpus,
 )
 

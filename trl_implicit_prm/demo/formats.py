@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trl_implicit_prm.demo.task import Problem, Solution, format_prompt, grade
+from trl_implicit_prm.demo.grading import grade
+from trl_implicit_prm.demo.task import Problem, Solution, format_prompt
 
 __all__ = ["EXPORT_FILES", "export_all", "read_jsonl", "to_paired", "to_processbench", "to_rollouts", "to_stepwise",
            "to_unpaired", "write_jsonl"]

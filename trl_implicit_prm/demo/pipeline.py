@@ -64,14 +64,18 @@ class DemoConfig:
     num_layers: int = 3
     vocab_size: int = 400
     # outcome-labelled rollouts
-    n_train_problems: int = 300
+    n_train_problems: int = 1000
     samples_per_problem: int = 8
     temperature: float = 1.0
-    # PRM training
-    beta: float = 0.05
-    learning_rate: float = 1e-3
-    prm_epochs: float = 1.0
+    # PRM training. β = 1 rather than the library's 0.05: β sets how far the log-ratio must move for a
+    # confident outcome reward (r = β·log-ratio); a ~0.5M-parameter model trained for seconds cannot move as
+    # far as an 8B model trained for an epoch. The F1 threshold is tuned, so β does not favour any score.
+    beta: float = 1.0
+    learning_rate: float = 1e-4
+    prm_epochs: float = 2.0
     batch_size: int = 32
+    train_dpo: bool = True
+    train_step_kto: bool = True
     # evaluation
     n_val_problems: int = 100
     n_test_problems: int = 200
@@ -84,9 +88,9 @@ class DemoConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
         """A reduced demo (for tests and a first look): smaller sets, fewer epochs."""
-        small = dict(n_sft_problems=1000, sft_epochs=20, n_train_problems=60,
-                     samples_per_problem=4, n_val_problems=30, n_test_problems=40, n_bon_problems=20, bon_n=4,
-                     html_examples=2)
+        small = dict(n_sft_problems=1000, n_train_problems=1000, batch_size=64, learning_rate=2e-4,
+                     train_dpo=False, train_step_kto=False,
+                     n_val_problems=80, n_test_problems=120, n_bon_problems=30, bon_n=8, html_examples=2)
         return cls(**{**small, **overrides})
 
 
@@ -234,12 +238,13 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     # 3-4. PRMs from outcome labels, and the step-supervised upper bound
     prm_dirs = {"ce": stages.run("3a implicit PRM, CE (outcome labels)",
                                  lambda: _train_prm("ce", ref_dir, unpaired, out / "models" / "ce", cfg))}
-    if paired:
+    if paired and cfg.train_dpo:
         prm_dirs["dpo"] = stages.run("3b implicit PRM, DPO (outcome labels)",
                                      lambda: _train_prm("dpo", ref_dir, paired, out / "models" / "dpo", cfg))
-    prm_dirs["step_kto"] = stages.run("4 step-supervised PRM, StepKTO (true step labels)",
-                                      lambda: _train_prm("step_kto", ref_dir, stepwise, out / "models" / "step_kto",
-                                                         cfg))
+    if cfg.train_step_kto:
+        prm_dirs["step_kto"] = stages.run("4 step-supervised PRM, StepKTO (true step labels)",
+                                          lambda: _train_prm("step_kto", ref_dir, stepwise,
+                                                             out / "models" / "step_kto", cfg))
 
     # 5. evaluation: the policy's own held-out solutions (first error located by recomputation), as in
     # ProcessBench, and solutions with an injected error.

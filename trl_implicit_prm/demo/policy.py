@@ -14,12 +14,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from trl_implicit_prm.demo.grading import solution_from_text
 from trl_implicit_prm.demo.task import (
     STEP_SEPARATOR,
     Problem,
     Solution,
     reference_solution,
-    solution_from_text,
 )
 
 __all__ = ["finetune_on_solutions", "sample_solutions"]

@@ -98,9 +98,11 @@ def _markdown(report: dict[str, Any]) -> str:
         lines.append(f"- Trained on final-answer labels only, the CE implicit PRM localises the first wrong step "
                      f"with F1 {100 * c['ce_f1']:.1f} ({verdict} the 80 target).")
         if "gap_to_step_supervised" in c:
+            gap = 100 * c["gap_to_step_supervised"]
+            relation = (f"outcome labels come within {gap:.1f} points of per-step supervision" if gap >= 0
+                        else f"the outcome-trained PRM is {-gap:.1f} points above it")
             lines.append(f"- The PRM trained on the true step labels reaches "
-                         f"{100 * s['models'][STEP]['test_f1']:.1f}: outcome labels come within "
-                         f"{100 * c['gap_to_step_supervised']:.1f} points of per-step supervision.")
+                         f"{100 * s['models'][STEP]['test_f1']:.1f}: {relation}.")
         if f"ce_bon@{n}_min" in c:
             lines.append(f"- Best-of-{n} by the minimum step reward: {100 * c[f'ce_bon@{n}_min']:.1f}, against pass@1 "
                          f"{100 * s['pass@1']:.1f} and majority voting {100 * s[f'majority@{n}']:.1f}.")
