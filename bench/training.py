@@ -103,10 +103,10 @@ def median_after_warmup(times: list[float], warmup: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a smaller model and fewer steps (smoke run)")
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=192)
+    p.add_argument("--layers", type=int, default=3)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=12, help="steps per block")
+    p.add_argument("--steps", type=int, default=10, help="steps per block")
     p.add_argument("--blocks", type=int, default=3, help="alternating blocks per contender")
     p.add_argument("--reasoning-steps", type=int, default=6, help="reasoning steps per response")
     args = p.parse_args()
@@ -152,7 +152,7 @@ def main() -> None:
         "ratio_ce_trainer_vs_hand_loop": med["ce_trainer"] / med["hand_loop"],
         "ratio_iprm_dpo_vs_trl_dpo": med["iprm_dpo"] / med["trl_dpo"],
         "targets": {"ratio_ce_trainer_vs_hand_loop": 1.2, "ratio_iprm_dpo_vs_trl_dpo": 1.05},
-        "tokens_per_row": int(ce.train_dataset[0]["num_steps"]) and len(ce.train_dataset[0]["input_ids"]),
+        "tokens_per_row": len(ce.train_dataset[0]["input_ids"]),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "training.json").write_text(json.dumps(report, indent=2))
