@@ -65,6 +65,7 @@ TRAINERS = {
     "kto": (CETrainer, CEConfig, unpaired_rows, {"loss_type": "kto"}),
     "step_kto": (StepKTOTrainer, StepKTOConfig, stepwise_rows, {}),
     "step_kto_q": (StepKTOTrainer, StepKTOConfig, stepwise_rows, {"step_reward": "q"}),
+    "ce_gradient_checkpointing": (CETrainer, CEConfig, unpaired_rows, {"gradient_checkpointing": True}),
 }
 
 
@@ -89,6 +90,7 @@ def test_loss_goes_down_on_a_fixed_batch_and_parameters_change(name, tiny_dir, t
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 4
     # Rewards of positive and negative responses are logged (names follow TRL: chosen/rejected for pairs).
+    assert trainer.model.is_gradient_checkpointing == (name == "ce_gradient_checkpointing")
     keys = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins") if name in ("dpo", "nca") \
         else ("rewards/positive", "rewards/negative", "rewards/accuracies")
     assert all(k in logs[-1] for k in keys), logs[-1]
