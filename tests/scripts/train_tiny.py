@@ -14,7 +14,8 @@ def rows(kind: str) -> list[dict]:
     out = []
     for i in range(16):
         a, b = i % 7 + 1, i % 5 + 2
-        good = f"{a} + {b} = {a + b}.\n\nThe answer is {a + b}."
+        extra = "So we add.\n\n" * (i % 4)  # step counts differ between rows, and between processes
+        good = f"{extra}{a} + {b} = {a + b}.\n\nThe answer is {a + b}."
         bad = f"{a} + {b} = {a + b + 1}.\n\nThe answer is {a + b + 1}."
         prompt = f"Q{i}: {a} + {b}?\n"
         if kind == "dpo":
@@ -32,18 +33,20 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--per-device-batch", type=int, default=2)
     p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--precompute", action="store_true", help="precompute the reference log-probs")
     args = p.parse_args()
     common = dict(output_dir=args.output, use_cpu=True, bf16=False, max_steps=args.steps, learning_rate=1e-3,
                   per_device_train_batch_size=args.per_device_batch, gradient_accumulation_steps=args.grad_accum,
                   report_to=[], logging_steps=1, save_strategy="no", gradient_checkpointing=False,
-                  train_sampling_strategy="sequential", seed=0, beta=0.1)
+                  train_sampling_strategy="sequential", seed=0, beta=0.1,
+                  precompute_ref_log_probs=args.precompute)
     if args.trainer == "dpo":
         trainer = ImplicitPRMTrainer(args.model, args=ImplicitPRMConfig(**common),
                                      train_dataset=Dataset.from_list(rows("dpo")))
     else:
         trainer = CETrainer(args.model, args=CEConfig(**common), train_dataset=Dataset.from_list(rows("ce")))
     ref = getattr(trainer.ref_model, "module", trainer.ref_model)
-    ref_sharded = all(hasattr(p, "ds_id") and p.numel() == 0 for p in ref.parameters())
+    ref_sharded = ref is not None and all(hasattr(p, "ds_id") and p.numel() == 0 for p in ref.parameters())
     trainer.train()
     trainer.save_model(args.output)
     if trainer.is_world_process_zero():

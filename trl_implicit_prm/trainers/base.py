@@ -368,16 +368,16 @@ class ImplicitRewardTrainer(_BaseTrainer):
                 k = max(1, int(batch["num_steps"].max().item()))
                 steps = self._step_logps(model, batch, k).float()
                 n = batch["num_steps"]
-                if paired:  # rows are [chosen..., rejected...]: keep each example's pair together
+                if paired:  # rows are [chosen..., rejected...]: keep each example's pair together, [B, 2, K]
                     half = steps.size(0) // 2
-                    steps = torch.cat([steps[:half], steps[half:]], dim=1)
+                    steps = torch.stack([steps[:half], steps[half:]], dim=1)
                     n = torch.stack([n[:half], n[half:]], dim=1)
-                steps = self.accelerator.pad_across_processes(steps, dim=1, pad_index=0.0)
+                # Other processes may have more steps: pad the step axis (the last one) before gathering.
+                steps = self.accelerator.pad_across_processes(steps, dim=steps.dim() - 1, pad_index=0.0)
                 steps, n = self.accelerator.gather_for_metrics((steps, n))
                 for row, count in zip(steps.cpu(), n.cpu(), strict=True):
                     if paired:
-                        width = row.numel() // 2
-                        rows.append([row[:width][: int(count[0])].tolist(), row[width:][: int(count[1])].tolist()])
+                        rows.append([row[0][: int(count[0])].tolist(), row[1][: int(count[1])].tolist()])
                     else:
                         rows.append(row[: int(count)].tolist())
         if paired:
