@@ -17,7 +17,13 @@ from typing import Any
 
 from datasets import Dataset
 
-from trl_implicit_prm.data import rollouts_to_pairs, rollouts_to_unpaired, tokenize_dataset, validate_dataset
+from trl_implicit_prm.data import (
+    detect_format,
+    rollouts_to_pairs,
+    rollouts_to_unpaired,
+    tokenize_dataset,
+    validate_dataset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +63,8 @@ def _paired_to_unpaired(dataset: Dataset) -> Dataset:
     return Dataset.from_list(rows)
 
 
-def _convert(dataset: Dataset, kind: str, target: str, name: str, eval_only: bool) -> tuple[Dataset, str]:
-    if kind == target or (eval_only and kind == "stepwise"):
-        return dataset, kind
+def _convert(dataset: Dataset, kind: str, target: str, name: str) -> tuple[Dataset, str]:
+    """Rows of `kind` as rows of `target`, or an error saying which trainer fits them."""
     if target == "paired" and kind in ("rollouts", "unpaired"):
         rollouts = dataset if kind == "rollouts" else _group_unpaired(dataset)
         pairs = rollouts_to_pairs(rollouts)
@@ -99,23 +104,24 @@ def prepare_dataset(
             raise ValueError(f"The {name} dataset is already tokenized as {tokenized}; this trainer needs "
                              f"{_HINT.get(target_kind, target_kind)}")
         return dataset
-    kind = validate_dataset(dataset, step_separator=args.step_separator)  # clear errors on bad rows, first
-    dataset, kind = _convert(dataset, kind, target_kind, name, eval_only)
-    if kind == "unpaired":
-        labels = [float(x) for x in dataset["label"]]
+    kind = detect_format(dataset)
+    if kind != target_kind and not (eval_only and kind == "stepwise"):
+        # Validate before converting, so that errors name the user's own columns and rows.
+        validate_dataset(dataset, kind, step_separator=args.step_separator)
+        dataset, kind = _convert(dataset, kind, target_kind, name)
+    # tokenize_dataset validates every row; stepwise rows get `label` = their lowest step label.
+    out = tokenize_dataset(
+        dataset, tokenizer, kind, step_separator=args.step_separator, max_length=args.max_length,
+        num_proc=args.dataset_num_proc,
+    )
+    if kind == "unpaired" and len(out):
+        labels = out["label"]
         if all(x >= 0.5 for x in labels) or all(x < 0.5 for x in labels):
             logger.warning(
                 "%s dataset: every label is %s; the implicit reward learns only to move one way. The paper's CE "
                 "setting works with imbalanced data, but a single class gives no contrast.",
                 name, "positive" if labels[0] >= 0.5 else "negative",
             )
-    out = tokenize_dataset(
-        dataset, tokenizer, kind, step_separator=args.step_separator, max_length=args.max_length,
-        num_proc=args.dataset_num_proc,
-    )
-    if kind == "stepwise" and "label" not in out.column_names:
-        # A step-labelled response is correct when every labelled step is.
-        out = out.add_column("label", [float(all(x >= 0.5 for x in s)) for s in out["step_labels"]])
     if len(out) == 0:
         raise ValueError(f"The {name} dataset has no row left after tokenization (see the dropped-row counts above)")
     return out
