@@ -28,10 +28,12 @@ __all__ = [
     "METADATA_FILE",
     "check_same_vocabulary",
     "is_adapter_dir",
+    "is_peft_model",
     "load_causal_lm",
     "load_tokenizer",
     "model_id_of",
     "read_metadata",
+    "unwrap_model",
     "write_metadata",
 ]
 
@@ -60,12 +62,23 @@ def is_adapter_dir(path: str | os.PathLike) -> bool:
     return Path(path).is_dir() and (Path(path) / "adapter_config.json").is_file()
 
 
-def model_id_of(model: nn.Module) -> str | None:
-    """The path or hub id a model was loaded from (`config._name_or_path`), or None for an in-memory model."""
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The causal LM inside DeepSpeed/DDP wrappers and under a PEFT adapter (whose layers stay in place)."""
     module = getattr(model, "module", model)
     get_base = getattr(module, "get_base_model", None)
-    base = get_base() if callable(get_base) else module
-    name = getattr(getattr(base, "config", None), "_name_or_path", "") or ""
+    return get_base() if callable(get_base) else module
+
+
+def is_peft_model(model: nn.Module) -> bool:
+    """Whether `model` (or the module a DeepSpeed/DDP wrapper holds) is a PEFT model."""
+    from peft import PeftModel
+
+    return isinstance(getattr(model, "module", model), PeftModel)
+
+
+def model_id_of(model: nn.Module) -> str | None:
+    """The path or hub id a model was loaded from (`config._name_or_path`), or None for an in-memory model."""
+    name = getattr(getattr(unwrap_model(model), "config", None), "_name_or_path", "") or ""
     return name or None
 
 

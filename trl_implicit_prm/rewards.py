@@ -42,6 +42,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from trl_implicit_prm.modeling import unwrap_model
+
 __all__ = [
     "AGGREGATIONS",
     "aggregate_steps",
@@ -62,13 +64,6 @@ AGGREGATIONS: tuple[str, ...] = ("min", "sum", "mean", "last", "max")
 _FUSED_MARK = "_implicit_prm_fused_lm_head"
 
 
-def _head_owner(model: nn.Module) -> nn.Module:
-    """The module whose forward the fused head patches: the base model under PEFT, the module under DeepSpeed."""
-    module = getattr(model, "module", model)  # DeepSpeed / DDP wrappers
-    get_base = getattr(module, "get_base_model", None)
-    return get_base() if callable(get_base) else module
-
-
 def ensure_fused_lm_head(model: nn.Module) -> nn.Module:
     """Give `model` TRL's fused LM head once, so per-token log-probs never materialise `[B, T, V]` logits.
 
@@ -79,7 +74,7 @@ def ensure_fused_lm_head(model: nn.Module) -> nn.Module:
     """
     from trl.trainer.utils import add_fused_lm_head
 
-    owner = _head_owner(model)
+    owner = unwrap_model(model)  # the base model under PEFT (as TRL does), the module under DeepSpeed
     if not getattr(owner, _FUSED_MARK, False):
         add_fused_lm_head(owner)
         setattr(owner, _FUSED_MARK, True)

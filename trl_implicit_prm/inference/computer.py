@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..modeling import unwrap_model
 from ..rewards import outcome_rewards, step_q_values, step_rewards, token_rewards
 from .batching import collate, plan_batches
 from .cache import ReferenceCache
@@ -39,7 +40,7 @@ _SANE_LENGTH = 10**7  # tokenizers without a limit report 1e30
 
 def default_max_length(model: nn.Module, tokenizer: Any) -> int | None:
     """The smaller of the model's position limit and the tokenizer's `model_max_length`, when they are sane."""
-    lm = getattr(model, "get_base_model", lambda: model)()
+    lm = unwrap_model(model)
     config = getattr(lm, "config", None)
     text_config = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
     limits = [getattr(text_config, "max_position_embeddings", None), getattr(text_config, "n_positions", None),

@@ -21,6 +21,7 @@ from torch import nn
 from ..modeling import (
     check_same_vocabulary,
     is_adapter_dir,
+    is_peft_model,
     load_causal_lm,
     load_tokenizer,
     model_id_of,
@@ -130,10 +131,6 @@ def _load_policy(model: Any, dtype: Any) -> tuple[nn.Module, str | None, list[st
     return _load(location, "model", **_load_kwargs(dtype)), location, [location], metadata
 
 
-def _is_peft(model: nn.Module) -> bool:
-    return callable(getattr(model, "disable_adapter", None)) and callable(getattr(model, "get_base_model", None))
-
-
 def resolve_models(
     model: Any,
     ref_model: Any = None,
@@ -157,7 +154,7 @@ def resolve_models(
     elif isinstance(tokenizer, str | os.PathLike):
         tokenizer = load_tokenizer(_location(tokenizer, "tokenizer"))
 
-    peft = _is_peft(policy)
+    peft = is_peft_model(policy)
     reference: nn.Module | None = None
     adapter_reference = False
     reference_name: str | None = None

@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..modeling import unwrap_model
 from ..rewards import completion_logps
 
 __all__ = ["LOGPS_METHODS", "compact_completion_logps", "resolve_logps_method", "supports_compact"]
@@ -32,20 +33,13 @@ _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplie
                      "logits_scaling")
 
 
-def _causal_lm(model: nn.Module) -> nn.Module:
-    """The causal LM inside DDP/DeepSpeed and PEFT wrappers (PEFT layers stay in place, so adapters still apply)."""
-    module = getattr(model, "module", model)
-    get_base = getattr(module, "get_base_model", None)
-    return get_base() if callable(get_base) else module
-
-
 def supports_compact(model: nn.Module) -> bool:
     """Whether :func:`compact_completion_logps` gives exactly the model's log-probs."""
     module = getattr(model, "module", model)
     peft_config = getattr(module, "peft_config", None)
     if isinstance(peft_config, dict) and any(getattr(c, "is_prompt_learning", False) for c in peft_config.values()):
         return False
-    lm = _causal_lm(model)
+    lm = unwrap_model(model)
     config = getattr(lm, "config", None)
     if config is None or lm.get_output_embeddings() is None:
         return False
@@ -77,7 +71,7 @@ def compact_completion_logps(
 ) -> Tensor:
     """Same contract as :func:`~trl_implicit_prm.rewards.completion_logps`: float32 `[B, T]` log-probs of the
     completion tokens aligned with `input_ids`, zero elsewhere; the LM head runs on completion positions only."""
-    lm = _causal_lm(model)
+    lm = unwrap_model(model)
     kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
     if bool((attention_mask[:, 0] == 0).any()):
         kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

@@ -30,6 +30,7 @@ from trl.trainer.utils import disable_dropout_in_model, use_adapter
 from trl_implicit_prm.data import ImplicitPRMCollator
 from trl_implicit_prm.modeling import (
     check_same_vocabulary,
+    is_peft_model,
     load_causal_lm,
     load_tokenizer,
     model_id_of,
@@ -58,14 +59,6 @@ PAPER = {
 }
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "completion_mask")
-
-
-def _is_peft_model(model: Any) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover - peft is a dependency
-        return False
-    return isinstance(model, PeftModel)
 
 
 class ImplicitRewardTrainer(_BaseTrainer):
@@ -127,13 +120,13 @@ class ImplicitRewardTrainer(_BaseTrainer):
         if peft_config is not None:
             from peft import get_peft_model
 
-            if _is_peft_model(model):
+            if is_peft_model(model):
                 raise ValueError("model is already a PeftModel: pass peft_config=None to train its adapter")
             model = get_peft_model(model, peft_config)
-        if _is_peft_model(model) and args.gradient_checkpointing:
+        if is_peft_model(model) and args.gradient_checkpointing:
             model.enable_input_require_grads()
         self._uses_adapter_reference = (
-            ref_model is None and _is_peft_model(model) and not args.reference_free
+            ref_model is None and is_peft_model(model) and not args.reference_free
         )
         if ref_model is None and not args.reference_free and not self._uses_adapter_reference:
             self._ref_model_id = self._model_id
