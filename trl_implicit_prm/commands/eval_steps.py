@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, default=None, help="PNG of F1 against the threshold (tuned split)")
 
 
-def _split_name(path: Path, names: list[str]) -> str:
-    return path.stem if names.count(path.stem) == 1 else str(path)
+def _split_name(path: Path, stems: list[str]) -> str:
+    """A split is named by its file stem, or by its path when two files share a stem."""
+    return path.stem if stems.count(path.stem) == 1 else str(path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"--tune-on {tune_on!r} is none of the splits {names}", file=sys.stderr)
         return 2
     prc = computer_from_args(args)
-    splits, skipped = {}, []
+    splits, skipped = {}, {}
     for name, path in zip(names, args.data, strict=True):
         loaded = read_process_records(path)
-        skipped.extend(loaded.skipped)
+        skipped[path] = loaded.skipped  # line numbers are per file
         records = list(loaded.records)
         splits[name] = (records, score_process_records(prc, records, args.score))
     result = evaluate_splits(splits, tune_on=None if args.threshold is not None else tune_on,
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     for name, res in result["splits"].items():
         tag = "  (oracle threshold)" if res.oracle else ""
         print(f"{name:<24}{100 * res.acc_erroneous:>16.1f}{100 * res.acc_correct:>14.1f}{100 * res.f1:>8.1f}{tag}")
-    print(f"threshold {result['threshold']:.4g}; mean F1 {100 * result['mean_f1']:.1f}; skipped rows {len(skipped)}")
+    print(f"threshold {result['threshold']:.4g}; mean F1 {100 * result['mean_f1']:.1f}; skipped rows {sum(map(len, skipped.values()))}")
     if args.plot is not None:
         records, scores = splits[tune_on if tune_on in splits else names[0]]
         plot_f1_vs_threshold(f1_threshold_curve(records, scores), args.plot, chosen_threshold=result["threshold"])
