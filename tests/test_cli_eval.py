@@ -84,3 +84,24 @@ def test_eval_commands_refuse_missing_files(tiny_dir, tmp_path, capsys):
     assert main(["eval-bon", "--model", str(tiny_dir / "gpt2"), "--data", str(tmp_path / "nope.jsonl")]) == 2
     assert main(["eval-steps", "--model", str(tiny_dir / "gpt2"), "--data", str(tmp_path / "nope.jsonl")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_prm_scores_give_unscorable_candidates_minus_infinity(tiny_dir):
+    from trl_implicit_prm.evaluation.prm_scores import scorable, score_candidates, score_process_records
+
+    assert scorable("2+2=4") and scorable(["a", "b"]) and scorable([{"role": "assistant", "content": "x"}])
+    assert not scorable("") and not scorable(["a", "  "]) and not scorable([])
+    prc = ProcessRewardComputer.from_pretrained(tiny_dir / "qwen2", ref_model=tiny_dir / "qwen2-ref")
+    problems = [{"problem": "2+2?\n", "candidates": [{"response": ["2+2=4", "So 4."]}, {"response": ""},
+                                                     {"response": "2+2=5\n\nSo 5."}]}]
+    scores = score_candidates(prc, problems, ["min", "sum"])
+    alone = prc.score(["2+2?\n", "2+2?\n"], [["2+2=4", "So 4."], "2+2=5\n\nSo 5."])
+    assert scores["min"][0][1] == float("-inf") and scores["sum"][0][1] == float("-inf")
+    assert scores["min"][0][0] == pytest.approx(alone[0].aggregate("min"))
+    assert scores["sum"][0][2] == pytest.approx(alone[1].outcome_reward)
+    records = [{"problem": "2+2?\n", "steps": ["2+2=4", "So 4."], "label": -1},
+               {"problem": "x\n", "steps": [], "label": -1}]
+    step = score_process_records(prc, records)
+    assert step[0] == pytest.approx(alone[0].step_rewards) and step[1] == []
+    sig = score_process_records(prc, records, how="q-sigmoid")
+    assert all(0.0 < x < 1.0 for x in sig[0]) and sig[1] == []

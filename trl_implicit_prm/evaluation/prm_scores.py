@@ -18,10 +18,15 @@ __all__ = ["scorable", "score_candidates", "score_process_records"]
 
 
 def scorable(response: Any) -> bool:
-    """Whether a response has text to score: a non-blank string, or a non-empty list of non-blank steps."""
-    if isinstance(response, str):
-        return bool(response.strip())
-    return isinstance(response, list) and bool(response) and all(isinstance(s, str) and s.strip() for s in response)
+    """Whether a response is a completion the data layer accepts (non-empty text, steps or assistant message)."""
+    from trl_implicit_prm.data import DataFormatError
+    from trl_implicit_prm.data.formats import check_completion
+
+    try:
+        check_completion(response, "response")
+    except DataFormatError:
+        return False
+    return True
 
 
 def score_process_records(prc: Any, records: Sequence[dict[str, Any]], how: str = "step") -> list[list[float]]:
