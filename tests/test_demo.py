@@ -34,8 +34,13 @@ def test_reduced_demo_report_schema(quick_report):
     assert {CE, REF} <= set(models) and STEP not in models  # the reduced run trains CE only
     for row in models.values():
         assert 0.0 <= row["test_f1"] <= 1.0 and row["threshold"] == row["threshold"]
-    for split in saved["step_error"][CE].values() if isinstance(saved["step_error"][CE], dict) else []:
-        assert isinstance(split, (dict, float))
+    for set_name in ("sampled", "injected"):  # threshold tuned on validation (oracle there), reused on test
+        split = saved["step_error"][CE][set_name]
+        assert split["validation"]["oracle"] and not split["test"]["oracle"]
+        assert split["test"]["threshold"] == split["threshold"] and split["n_test_records"] > 0
+    history = saved["reference_policy"]
+    assert history and all(set(h) == {"epoch", "loss", "greedy_accuracy"} for h in history)
+    assert history[-1]["greedy_accuracy"] >= saved["config"]["sft_stop_accuracy"]  # stopped by the criterion
     curve = saved["best_of_n"][CE]
     assert curve["ns"][-1] == saved["config"]["bon_n"] and "prm:min" in curve["accuracy"]
     assert "majority" in curve["accuracy"] and "weighted:min" in curve["accuracy"]

@@ -18,7 +18,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -270,12 +270,13 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         bon_problems = [{"problem": p.prompt, "reference": p.answer,
                          "candidates": [{"response": s.steps, "answer": s.final_answer} for s in sols]}
                         for p, sols in zip(bon_set, bon_samples, strict=True)]
+        records = {set_name: ([to_processbench(p, s) for p, s in val_items],
+                              [to_processbench(p, s) for p, s in test_items])
+                   for set_name, (val_items, test_items) in eval_sets.items()}
         for name, prc in computers.items():
             results["step_error"][name] = {}
-            for set_name, (val_items, test_items) in eval_sets.items():
-                val_records = [to_processbench(p, s) for p, s in val_items]
-                test_records = [to_processbench(p, s) for p, s in test_items]
-                test_scored = _score_steps(prc, test_items)
+            for set_name, (val_records, test_records) in records.items():
+                test_scored = _score_steps(prc, eval_sets[set_name][1])
                 split = evaluate_splits({"validation": (val_records, score_process_records(prc, val_records)),
                                          "test": (test_records, [r.step_rewards for r in test_scored])},
                                         tune_on="validation")
@@ -289,5 +290,5 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     results["extra"] = {"reference_policy": json.loads((ref_dir / "sft_history.json").read_text()),
                         "rollouts": rollout_stats,
                         "training_rows": {"unpaired": len(unpaired), "paired": len(paired), "stepwise": len(stepwise)}}
-    report = write_report(out, cfg, results, eval_sets, stages.seconds, asdict(cfg))
+    report = write_report(out, cfg, results, eval_sets, stages.seconds)
     return report

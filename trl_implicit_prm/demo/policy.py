@@ -47,12 +47,13 @@ def finetune_on_solutions(
     stop_at_accuracy: float | None = None,
     eval_problems: Sequence[Problem] = (),
     evals_per_epoch: int = 2,
-) -> dict[str, list[float]]:
+) -> list[dict[str, float | None]]:
     """Supervised fine-tuning on the reference solutions (loss on completion tokens only).
 
     With `stop_at_accuracy`, training stops as soon as greedy decoding solves that fraction of `eval_problems`
     (checked `evals_per_epoch` times an epoch): a *briefly* fine-tuned policy that still makes mistakes of its
-    own, whatever the seed or problem length. Returns the loss and accuracy history.
+    own, whatever the seed or problem length. Returns the history: `{"epoch", "loss", "greedy_accuracy"}` at
+    every check and at every epoch end (`greedy_accuracy` None where it was not measured).
     """
     rows = _sft_rows(tokenizer, problems)
     rng = random.Random(seed)
@@ -61,7 +62,7 @@ def finetune_on_solutions(
     warmup = max(1, steps_per_epoch // 2)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
     check_every = max(1, steps_per_epoch // max(1, evals_per_epoch))
-    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "epoch": []}
+    history: list[dict[str, float | None]] = []
     bar = tqdm(total=epochs * steps_per_epoch, desc="fine-tuning the reference policy", disable=not progress,
                leave=False)
     step = 0
@@ -79,16 +80,13 @@ def finetune_on_solutions(
             bar.update(1)
             if stop_at_accuracy is not None and eval_problems and step % check_every == 0:
                 accuracy = greedy_accuracy(model, tokenizer, eval_problems)
-                history["loss"].append(loss.item())
-                history["accuracy"].append(accuracy)
-                history["epoch"].append(step / steps_per_epoch)
+                history.append({"epoch": step / steps_per_epoch, "loss": loss.item(), "greedy_accuracy": accuracy})
                 bar.set_postfix(loss=f"{loss.item():.3f}", greedy_acc=f"{accuracy:.2f}")
                 if accuracy >= stop_at_accuracy:
                     bar.close()
                     model.eval()
                     return history
-        history["epoch"].append(epoch + 1.0)
-        history["loss"].append(loss.item())
+        history.append({"epoch": epoch + 1.0, "loss": loss.item(), "greedy_accuracy": None})
     bar.close()
     model.eval()
     return history

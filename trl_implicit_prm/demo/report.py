@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -147,13 +148,13 @@ def _html(results: dict[str, Any], eval_sets: dict[str, Any], path: Path, count:
               title=f"{name}: step rewards on held-out solutions with an injected error")
 
 
-def write_report(out: Path, cfg: Any, results: dict[str, Any], eval_sets: dict[str, Any], seconds: dict[str, float],
-                 config: dict[str, Any]) -> dict[str, Any]:
+def write_report(out: Path, cfg: Any, results: dict[str, Any], eval_sets: dict[str, Any],
+                 seconds: dict[str, float]) -> dict[str, Any]:
     """Write the four report files; return the report dict (what report.json holds)."""
     n = cfg.bon_n
     summary = _summary(results, n)
     report = {
-        "config": config,
+        "config": asdict(cfg),
         "seed": cfg.seed,
         "timings_seconds": seconds,
         "total_seconds": round(sum(seconds.values()), 2),
