@@ -56,6 +56,9 @@ def main() -> None:
                        "deepspeed": trainer.is_deepspeed_enabled,
                        "zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage
                        if trainer.is_deepspeed_enabled else None, "ref_sharded": ref_sharded}, f)
+    # Leave the process group cleanly: exiting with it alive can abort a rank at interpreter shutdown.
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":
