@@ -89,7 +89,7 @@ def test_response_longer_than_max_length(tiny_dir, prc, tokenizer):
     assert not lenient.score_one(PROMPT, "Short.").truncated
 
     with pytest.raises(ResponseTooLongError, match=r"prompts\[0\]: the prompt alone takes .* max_length=4"):
-        ProcessRewardComputer(prc.model, prc.tokenizer, max_length=4,
+        ProcessRewardComputer(prc.model, prc.tokenizer, max_length=4, reference_free=True,
                               truncation=True).score([PROMPT], ["a."])
 
 
@@ -138,10 +138,10 @@ def test_bad_options(tiny_dir, tokenizer):
     with pytest.raises(ValueError, match="dtype must be a torch dtype"):
         ProcessRewardComputer.from_pretrained(tiny_dir / "llama", reference_free=True, dtype="float17")
     model = AutoModelForCausalLM.from_pretrained(tiny_dir / "llama")
-    with pytest.raises(ValueError, match="beta must be a positive number"):
-        ProcessRewardComputer(model, tokenizer, beta=0)
+    with pytest.raises(ValueError, match="beta must be a finite number > 0"):
+        ProcessRewardComputer(model, tokenizer, reference_free=True, beta=0)
     with pytest.raises(ValueError, match="logps_method must be one of"):
-        ProcessRewardComputer(model, tokenizer, logps_method="magic")
+        ProcessRewardComputer(model, tokenizer, reference_free=True, logps_method="magic")
     with pytest.raises(ValueError, match="adapter_reference=True needs a PEFT model"):
         ProcessRewardComputer(model, tokenizer, adapter_reference=True)
     fresh = build_model("llama", tokenizer)  # in memory, saved nowhere: no tokenizer to find

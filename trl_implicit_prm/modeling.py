@@ -6,9 +6,11 @@ same things (a path, a hub id or a loaded model) and refuse the same mistakes wi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,19 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from trl_implicit_prm.checks import is_finite_positive
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ADAPTER_BASE",
     "METADATA_FILE",
+    "MetadataError",
+    "absolute_position_limit",
+    "check_max_length",
+    "check_reference",
     "check_same_vocabulary",
+    "find_tokenizer",
     "is_adapter_dir",
     "is_peft_model",
     "load_causal_lm",
@@ -34,11 +44,14 @@ __all__ = [
     "model_id_of",
     "read_metadata",
     "unwrap_model",
+    "validate_metadata",
     "write_metadata",
 ]
 
 # Written next to every checkpoint the trainers save: what ProcessRewardComputer needs to score with it.
 METADATA_FILE = "implicit_prm.json"
+# The `reference_model` recorded for a PEFT adapter trained against its own base with adapters disabled.
+ADAPTER_BASE = "adapter-base"
 
 
 def _resolve_dtype(dtype: Any) -> Any:
@@ -154,16 +167,149 @@ def check_same_vocabulary(
             )
 
 
+_WARNED_NO_TOKENIZER: set[str] = set()
+
+
+def find_tokenizer(model: nn.Module, source: str | os.PathLike | None = None) -> PreTrainedTokenizerBase | None:
+    """The tokenizer saved with a model: in `source` (its path) or in `config._name_or_path`, when one is there."""
+    for where in (source, model_id_of(model)):
+        if where is None or not Path(where).is_dir():
+            continue
+        try:
+            return load_tokenizer(where)
+        except (OSError, ValueError, TypeError):
+            continue
+    return None
+
+
+def check_reference(
+    policy: nn.Module,
+    reference: nn.Module,
+    tokenizer: PreTrainedTokenizerBase | None,
+    reference_source: str | os.PathLike | None = None,
+) -> None:
+    """Refuse a reference whose token ids mean something else than the policy's; warn once when unverifiable.
+
+    The embedding counts are compared first; then the policy's tokenizer against the reference's own, found in
+    `reference_source` or in the reference's `config._name_or_path` (Llama-2 and Mistral both have 32000
+    embeddings and different vocabularies, so the counts alone prove nothing). When the reference has no
+    tokenizer to be found, a warning says so, once per reference.
+    """
+    ref_tokenizer = find_tokenizer(reference, reference_source)
+    if ref_tokenizer is None and tokenizer is not None:
+        name = str(reference_source or model_id_of(reference) or f"in-memory {type(reference).__name__}")
+        if name not in _WARNED_NO_TOKENIZER:
+            _WARNED_NO_TOKENIZER.add(name)
+            logger.warning(
+                "The reference model (%s) has no tokenizer saved with it, so only its embedding count could be "
+                "checked against the policy's: make sure both use the same tokenizer (save it next to the "
+                "reference's weights to have it checked).",
+                name,
+            )
+    check_same_vocabulary(policy, reference, tokenizer, ref_tokenizer)
+
+
+def absolute_position_limit(model: nn.Module) -> int | None:
+    """The number of learned absolute positions (GPT-2's `n_positions`), or None for rotary/relative models.
+
+    A longer input indexes past the position-embedding table and crashes deep in torch.
+    """
+    lm = unwrap_model(model)
+    for name, module in lm.named_modules():
+        if isinstance(module, nn.Embedding) and name.rsplit(".", 1)[-1] in _POSITION_EMBEDDINGS:
+            return int(module.num_embeddings)
+    return None
+
+
+_POSITION_EMBEDDINGS = ("wpe", "embed_positions", "position_embeddings", "pos_emb", "position_embedding")
+
+
+def check_max_length(model: nn.Module, max_length: int | None, flag: str = "max_length") -> None:
+    """Refuse a `max_length` that an absolute-position model cannot embed (or None, which admits any length)."""
+    limit = absolute_position_limit(model)
+    if limit is None:
+        return
+    if max_length is None or max_length > limit:
+        name = model_id_of(model) or type(unwrap_model(model)).__name__
+        raise ValueError(
+            f"{flag}={max_length} but the model ({name}) has learned absolute position embeddings for only "
+            f"{limit} positions: longer inputs cannot be embedded. Set {flag} to at most {limit}."
+        )
+
+
+class MetadataError(ValueError):
+    """An `implicit_prm.json` that cannot be read or holds a field of the wrong type (the message names the file)."""
+
+
+def _is_str_or_none(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+# Known fields of `implicit_prm.json` and what each must hold. Unknown fields are kept (a newer writer's).
+_METADATA_FIELDS: dict[str, tuple[str, Any]] = {
+    "beta": ("a finite number > 0", is_finite_positive),
+    "reference_free": ("true or false", lambda v: isinstance(v, bool)),
+    "reference_model": ("a path or hub id string, or null", _is_str_or_none),
+    "step_separator": ("a non-empty string", lambda v: isinstance(v, str) and bool(v)),
+    "trainer": ("a string or null", _is_str_or_none),
+    "loss_type": ("a string or null", _is_str_or_none),
+    "prompt_format": ("an object or null", lambda v: v is None or isinstance(v, dict)),
+    "append_eos": ("true, false or null", lambda v: v is None or isinstance(v, bool)),
+}
+
+
+def validate_metadata(fields: dict[str, Any], source: str) -> dict[str, Any]:
+    """`fields` unchanged, or a :class:`MetadataError` naming `source` and the first field of the wrong type."""
+    for name, value in fields.items():
+        expected, ok = _METADATA_FIELDS.get(name, (None, None))
+        if ok is not None and not ok(value):
+            raise MetadataError(
+                f"{source}: field {name!r} must be {expected}, got {json.dumps(value)} ({type(value).__name__})"
+            )
+    return fields
+
+
 def write_metadata(output_dir: str | os.PathLike, **fields: Any) -> None:
-    """Record how a checkpoint's rewards are computed (β, reference, separator) next to its weights."""
+    """Record how a checkpoint's rewards are computed (β, reference, separator) next to its weights.
+
+    The file is validated (no NaN or infinity: strict JSON) and written atomically: a temporary file in the same
+    directory, then `os.replace`, so a reader never sees a half-written file.
+    """
     path = Path(output_dir) / METADATA_FILE
+    validate_metadata(fields, str(path))
+    text = json.dumps(fields, indent=2, sort_keys=True, allow_nan=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fields, indent=2, sort_keys=True) + "\n")
+    fd, tmp = tempfile.mkstemp(prefix=f".{METADATA_FILE}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def read_metadata(model_dir: str | os.PathLike) -> dict[str, Any]:
-    """The metadata a trainer saved with a checkpoint, or {} when there is none."""
+    """The metadata a trainer saved with a checkpoint, or {} when there is none; errors name the file."""
     path = Path(model_dir) / METADATA_FILE
     if not path.is_file():
         return {}
-    return json.loads(path.read_text())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise MetadataError(f"{path}: cannot be read ({err})") from None
+    if not text.strip():
+        raise MetadataError(f"{path}: the file is empty; re-save the checkpoint or delete the file and pass beta, "
+                            "ref_model and step_separator explicitly")
+    try:
+        fields = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as err:
+        raise MetadataError(f"{path}: not valid JSON ({err}); the file may be truncated") from None
+    if not isinstance(fields, dict):
+        raise MetadataError(f"{path}: expected a JSON object, got {type(fields).__name__}")
+    return validate_metadata(fields, str(path))
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed (strict JSON)")

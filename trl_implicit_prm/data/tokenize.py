@@ -493,7 +493,9 @@ def tokenize_dataset(
         for prefix in _SIDES[kind]:
             truncated = sum(1 for x in result[prefix + "num_truncated_steps"] if x)
             if truncated:
-                logger.info(
-                    "truncated the %scompletion of %d rows to max_length=%d", prefix, truncated, max_length
+                logger.warning(
+                    "truncated the %scompletion of %d of %d rows to max_length=%d: a response-level label then "
+                    "applies to a response whose answer may be cut; raise max_length to keep whole responses",
+                    prefix, truncated, len(result), max_length,
                 )
     return result

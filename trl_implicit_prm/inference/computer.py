@@ -18,12 +18,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..modeling import unwrap_model
+from ..checks import check_beta
+from ..modeling import check_max_length, check_reference, is_peft_model, unwrap_model
 from ..rewards import outcome_rewards, step_q_values, step_rewards, token_rewards
 from .batching import collate, plan_batches
 from .cache import ReferenceCache
 from .encoding import EncodedResponse, decode_tokens, encode_response
-from .loading import identity_of, resolve_models
+from .loading import identity_of, resolve_models, trainer_reference
 from .logps import model_logps, resolve_logps_method
 from .step_rewards import StepRewards
 
@@ -54,8 +55,9 @@ class ProcessRewardComputer:
 
     `r^k = β·Σ_{t∈S_k} (log πθ(y_t) − log πref(y_t))` for each step `k` of a response (docs/method.md). Build
     it with :meth:`from_pretrained` (paths, hub ids, adapter directories or loaded models), or directly from
-    loaded objects: `ref_model=None` with `adapter_reference=False` is reference-free, and
-    `adapter_reference=True` scores the reference with the PEFT policy's adapters disabled.
+    loaded objects with `ref_model=...`, or with :meth:`from_trainer` (a trainer's own reference). A PEFT policy
+    without `ref_model` is scored against its base with adapters disabled; any other policy without a reference
+    is an error, unless reference-free scoring (`ρ = log πθ`) is asked for with `reference_free=True`.
 
     Truncation: a response that does not fit in `max_length` tokens raises
     :class:`~trl_implicit_prm.inference.ResponseTooLongError` by default. With `truncation=True` its end is
@@ -84,7 +86,8 @@ class ProcessRewardComputer:
         tokenizer: Any,
         *,
         ref_model: nn.Module | None = None,
-        adapter_reference: bool = False,
+        reference_free: bool = False,
+        adapter_reference: bool | None = None,
         beta: float = DEFAULT_BETA,
         step_separator: str = DEFAULT_SEPARATOR,
         max_length: int | None = None,
@@ -96,19 +99,20 @@ class ProcessRewardComputer:
         model_name: str | None = None,
         reference_name: str | None = None,
     ):
-        if adapter_reference and ref_model is not None:
-            raise ValueError("adapter_reference=True uses the policy with adapters disabled; do not pass ref_model")
-        if adapter_reference and not callable(getattr(model, "disable_adapter", None)):
-            raise ValueError("adapter_reference=True needs a PEFT model (one with `disable_adapter()`)")
-        if not isinstance(beta, int | float) or not beta > 0:
-            raise ValueError(f"beta must be a positive number, got {beta!r}")
+        adapter_reference = _choose_reference(model, ref_model, reference_free, adapter_reference)
+        beta = check_beta(beta)
         if not isinstance(step_separator, str) or not step_separator:
             raise ValueError(f"step_separator must be a non-empty string, got {step_separator!r}")
         if getattr(tokenizer, "pad_token_id", None) is None and getattr(tokenizer, "eos_token_id", None) is None:
             raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad batches with")
+        if ref_model is not None:
+            check_reference(model, ref_model, tokenizer, reference_name)
+        if max_length is not None:
+            check_max_length(model, max_length)
         self.model = model.eval()
         self.ref_model = ref_model.eval() if ref_model is not None else None
         self.adapter_reference = adapter_reference
+        self._reference_free = bool(reference_free)
         self.tokenizer = tokenizer
         self.beta = float(beta)
         self.step_separator = step_separator
@@ -182,6 +186,7 @@ class ProcessRewardComputer:
             resolved.policy,
             resolved.tokenizer,
             ref_model=resolved.reference,
+            reference_free=resolved.reference is None and not resolved.adapter_reference,
             adapter_reference=resolved.adapter_reference,
             beta=beta if beta is not None else meta.get("beta", DEFAULT_BETA),
             step_separator=step_separator if step_separator is not None else meta.get("step_separator",
@@ -196,6 +201,39 @@ class ProcessRewardComputer:
             reference_name=resolved.reference_name,
         )
 
+    @classmethod
+    def from_trainer(cls, trainer: Any, *, ref_model: Any = None, **kwargs: Any) -> ProcessRewardComputer:
+        """A computer that scores with a trainer's policy and the reference it trains against, as it is now.
+
+        The reference is the trainer's own: its reference model (a separate model or the frozen initial
+        copy), the policy with adapters disabled (LoRA), nothing (`reference_free=True`), or, after
+        `precompute_ref_log_probs=True` dropped the reference model, the reference recorded for the checkpoint
+        metadata, loaded again (an in-memory reference cannot be reloaded: pass it as `ref_model=`). β, the
+        step separator and the tokenizer are the trainer's. Other keyword arguments go to the constructor.
+        Under DeepSpeed ZeRO-3 the weights are sharded across processes: save the model and use
+        :meth:`from_pretrained` instead.
+
+        Example:
+
+        ```python
+        >>> from datasets import Dataset
+        >>> from trl_implicit_prm import CEConfig, CETrainer
+        >>> from trl_implicit_prm.tiny import build_model, build_tokenizer
+        >>> tok = build_tokenizer(vocab_size=300)
+        >>> rows = [{"prompt": "2 + 3 =", "completion": " 5.\\n\\nSo 5.", "label": 1.0},
+        ...         {"prompt": "4 + 4 =", "completion": " 9.\\n\\nSo 9.", "label": 0.0}]
+        >>> args = CEConfig(output_dir="/tmp/from-trainer-doc", use_cpu=True, bf16=False, max_steps=1,
+        ...                 per_device_train_batch_size=2, report_to=[])
+        >>> trainer = CETrainer(build_model("llama", tok), args=args, train_dataset=Dataset.from_list(rows),
+        ...                     processing_class=tok)
+        >>> prc = ProcessRewardComputer.from_trainer(trainer)  # the frozen initial policy is the reference
+        >>> prc.ref_model is not None, prc.reference_free
+        (True, False)
+
+        ```
+        """
+        return cls(**trainer_reference(trainer, ref_model), **kwargs)
+
     # ------------------------------------------------------------------------------------------------ properties
     @property
     def device(self) -> torch.device:
@@ -203,7 +241,8 @@ class ProcessRewardComputer:
 
     @property
     def reference_free(self) -> bool:
-        return self.ref_model is None and not self.adapter_reference
+        """Whether rewards are `β·log πθ` alone (asked for with `reference_free=True`, never a fallback)."""
+        return self._reference_free
 
     @property
     def reference_id(self) -> str | None:
@@ -266,7 +305,7 @@ class ProcessRewardComputer:
         ```python
         >>> from trl_implicit_prm.tiny import build_model, build_tokenizer
         >>> tok = build_tokenizer(vocab_size=400)
-        >>> prc = ProcessRewardComputer(build_model("gpt2", tok), tok)  # reference-free
+        >>> prc = ProcessRewardComputer(build_model("gpt2", tok), tok, reference_free=True)
         >>> [r.num_steps for r in prc.score(["Q\\n"] * 2, ["a.\\n\\nb.", ["x.", "y.", "z."]])]
         [2, 3]
 
@@ -369,3 +408,35 @@ class ProcessRewardComputer:
                 unscored_steps=list(row.unscored_steps),
             ))
         return results
+
+
+def _choose_reference(model: nn.Module, ref_model: Any, reference_free: bool, adapter_reference: bool | None) -> bool:
+    """Whether the reference is the policy with adapters disabled; an error when there is no reference at all.
+
+    A separate `ref_model` is the reference; a PEFT policy without one is scored against its adapters-disabled
+    base; reference-free scoring (`ρ = log πθ`) happens only when asked for with `reference_free=True`.
+    """
+    if not isinstance(reference_free, bool):
+        raise TypeError(f"reference_free must be True or False, got {reference_free!r}")
+    if reference_free and (ref_model is not None or adapter_reference):
+        raise ValueError("reference_free=True scores with the policy alone: do not pass ref_model or "
+                         "adapter_reference=True with it")
+    if ref_model is not None:
+        if adapter_reference:
+            raise ValueError("adapter_reference=True uses the policy with adapters disabled; do not pass ref_model")
+        return False
+    if reference_free:
+        return False
+    peft = callable(getattr(model, "disable_adapter", None)) and is_peft_model(model)
+    if adapter_reference and not peft:
+        raise ValueError("adapter_reference=True needs a PEFT model (one with `disable_adapter()`)")
+    if not peft:
+        raise ValueError(
+            "no reference model: pass ref_model=... (usually the policy's initial checkpoint), use "
+            "ProcessRewardComputer.from_trainer(trainer) to score with a trainer's own reference, or pass "
+            "reference_free=True to score with log πθ alone (paper §5.5.2). A trainer's `ref_model` is None "
+            "after LoRA or precompute_ref_log_probs=True training, so do not pass `trainer.ref_model`."
+        )
+    if adapter_reference is None:
+        logger.info("the policy is a PEFT model without ref_model: its base with adapters disabled is the reference")
+    return True

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ..modeling import (
-    check_same_vocabulary,
+    ADAPTER_BASE,
+    METADATA_FILE,
     is_adapter_dir,
     is_peft_model,
     load_causal_lm,
@@ -28,11 +29,18 @@ from ..modeling import (
     read_metadata,
 )
 
-__all__ = ["ADAPTER_BASE", "ResolvedModels", "identity_of", "resolve_device", "resolve_dtype", "resolve_models"]
+__all__ = [
+    "ADAPTER_BASE",
+    "ResolvedModels",
+    "identity_of",
+    "resolve_device",
+    "resolve_dtype",
+    "resolve_models",
+    "trainer_reference",
+]
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_BASE = "adapter-base"
 _STAMP = "_implicit_prm_identity"
 
 
@@ -131,6 +139,57 @@ def _load_policy(model: Any, dtype: Any) -> tuple[nn.Module, str | None, list[st
     return _load(location, "model", **_load_kwargs(dtype)), location, [location], metadata
 
 
+def _recorded_location(recorded: str, checkpoint: str) -> str:
+    """The reference path recorded in a checkpoint's metadata, or an error saying where it came from."""
+    try:
+        return _location(recorded, "ref_model")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"the reference model {recorded!r} recorded in {Path(checkpoint) / METADATA_FILE} does not exist (was "
+            "it moved or deleted?): pass ref_model=... (CLI: --ref-model) with its new location to override it"
+        ) from None
+
+
+def trainer_reference(trainer: Any, ref_model: Any = None) -> dict[str, Any]:
+    """Constructor arguments of a ProcessRewardComputer scoring with `trainer`'s policy against its own reference."""
+    args = trainer.args
+    plugin = getattr(args, "deepspeed_plugin", None)
+    if plugin is not None and plugin.zero_stage == 3:
+        raise ValueError(
+            "from_trainer: under DeepSpeed ZeRO-3 the weights are sharded across processes; save the model "
+            "(trainer.save_model(dir)) and score with ProcessRewardComputer.from_pretrained(dir)"
+        )
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    out: dict[str, Any] = {"model": policy, "tokenizer": trainer.processing_class, "beta": args.beta,
+                           "step_separator": args.step_separator, "model_name": trainer._model_id,
+                           "reference_name": trainer._ref_model_id}
+    if ref_model is not None:
+        if args.reference_free:
+            raise ValueError("from_trainer: the trainer is reference-free (reference_free=True); do not pass ref_model")
+        out["ref_model"] = _load(_location(ref_model, "ref_model"), "ref_model") if isinstance(
+            ref_model, str | os.PathLike) else ref_model
+        out["reference_name"] = str(ref_model) if isinstance(ref_model, str | os.PathLike) else None
+    elif args.reference_free:
+        out["reference_free"] = True
+    elif trainer.ref_model is not None:
+        out["ref_model"] = trainer.accelerator.unwrap_model(trainer.ref_model)
+    elif trainer._uses_adapter_reference:
+        out["adapter_reference"] = True
+    elif trainer._ref_model_id is not None:  # precomputed reference log-probs: the reference model was dropped
+        logger.info("from_trainer: the reference log-probs were precomputed; loading the reference %s again",
+                    trainer._ref_model_id)
+        location = _location(trainer._ref_model_id, "the trainer's reference")
+        out["ref_model"] = _load(location, "the trainer's reference", **dict(args.model_init_kwargs or {}))
+    else:
+        raise ValueError(
+            "from_trainer: the trainer's reference log-probs were precomputed from an in-memory reference model "
+            "(no path), which was then dropped: pass the same reference as ref_model=..."
+        )
+    if out.get("ref_model") is not None:  # on the policy's device (a reloaded reference starts on the CPU)
+        out["ref_model"] = out["ref_model"].to(next(policy.parameters()).device)
+    return out
+
+
 def resolve_models(
     model: Any,
     ref_model: Any = None,
@@ -161,28 +220,24 @@ def resolve_models(
     saved_ref = metadata.get("reference_model")
     if not reference_free:
         if ref_model is None and saved_ref not in (None, ADAPTER_BASE):
-            ref_model = saved_ref
+            ref_model = _recorded_location(saved_ref, policy_source or model_id_of(policy) or "")
             logger.info("using the reference model recorded with the checkpoint: %s", saved_ref)
         if ref_model is None:
             if not peft:
                 raise ValueError(
                     "no reference model: the checkpoint does not name one (no 'reference_model' in its "
-                    "implicit_prm.json). Pass ref_model=... (usually the policy's initial checkpoint) or "
-                    "reference_free=True"
+                    f"{METADATA_FILE}). Pass ref_model=... (CLI: --ref-model; usually the policy's initial "
+                    "checkpoint) or reference_free=True (--reference-free)"
                 )
             adapter_reference = True
             reference_name = policy_source
+        elif isinstance(ref_model, nn.Module):
+            reference = ref_model
+        elif isinstance(ref_model, str | os.PathLike):
+            reference_name = _location(ref_model, "ref_model")
+            reference = _load(reference_name, "ref_model", **_load_kwargs(dtype))
         else:
-            ref_tokenizer = None
-            if isinstance(ref_model, nn.Module):
-                reference = ref_model
-            elif isinstance(ref_model, str | os.PathLike):
-                reference_name = _location(ref_model, "ref_model")
-                reference = _load(reference_name, "ref_model", **_load_kwargs(dtype))
-                ref_tokenizer = _try_tokenizer(reference_name)
-            else:
-                raise TypeError(f"ref_model must be a path, a hub id or a loaded model, got {type(ref_model).__name__}")
-            check_same_vocabulary(policy, reference, tokenizer, ref_tokenizer)
+            raise TypeError(f"ref_model must be a path, a hub id or a loaded model, got {type(ref_model).__name__}")
 
     device = resolve_device(device)
     move = {"device": device} if isinstance(dtype, str | type(None)) else {"device": device, "dtype": dtype}

@@ -29,7 +29,8 @@ from trl.trainer.utils import disable_dropout_in_model, use_adapter
 
 from trl_implicit_prm.data import ImplicitPRMCollator
 from trl_implicit_prm.modeling import (
-    check_same_vocabulary,
+    check_max_length,
+    check_reference,
     is_peft_model,
     load_causal_lm,
     load_tokenizer,
@@ -40,6 +41,7 @@ from trl_implicit_prm.rewards import completion_logps, ensure_fused_lm_head, ste
 from trl_implicit_prm.trainers.config import ImplicitPRMBaseConfig
 from trl_implicit_prm.trainers.data_prep import prepare_dataset
 from trl_implicit_prm.trainers.mismatched import mismatched_inputs
+from trl_implicit_prm.trainers.reference import recorded_reference
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +95,10 @@ class ImplicitRewardTrainer(_BaseTrainer):
 
         init_kwargs = dict(args.model_init_kwargs or {})
         self._model_id = model if isinstance(model, str) else model_id_of(model)
+        if ref_model is None and not args.reference_free:
+            ref_model = recorded_reference(self._model_id)
         model = load_causal_lm(model, **init_kwargs)
+        check_max_length(model, args.max_length)
         if processing_class is None:
             if not self._model_id:
                 raise ValueError("processing_class is required when model is an in-memory model without a path")
@@ -110,12 +115,11 @@ class ImplicitRewardTrainer(_BaseTrainer):
         self._ref_model_id: str | None = None
         if isinstance(ref_model, str):
             self._ref_model_id = ref_model
-            ref_tokenizer = _maybe_tokenizer(ref_model)
             ref_model = load_causal_lm(ref_model, **init_kwargs)
-            check_same_vocabulary(model, ref_model, processing_class, ref_tokenizer)
+            check_reference(model, ref_model, processing_class, self._ref_model_id)
         elif ref_model is not None:
             self._ref_model_id = model_id_of(ref_model)
-            check_same_vocabulary(model, ref_model)
+            check_reference(model, ref_model, processing_class)
 
         if peft_config is not None:
             from peft import get_peft_model
@@ -423,13 +427,6 @@ class ImplicitRewardTrainer(_BaseTrainer):
 
 def _tokenized_needs_reference(dataset: Dataset) -> bool:
     return not any(c.startswith("ref_") for c in dataset.column_names)
-
-
-def _maybe_tokenizer(source: str) -> PreTrainedTokenizerBase | None:
-    try:
-        return load_tokenizer(source)
-    except (OSError, ValueError):
-        return None
 
 
 def _step_error_metrics(step_rewards: list[list[float]], labels: list[int]) -> dict[str, float]:

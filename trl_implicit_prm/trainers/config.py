@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 from trl.trainer.base_config import _BaseConfig
 
+from trl_implicit_prm.checks import check_beta, is_finite_positive
+
 __all__ = ["CEConfig", "ImplicitPRMBaseConfig", "ImplicitPRMConfig", "StepKTOConfig"]
 
 
@@ -96,8 +98,7 @@ class ImplicitPRMBaseConfig(_BaseConfig):
     )
 
     def __post_init__(self) -> None:
-        if self.beta <= 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
+        check_beta(self.beta)
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
         if not self.step_separator:
@@ -114,15 +115,29 @@ class ImplicitPRMConfig(ImplicitPRMBaseConfig):
     Parameters:
         loss_type (`str`, defaults to `"dpo"`):
             `"dpo"`: `−log σ(r_w − r_l)`; `"nca"`: `−log σ(r_w) − ½log σ(−r_w) − ½log σ(−r_l)`.
+        max_pairs_per_prompt (`int` or `None`, defaults to `None`):
+            When rollouts or unpaired rows are turned into pairs, keep at most this many (correct, incorrect) pairs
+            per instruction, drawn without replacement under `seed`; `None` keeps every pair (with 8 rollouts per
+            instruction, up to 16 pairs).
     """
 
     loss_type: str = field(
         default="dpo", metadata={"help": "Objective on pairs: 'dpo' or 'nca'.", "choices": ["dpo", "nca"]}
     )
+    max_pairs_per_prompt: int | None = field(
+        default=None,
+        metadata={"help": "At most this many (correct, incorrect) pairs per instruction when rollouts or unpaired "
+                          "rows are paired (seeded sampling); None keeps every pair."},
+    )
 
     def __post_init__(self) -> None:
         if self.loss_type not in ("dpo", "nca"):
             raise ValueError(f"loss_type must be 'dpo' or 'nca' for ImplicitPRMConfig, got {self.loss_type!r}")
+        if self.max_pairs_per_prompt is not None and (
+            isinstance(self.max_pairs_per_prompt, bool) or not isinstance(self.max_pairs_per_prompt, int)
+            or self.max_pairs_per_prompt < 1
+        ):
+            raise ValueError(f"max_pairs_per_prompt must be a positive integer or None, got {self.max_pairs_per_prompt!r}")
         super().__post_init__()
 
 
@@ -196,8 +211,9 @@ class StepKTOConfig(ImplicitPRMBaseConfig, _KTOFields):
 def _check_kto(config: Any) -> None:
     if config.kto_reference_point not in ("mismatched", "zero"):
         raise ValueError(f"kto_reference_point must be 'mismatched' or 'zero', got {config.kto_reference_point!r}")
-    if config.desirable_weight <= 0 or config.undesirable_weight <= 0:
-        raise ValueError("desirable_weight and undesirable_weight must be > 0")
+    for name in ("desirable_weight", "undesirable_weight"):
+        if not is_finite_positive(getattr(config, name)):
+            raise ValueError(f"{name} must be a finite number > 0, got {getattr(config, name)!r}")
     if config.kto_reference_point == "mismatched" and config.per_device_train_batch_size < 2:
         raise ValueError(
             "kto_reference_point='mismatched' pairs each prompt with another row's completion of the same batch, "

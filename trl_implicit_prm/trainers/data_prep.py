@@ -63,11 +63,12 @@ def _paired_to_unpaired(dataset: Dataset) -> Dataset:
     return Dataset.from_list(rows)
 
 
-def _convert(dataset: Dataset, kind: str, target: str, name: str) -> tuple[Dataset, str]:
+def _convert(dataset: Dataset, kind: str, target: str, name: str, args: Any) -> tuple[Dataset, str]:
     """Rows of `kind` as rows of `target`, or an error saying which trainer fits them."""
     if target == "paired" and kind in ("rollouts", "unpaired"):
         rollouts = dataset if kind == "rollouts" else _group_unpaired(dataset)
-        pairs = rollouts_to_pairs(rollouts)
+        pairs = rollouts_to_pairs(rollouts, seed=args.seed, max_pairs_per_prompt=getattr(args, "max_pairs_per_prompt", None),
+                                  step_separator=args.step_separator)
         if len(pairs) == 0:
             raise ValueError(
                 f"The {name} dataset ({kind}, {len(dataset)} rows) gives no (correct, incorrect) pair: every "
@@ -108,7 +109,7 @@ def prepare_dataset(
     if kind != target_kind and not (eval_only and kind == "stepwise"):
         # Validate before converting, so that errors name the user's own columns and rows.
         validate_dataset(dataset, kind, step_separator=args.step_separator)
-        dataset, kind = _convert(dataset, kind, target_kind, name)
+        dataset, kind = _convert(dataset, kind, target_kind, name, args)
     # tokenize_dataset validates every row; stepwise rows get `label` = their lowest step label.
     out = tokenize_dataset(
         dataset, tokenizer, kind, step_separator=args.step_separator, max_length=args.max_length,
