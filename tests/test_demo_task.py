@@ -26,7 +26,7 @@ from trl_implicit_prm.demo.formats import (
     to_unpaired,
 )
 from trl_implicit_prm.demo.grading import (
-    extract_answer,
+    boxed_answer,
     grade,
     locate_first_error,
     parse_steps,
@@ -356,8 +356,8 @@ def test_grade_robust_to_garbage():
     assert not grade(p, "7*2=14", allow_last_number=True)
     assert not grade(p, "no numbers", allow_last_number=True)
     assert not grade(p, [])
-    assert extract_answer("a 7-2 b") is None and extract_answer("a 7-2 b", allow_last_number=True) == "2"
-    assert extract_answer("x -3", allow_last_number=True) == "-3"
+    assert boxed_answer("a 7-2 b") is None and boxed_answer("a 7-2 b", allow_last_number=True) == "2"
+    assert boxed_answer("x -3", allow_last_number=True) == "-3"
 
 
 @settings(max_examples=60, deadline=None)

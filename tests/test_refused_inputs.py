@@ -26,8 +26,17 @@ BAD_BETAS = [float("nan"), float("inf"), -float("inf"), 0.0, -0.1, True]
 
 
 def _args(cls, tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to=[], save_strategy="no",
-                per_device_train_batch_size=2, learning_rate=1e-3, max_steps=1, disable_tqdm=True)
+    base = dict(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        save_strategy="no",
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        max_steps=1,
+        disable_tqdm=True,
+    )
     return cls(**{**base, **kw})
 
 
@@ -64,16 +73,19 @@ def test_metadata_is_strict_json_and_refuses_nan(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [METADATA_FILE]  # the temporary file was renamed away
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "is empty"),
-    ('{"beta": 0.05, "reference_fr', "not valid JSON"),
-    ("[1, 2]", "expected a JSON object, got list"),
-    ('{"beta": NaN}', "not valid JSON"),
-    ('{"beta": 0.05, "reference_free": "false"}', "'reference_free' must be true or false"),
-    ('{"beta": "0.05"}', "'beta' must be a finite number > 0"),
-    ('{"step_separator": ""}', "'step_separator' must be a non-empty string"),
-    ('{"reference_model": 3}', "'reference_model' must be a path or hub id string"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "is empty"),
+        ('{"beta": 0.05, "reference_fr', "not valid JSON"),
+        ("[1, 2]", "expected a JSON object, got list"),
+        ('{"beta": NaN}', "not valid JSON"),
+        ('{"beta": 0.05, "reference_free": "false"}', "'reference_free' must be true or false"),
+        ('{"beta": "0.05"}', "'beta' must be a finite number > 0"),
+        ('{"step_separator": ""}', "'step_separator' must be a non-empty string"),
+        ('{"reference_model": 3}', "'reference_model' must be a path or hub id string"),
+    ],
+)
 def test_reading_bad_metadata_names_the_file_and_field(text, message, tmp_path):
     """Old code: a string "false" for reference_free was truthy; empty/truncated files raised bare JSON errors."""
     (tmp_path / METADATA_FILE).write_text(text)
@@ -85,7 +97,9 @@ def test_reading_bad_metadata_names_the_file_and_field(text, message, tmp_path):
 def test_from_pretrained_reports_bad_metadata_with_the_file(tiny_dir, tokenizer, tmp_path):
     build_model("llama", tokenizer).save_pretrained(tmp_path / "prm")
     tokenizer.save_pretrained(tmp_path / "prm")
-    (tmp_path / "prm" / METADATA_FILE).write_text('{"beta": 0.1, "reference_free": "false", "step_separator": "x"}')
+    (tmp_path / "prm" / METADATA_FILE).write_text(
+        '{"beta": 0.1, "reference_free": "false", "step_separator": "x"}'
+    )
     with pytest.raises(MetadataError, match=rf"{METADATA_FILE}: field 'reference_free'"):
         ProcessRewardComputer.from_pretrained(str(tmp_path / "prm"))
 
@@ -93,8 +107,15 @@ def test_from_pretrained_reports_bad_metadata_with_the_file(tiny_dir, tokenizer,
 def _gpt2_short(tokenizer, tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=32,
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        n_positions=32,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     model = GPT2LMHeadModel(config)
     model.save_pretrained(tmp_path / "gpt2-32")
     tokenizer.save_pretrained(tmp_path / "gpt2-32")
@@ -104,13 +125,23 @@ def _gpt2_short(tokenizer, tmp_path):
 def test_trainer_refuses_max_length_beyond_absolute_positions(tokenizer, tmp_path):
     """Old code: CETrainer with max_length 1024 on a 32-position GPT-2 crashed in training with IndexError."""
     path = _gpt2_short(tokenizer, tmp_path)
-    rows = [{"prompt": "Q: " + "1 + 1 " * 20 + "?\n", "completion": "2.\n\nThe answer is 2.", "label": 1.0},
-            {"prompt": "Q: 2?\n", "completion": "3.", "label": 0.0}]
+    rows = [
+        {"prompt": "Q: " + "1 + 1 " * 20 + "?\n", "completion": "2.\n\nThe answer is 2.", "label": 1.0},
+        {"prompt": "Q: 2?\n", "completion": "3.", "label": 0.0},
+    ]
     with pytest.raises(ValueError, match=r"max_length=1024 .* 32 positions.*at most 32"):
-        CETrainer(path, args=_args(CEConfig, tmp_path, reference_free=True), train_dataset=Dataset.from_list(rows),
-                  processing_class=tokenizer)
-    trainer = CETrainer(path, args=_args(CEConfig, tmp_path, reference_free=True, max_length=32),
-                        train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+        CETrainer(
+            path,
+            args=_args(CEConfig, tmp_path, reference_free=True),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+        )
+    trainer = CETrainer(
+        path,
+        args=_args(CEConfig, tmp_path, reference_free=True, max_length=32),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
     assert math.isfinite(trainer.train().training_loss)
 
 
@@ -124,21 +155,36 @@ def test_computer_refuses_max_length_beyond_absolute_positions(tokenizer, tmp_pa
 
 def test_truncated_training_completions_are_a_warning_with_a_count(tiny_dir, tokenizer, tmp_path, caplog):
     """Old code: logged at INFO, invisible under the default log level."""
-    rows = [{"prompt": "Q?\n", "completion": "1 + 1 = 2. " * 30 + "\n\nThe answer is 2.", "label": 1.0},
-            {"prompt": "Q?\n", "completion": "3.", "label": 0.0}]
+    rows = [
+        {"prompt": "Q?\n", "completion": "1 + 1 = 2. " * 30 + "\n\nThe answer is 2.", "label": 1.0},
+        {"prompt": "Q?\n", "completion": "3.", "label": 0.0},
+    ]
     with caplog.at_level(logging.WARNING):
-        CETrainer(str(tiny_dir / "llama"), args=_args(CEConfig, tmp_path, max_length=24),
-                  train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+        CETrainer(
+            str(tiny_dir / "llama"),
+            args=_args(CEConfig, tmp_path, max_length=24),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+        )
     assert "truncated the completion of 1 of 2 rows to max_length=24" in caplog.text
 
 
 def test_implicit_prm_trainer_caps_pairs_per_prompt(tiny_dir, tokenizer, tmp_path):
     """Old code: every correct x incorrect pair was used (no `max_pairs_per_prompt` on the trainer)."""
-    rollouts = [{"prompt": f"Q{i}?\n", "completions": [f"{j}." for j in range(8)],
-                 "correctness": [j < 4 for j in range(8)]} for i in range(3)]
+    rollouts = [
+        {
+            "prompt": f"Q{i}?\n",
+            "completions": [f"{j}." for j in range(8)],
+            "correctness": [j < 4 for j in range(8)],
+        }
+        for i in range(3)
+    ]
     make = lambda **kw: ImplicitPRMTrainer(  # noqa: E731
-        str(tiny_dir / "llama"), args=_args(ImplicitPRMConfig, tmp_path, **kw),
-        train_dataset=Dataset.from_list(rollouts), processing_class=tokenizer)
+        str(tiny_dir / "llama"),
+        args=_args(ImplicitPRMConfig, tmp_path, **kw),
+        train_dataset=Dataset.from_list(rollouts),
+        processing_class=tokenizer,
+    )
     assert len(make().train_dataset) == 3 * 16
     capped = make(max_pairs_per_prompt=5, seed=3)
     assert len(capped.train_dataset) == 3 * 5

@@ -43,6 +43,8 @@ __all__ = [
     "load_tokenizer",
     "model_id_of",
     "read_metadata",
+    "resolve_dtype",
+    "try_tokenizer",
     "unwrap_model",
     "validate_metadata",
     "write_metadata",
@@ -54,10 +56,15 @@ METADATA_FILE = "implicit_prm.json"
 ADAPTER_BASE = "adapter-base"
 
 
-def _resolve_dtype(dtype: Any) -> Any:
-    if isinstance(dtype, str) and dtype not in ("auto",):
-        return getattr(torch, dtype)
-    return dtype
+def resolve_dtype(dtype: Any) -> torch.dtype | str | None:
+    """A torch dtype from a dtype, its name ("bfloat16", "torch.float16") or "auto"; None stays None."""
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    if isinstance(dtype, str):
+        value = getattr(torch, dtype.removeprefix("torch."), None)
+        if isinstance(value, torch.dtype):
+            return value
+    raise ValueError(f"dtype must be a torch dtype, its name (e.g. 'bfloat16') or 'auto', got {dtype!r}")
 
 
 def load_causal_lm(model: str | os.PathLike | PreTrainedModel, **init_kwargs: Any) -> PreTrainedModel:
@@ -66,7 +73,7 @@ def load_causal_lm(model: str | os.PathLike | PreTrainedModel, **init_kwargs: An
         return model
     kwargs = dict(init_kwargs)
     if "dtype" in kwargs:
-        kwargs["dtype"] = _resolve_dtype(kwargs["dtype"])
+        kwargs["dtype"] = resolve_dtype(kwargs["dtype"])
     return AutoModelForCausalLM.from_pretrained(str(model), **kwargs)
 
 
@@ -170,16 +177,19 @@ def check_same_vocabulary(
 _WARNED_NO_TOKENIZER: set[str] = set()
 
 
+def try_tokenizer(location: str | os.PathLike | None) -> PreTrainedTokenizerBase | None:
+    """The fast tokenizer saved in a local directory, or None when there is none to load."""
+    if location is None or not Path(location).is_dir():
+        return None
+    try:
+        return load_tokenizer(location)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def find_tokenizer(model: nn.Module, source: str | os.PathLike | None = None) -> PreTrainedTokenizerBase | None:
     """The tokenizer saved with a model: in `source` (its path) or in `config._name_or_path`, when one is there."""
-    for where in (source, model_id_of(model)):
-        if where is None or not Path(where).is_dir():
-            continue
-        try:
-            return load_tokenizer(where)
-        except (OSError, ValueError, TypeError):
-            continue
-    return None
+    return next((t for t in map(try_tokenizer, (source, model_id_of(model))) if t is not None), None)
 
 
 def check_reference(

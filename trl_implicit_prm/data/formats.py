@@ -159,7 +159,7 @@ def detect_format(row_or_columns: Any) -> Kind:
     if matches:
         raise DataFormatError(
             f"columns {sorted(columns)} match several dataset formats ({', '.join(matches)}); "
-            "remove the extra columns or pass `kind=` explicitly"
+            "remove the extra columns, or pass the kind to validate_dataset(..., kind=...)"
         )
     raise DataFormatError(_missing_columns_message(columns))
 
@@ -383,7 +383,7 @@ def validate_dataset(
     if isinstance(dataset, list):
         if kind is None:
             if not dataset:
-                raise DataFormatError("cannot detect the format of an empty list of rows; pass `kind=`")
+                raise DataFormatError("cannot detect the format of an empty list of rows; pass validate_dataset(rows, kind=...)")
             kind = detect_format(dataset[0])
         _check_kind(kind)
         for i, row in enumerate(dataset):

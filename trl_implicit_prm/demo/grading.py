@@ -11,7 +11,7 @@ _BOXED_RE = re.compile(r"\\boxed\{([^{}]*)\}")
 _NUMBER_RE = re.compile(r"(?<!\d)-?\d+")
 _EQUATION_RE = re.compile(r"^\s*([-+]?\d+)\s*([-+*])\s*([-+]?\d+)\s*=\s*([-+]?\d+)")
 
-__all__ = ["extract_answer", "grade", "locate_first_error", "parse_steps", "solution_from_text"]
+__all__ = ["boxed_answer", "grade", "locate_first_error", "parse_steps", "solution_from_text"]
 
 
 def parse_steps(text: str, separator: str = STEP_SEPARATOR) -> list[str]:
@@ -28,16 +28,16 @@ def parse_steps(text: str, separator: str = STEP_SEPARATOR) -> list[str]:
     return [s.strip() for s in text.split(separator) if s.strip()]
 
 
-def extract_answer(text: str, allow_last_number: bool = False) -> str | None:
+def boxed_answer(text: str, allow_last_number: bool = False) -> str | None:
     """The content of the last ``\\boxed{...}`` in `text` (stripped); if there is none, the last integer when
     `allow_last_number`, else None.
 
     Example:
 
     ```python
-    >>> extract_answer("so \\\\boxed{3} then \\\\boxed{ 12 }."), extract_answer("7*2=14")
+    >>> boxed_answer("so \\\\boxed{3} then \\\\boxed{ 12 }."), boxed_answer("7*2=14")
     ('12', None)
-    >>> extract_answer("7*2=14", allow_last_number=True)
+    >>> boxed_answer("7*2=14", allow_last_number=True)
     '14'
 
     ```
@@ -86,7 +86,7 @@ def grade(
         text = response
     else:
         text = STEP_SEPARATOR.join(str(s) for s in response)
-    pred = _as_int(extract_answer(text, allow_last_number=allow_last_number))
+    pred = _as_int(boxed_answer(text, allow_last_number=allow_last_number))
     return pred is not None and pred == int(problem.answer)
 
 
@@ -146,7 +146,7 @@ def solution_from_text(problem: Problem, text: str, separator: str = STEP_SEPARA
     ```
     """
     steps = parse_steps(text, separator)
-    return Solution(steps, extract_answer(text), grade(problem, text), locate_first_error(problem, steps))
+    return Solution(steps, boxed_answer(text), grade(problem, text), locate_first_error(problem, steps))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from ..modeling import (
     load_tokenizer,
     model_id_of,
     read_metadata,
+    resolve_dtype,
+    try_tokenizer,
 )
 
 __all__ = [
@@ -55,17 +57,6 @@ class ResolvedModels:
     metadata: dict[str, Any] = field(default_factory=dict)
     policy_name: str | None = None
     reference_name: str | None = None
-
-
-def resolve_dtype(dtype: Any) -> torch.dtype | str | None:
-    """A torch dtype from a dtype, its name ("bfloat16", "torch.float16") or "auto"; None stays None."""
-    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
-        return dtype
-    if isinstance(dtype, str):
-        value = getattr(torch, dtype.removeprefix("torch."), None)
-        if isinstance(value, torch.dtype):
-            return value
-    raise ValueError(f"dtype must be a torch dtype, its name (e.g. 'bfloat16') or 'auto', got {dtype!r}")
 
 
 def resolve_device(device: Any) -> torch.device:
@@ -102,16 +93,6 @@ def _load(location: str, what: str, **kwargs: Any) -> nn.Module:
         return load_causal_lm(location, **kwargs)
     except OSError as err:
         raise OSError(f"{what}: could not load a causal LM from {location!r}: {err}") from err
-
-
-def _try_tokenizer(location: str | None) -> Any | None:
-    if location is None:
-        return None
-    try:
-        tokenizer = load_tokenizer(location)
-    except (OSError, ValueError, TypeError):
-        return None
-    return tokenizer
 
 
 def _load_kwargs(dtype: Any) -> dict[str, Any]:
@@ -206,7 +187,7 @@ def resolve_models(
     if reference_free and ref_model is not None:
         raise ValueError("pass either ref_model=... or reference_free=True, not both")
     if tokenizer is None:
-        tokenizer = next((t for t in map(_try_tokenizer, tok_locations) if t is not None), None)
+        tokenizer = next((t for t in map(try_tokenizer, tok_locations) if t is not None), None)
         if tokenizer is None:
             where = " or ".join(tok_locations) or "an in-memory model"
             raise ValueError(f"no tokenizer found with the model ({where}); pass tokenizer=...")

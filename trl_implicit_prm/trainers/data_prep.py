@@ -27,7 +27,6 @@ from trl_implicit_prm.data import (
 
 logger = logging.getLogger(__name__)
 
-_TOKENIZED_MARKERS = {"input_ids": None, "chosen_input_ids": "paired"}
 _HINT = {
     "paired": "ImplicitPRMTrainer (paired: prompt, chosen, rejected)",
     "unpaired": "CETrainer (unpaired: prompt, completion, label)",
