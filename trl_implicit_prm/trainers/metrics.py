@@ -60,7 +60,9 @@ def group_row_stats(values: Tensor, positive: Tensor, valid: Tensor | None = Non
 def pair_row_stats(chosen: Tensor, rejected: Tensor) -> Tensor:
     """Per-pair sums `[B, 4]` (columns :data:`PAIR_STATS`, float64) of `[B]` chosen and rejected rewards."""
     if chosen.shape != rejected.shape or chosen.dim() != 1:
-        raise ValueError(f"chosen {tuple(chosen.shape)} and rejected {tuple(rejected.shape)} must both be [B]")
+        raise ValueError(
+            f"chosen {tuple(chosen.shape)} and rejected {tuple(rejected.shape)} must both be [B]"
+        )
     c, r = chosen.detach().double(), rejected.detach().double()
     return torch.stack([c, r, (c > r).double(), torch.ones_like(c)], dim=1)
 
@@ -74,8 +76,12 @@ def reward_metrics(kind: str, totals: Tensor, prefix: str = "rewards") -> dict[s
         out = {"positive": (pos_sum, pos_n), "negative": (neg_sum, neg_n), "accuracies": (correct, n)}
     elif kind == "pair":
         chosen, rejected, wins, n = t
-        out = {"chosen": (chosen, n), "rejected": (rejected, n), "accuracies": (wins, n),
-               "margins": (chosen - rejected, n)}
+        out = {
+            "chosen": (chosen, n),
+            "rejected": (rejected, n),
+            "accuracies": (wins, n),
+            "margins": (chosen - rejected, n),
+        }
     else:
         raise ValueError(f"kind must be 'group' or 'pair', got {kind!r}")
     return {f"{prefix}/{name}": s / c for name, (s, c) in out.items() if c > 0}
