@@ -183,6 +183,60 @@ def test_eval_reward_metrics_equal_the_per_row_values_of_the_saved_checkpoint(ti
     assert not any(k.startswith("eval_rewards/") for k in both)  # nothing unprefixed to overwrite
 
 
+@pytest.mark.parametrize("name", ["dpo", "step_kto"])
+def test_pair_and_step_reward_metrics_equal_the_per_item_values_of_the_saved_checkpoint(
+    name, tiny_dir, tokenizer, tmp_path
+):
+    """DPO: per pair (chosen, rejected, margins, accuracies); step-KTO: per labelled step."""
+    if name == "dpo":
+        rows = paired(PROBLEMS[:5])
+        trainer_cls, config_cls = ImplicitPRMTrainer, ImplicitPRMConfig
+    else:
+        rows = stepwise(PROBLEMS[:5], [1, 0, 1, 1, 0])
+        rows[2]["labels"] = [True, False]  # a row with both kinds of steps
+        trainer_cls, config_cls = StepKTOTrainer, StepKTOConfig
+    trainer = trainer_cls(
+        str(tiny_dir / "llama"),
+        ref_model=str(tiny_dir / "llama-ref"),
+        args=config(config_cls, tmp_path),
+        train_dataset=Dataset.from_list(rows),
+        eval_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
+    trainer.save_model(str(tmp_path / "ckpt"))
+    prc = ProcessRewardComputer.from_pretrained(tmp_path / "ckpt", device="cpu")
+    metrics = trainer.evaluate()
+    if name == "dpo":
+        chosen = [
+            r.outcome_reward for r in prc.score([r["prompt"] for r in rows], [r["chosen"] for r in rows])
+        ]
+        rejected = [
+            r.outcome_reward for r in prc.score([r["prompt"] for r in rows], [r["rejected"] for r in rows])
+        ]
+        n = len(rows)
+        want = {
+            "chosen": sum(chosen) / n,
+            "rejected": sum(rejected) / n,
+            "margins": (sum(chosen) - sum(rejected)) / n,
+            "accuracies": sum(c > r for c, r in zip(chosen, rejected, strict=True)) / n,
+        }
+    else:
+        scored = prc.score([r["prompt"] for r in rows], [r["completions"] for r in rows])
+        items = [
+            (x, y)
+            for r, s in zip(rows, scored, strict=True)
+            for x, y in zip(s.step_rewards, r["labels"], strict=True)
+        ]
+        pos, neg = [x for x, y in items if y], [x for x, y in items if not y]
+        want = {
+            "positive": sum(pos) / len(pos),
+            "negative": sum(neg) / len(neg),
+            "accuracies": sum((x > 0) == y for x, y in items) / len(items),
+        }
+    for metric, value in want.items():
+        assert metrics[f"eval_rewards/{metric}"] == pytest.approx(value, abs=1e-5), metric
+
+
 # --- item 6: a step-labelled eval set for DPO / NCA -----------------------------------------------------------------
 
 
