@@ -314,3 +314,12 @@ def test_kto_z0_of_a_one_row_last_batch_is_the_previous_estimate(name, tiny_dir,
     )
     with pytest.raises(ValueError, match=r"single row on every process.*kto_reference_point='zero'"):
         fresh.evaluate(Dataset.from_list(rows[:1]))  # a one-row batch and no earlier estimate to use
+
+
+def test_kto_with_one_row_evaluation_batches_is_refused(tmp_path):
+    for cls, extra in ((CEConfig, {"loss_type": "kto"}), (StepKTOConfig, {})):
+        with pytest.raises(ValueError, match="per_device_eval_batch_size >= 2"):
+            config(cls, tmp_path, per_device_eval_batch_size=1, **extra)
+        config(
+            cls, tmp_path, per_device_eval_batch_size=1, kto_reference_point="zero", **extra
+        )  # no pairs needed
