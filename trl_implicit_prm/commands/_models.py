@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -53,6 +52,17 @@ def positive_finite_float(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (lengths, batch sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --ref-model, --reference-free, --beta, --separator, --batch-size, --dtype, --device."""
     parser.add_argument("--model", required=True, help="checkpoint directory, hub id or PEFT adapter directory")
@@ -65,7 +75,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--separator", default=None,
                         help=r"step separator, backslash escapes allowed: '\n\n' (default: checkpoint metadata, "
                              r"else '\n\n')")
-    parser.add_argument("--batch-size", type=int, default=None, help="at most this many responses per batch")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="at most this many responses per batch")
     parser.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 (default: the checkpoint's)")
     parser.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
 

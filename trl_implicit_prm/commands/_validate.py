@@ -29,11 +29,15 @@ def content_problem(prompt: Any, prompt_column: str, response: Any, response_col
 
 def _too_long(err: ResponseTooLongError, pre: Preflight, truncation_flag: bool) -> str:
     if isinstance(err.__cause__, PromptTooLongError):
-        return (f"the prompt alone takes {err.num_tokens} tokens, which leaves no room for the response within "
-                f"{pre.limit_text()}; raise --max-length or shorten the prompt")
+        return (
+            f"the prompt alone takes {err.num_tokens} tokens, which leaves no room for the response within "
+            f"{pre.limit_text()}; raise --max-length or shorten the prompt"
+        )
     fix = "pass --truncation to score the part that fits (flagged 'truncated'), " if truncation_flag else ""
-    return (f"prompt + response take {err.num_tokens} tokens, more than {pre.limit_text()}; {fix}raise "
-            "--max-length or shorten the response")
+    return (
+        f"prompt + response take {err.num_tokens} tokens, more than {pre.limit_text()}; {fix}raise "
+        "--max-length or shorten the response"
+    )
 
 
 def encode_checked(
@@ -44,8 +48,15 @@ def encode_checked(
     `truncation_flag` says whether the command has `--truncation` (then the message suggests it).
     """
     try:
-        encoded = encode_response(pre.tokenizer, prompt, response, index=0, separator=pre.step_separator,
-                                  max_length=pre.max_length, truncation=truncation)
+        encoded = encode_response(
+            pre.tokenizer,
+            prompt,
+            response,
+            index=0,
+            separator=pre.step_separator,
+            max_length=pre.max_length,
+            truncation=truncation,
+        )
     except ResponseTooLongError as err:
         return None, _too_long(err, pre, truncation_flag)
     except DataFormatError as err:

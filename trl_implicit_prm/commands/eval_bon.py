@@ -19,10 +19,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
 from typing import Any
 
-from trl_implicit_prm.commands._models import Preflight, add_model_arguments, computer_from_args, preflight
+from trl_implicit_prm.commands._models import (
+    Preflight,
+    add_model_arguments,
+    computer_from_args,
+    positive_int,
+    preflight,
+)
 from trl_implicit_prm.evaluation.prm_scores import score_candidates
 from trl_implicit_prm.rewards import AGGREGATIONS
 
@@ -36,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aggregations", nargs="+", default=["min", "sum", "mean", "last"], choices=AGGREGATIONS,
                         help="how step rewards become one score per candidate (default: min sum mean last)")
     parser.add_argument("--ns", nargs="+", type=int, default=None, help="values of N (default 1, 2, 4, ...)")
-    parser.add_argument("--max-length", type=int, default=None,
+    parser.add_argument("--max-length", type=positive_int, default=None,
                         help="token limit per problem + candidate (default: the model's context)")
     parser.add_argument("--truncation", action="store_true",
                         help="score the part of a too-long candidate that fits, instead of leaving its problem "

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
 from typing import Any
 
 from trl_implicit_prm.commands._errors import CommandError
@@ -27,6 +26,7 @@ from trl_implicit_prm.commands._models import (
     add_model_arguments,
     computer_from_args,
     finite_float,
+    positive_int,
     preflight,
 )
 from trl_implicit_prm.evaluation.prm_scores import score_process_records
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=finite_float, default=None, help="use this threshold instead of tuning")
     parser.add_argument("--score", choices=["step", "q-sigmoid"], default="step",
                         help="per-step score: the step reward, or sigmoid of the cumulative q at the step's end")
-    parser.add_argument("--max-length", type=int, default=None,
+    parser.add_argument("--max-length", type=positive_int, default=None,
                         help="token limit per problem + steps (default: the model's context); longer records are "
                              "left out and counted")
     parser.add_argument("--output", type=Path, default=Path("eval_steps.json"), help="results JSON")

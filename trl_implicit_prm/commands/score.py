@@ -38,6 +38,7 @@ from trl_implicit_prm.commands._models import (
     add_model_arguments,
     computer_from_args,
     finite_float,
+    positive_int,
     preflight,
 )
 
@@ -58,9 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html", type=Path, default=None, help="also write an HTML page of the step rewards")
     parser.add_argument("--threshold", type=finite_float, default=0.0,
                         help="in the HTML, mark the first step whose reward is below this (default 0)")
-    parser.add_argument("--max-batch-tokens", type=int, default=None,
+    parser.add_argument("--max-batch-tokens", type=positive_int, default=None,
                         help="at most this many padded tokens per batch (default 16384)")
-    parser.add_argument("--max-length", type=int, default=None,
+    parser.add_argument("--max-length", type=positive_int, default=None,
                         help="token limit per prompt + response (default: the model's context)")
     parser.add_argument("--truncation", action="store_true",
                         help="cut responses longer than --max-length (flagged 'truncated') instead of failing")

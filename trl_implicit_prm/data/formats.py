@@ -115,11 +115,11 @@ def find_lone_surrogate(value: Any, path: str = "") -> str | None:
     """
     if isinstance(value, str):
         at = _lone_surrogate_at(value)
-        return None if at is None else f"{path or 'the text'}, character {at} ({ascii(value[at])})"
+        return None if at is None else f"{path or 'the text'}, character {at} ({value[at]!a})"
     if isinstance(value, Mapping):
         for key, item in value.items():
             if isinstance(key, str) and _lone_surrogate_at(key) is not None:
-                return f"{path}[{ascii(key)}] (a key)"
+                return f"{path}[{key!a}] (a key)"
             found = find_lone_surrogate(item, f"{path}[{key!r}]")
             if found is not None:
                 return found
@@ -136,7 +136,7 @@ def _check_text(text: str, where: str) -> None:
     at = _lone_surrogate_at(text)
     if at is not None:
         raise DataFormatError(
-            f"{where}: expected Unicode text, got a lone surrogate {ascii(text[at])} at character {at} "
+            f"{where}: expected Unicode text, got a lone surrogate {text[at]!a} at character {at} "
             "(the data was decoded wrongly or holds a broken '\\u' escape); fix the text"
         )
 
