@@ -17,10 +17,10 @@ Example: `trl-implicit-prm eval-bon --model ckpt/ --data candidates.jsonl --plot
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
+from trl_implicit_prm.commands._errors import CommandError
 from trl_implicit_prm.commands._models import (
     Preflight,
     add_model_arguments,
@@ -83,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if not args.data.is_file():
-        print(f"--data: no such file: {args.data}", file=sys.stderr)
-        return 2
+        raise CommandError(f"--data: no such file: {args.data}")
     loaded = read_bon_candidates(args.data)
     pre = preflight(args)  # tokenizer and length limit, no weights
     problems, too_long = screen_problems(loaded, pre, args.truncation)
@@ -93,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
         lines = ", ".join(str(row.line) for row in skipped[:20]) + (", ..." if len(skipped) > 20 else "")
         print(f"{args.data}: skipped {len(skipped)} row(s), line(s) {lines} (reasons in {args.output})")
     if not problems:
-        print(f"no valid problem in {args.data} ({len(skipped)} rows skipped)", file=sys.stderr)
-        return 2
+        raise CommandError(f"no valid problem in {args.data} ({len(skipped)} rows skipped)")
     prc = computer_from_args(args, pre, truncation=args.truncation)
     scores = score_candidates(prc, problems, args.aggregations)
     curve = best_of_n_curve(problems, scores, ns=args.ns, step_separator=prc.step_separator)

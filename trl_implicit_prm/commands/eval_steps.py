@@ -16,7 +16,6 @@ Example: `trl-implicit-prm eval-steps --model ckpt/ --data gsm8k.jsonl math.json
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -137,14 +136,12 @@ def run(args: argparse.Namespace) -> int:
 
     missing = [str(p) for p in args.data if not p.is_file()]
     if missing:
-        print(f"--data: no such file: {', '.join(missing)}", file=sys.stderr)
-        return 2
+        raise CommandError(f"--data: no such file: {', '.join(missing)}")
     stems = [p.stem for p in args.data]
     names = [_split_name(p, stems) for p in args.data]
     tune_on = args.tune_on if args.tune_on is not None else names[0]
     if args.threshold is None and tune_on not in names:
-        print(f"--tune-on {tune_on!r} is none of the splits {names}", file=sys.stderr)
-        return 2
+        raise CommandError(f"--tune-on {tune_on!r} is none of the splits {names}")
     tuned = None if args.threshold is not None else tune_on
     pre = preflight(args)  # tokenizer and length limit, no weights
     records, skipped = _load_splits(args, names, pre)

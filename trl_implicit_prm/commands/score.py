@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trl_implicit_prm.commands._errors import CommandError
 from trl_implicit_prm.commands._models import (
     Preflight,
     add_model_arguments,
@@ -166,8 +167,7 @@ def _report(errors: list[str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.input.is_file():
-        print(f"--input: {args.input} does not exist", file=sys.stderr)
-        return 2
+        raise CommandError(f"--input: {args.input} does not exist")
     rows, errors = _read_numbered(args.input)
     pre = preflight(args)  # the tokenizer and length limit, no weights
     good, bad = check_rows(args.input, rows, pre, args.truncation)
