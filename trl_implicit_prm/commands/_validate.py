@@ -6,6 +6,7 @@ not `responses[2]`), and the flags as on the command line (`--max-length`, `--tr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from trl_implicit_prm.commands._models import Preflight
@@ -14,7 +15,30 @@ from trl_implicit_prm.data.formats import check_completion, check_prompt
 from trl_implicit_prm.inference import ResponseTooLongError
 from trl_implicit_prm.inference.encoding import EncodedResponse, encode_response
 
-__all__ = ["content_problem", "encode_checked"]
+__all__ = ["content_problem", "encode_checked", "print_skipped", "prompt_problem"]
+
+_MAX_PRINTED = 10  # skipped rows printed with their reason, per file
+
+
+def prompt_problem(prompt: Any, column: str) -> str | None:
+    """What is wrong with a prompt (not a string or chat messages, a lone surrogate), or None."""
+    try:
+        check_prompt(prompt, column)
+    except DataFormatError as err:
+        return str(err)
+    return None
+
+
+def print_skipped(path: Any, rows: Sequence[Any]) -> None:
+    """Print how many rows of `path` were left out, their lines, and the first reasons."""
+    if not rows:
+        return
+    lines = ", ".join(str(row.line) for row in rows[:20]) + (", ..." if len(rows) > 20 else "")
+    print(f"{path}: skipped {len(rows)} row(s), line(s) {lines}")
+    for row in rows[:_MAX_PRINTED]:
+        print(f"  {path}:{row.line}: {row.reason}")
+    if len(rows) > _MAX_PRINTED:
+        print(f"  ... {len(rows) - _MAX_PRINTED} more (all listed under 'skipped' in the results JSON)")
 
 
 def content_problem(prompt: Any, prompt_column: str, response: Any, response_column: str) -> str | None:

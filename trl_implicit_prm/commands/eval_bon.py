@@ -53,13 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def screen_problems(loaded: Any, pre: Preflight, truncation: bool) -> tuple[list[dict[str, Any]], list[Any]]:
     """The problems whose candidates all fit in the length limit (or `truncation`), and a :class:`SkippedRow`
     (with its line) for each other one. Candidates with nothing to score are kept (they score -inf)."""
-    from trl_implicit_prm.commands._validate import content_problem, encode_checked
+    from trl_implicit_prm.commands._validate import encode_checked, prompt_problem
     from trl_implicit_prm.evaluation import SkippedRow
     from trl_implicit_prm.evaluation.prm_scores import scorable
 
     kept, skipped = [], []
     for line, record in zip(loaded.lines, loaded.records, strict=True):
-        problem = content_problem(record["problem"], "problem", "x", "response")
+        problem = prompt_problem(record["problem"], "problem")
         for k, candidate in enumerate(record["candidates"]):
             if problem is not None:
                 break
@@ -75,6 +75,7 @@ def screen_problems(loaded: Any, pre: Preflight, truncation: bool) -> tuple[list
 
 
 def run(args: argparse.Namespace) -> int:
+    from trl_implicit_prm.commands._validate import print_skipped
     from trl_implicit_prm.evaluation import (
         best_of_n_curve,
         plot_best_of_n,
@@ -88,9 +89,7 @@ def run(args: argparse.Namespace) -> int:
     pre = preflight(args)  # tokenizer and length limit, no weights
     problems, too_long = screen_problems(loaded, pre, args.truncation)
     skipped = sorted([*loaded.skipped, *too_long], key=lambda row: row.line)
-    if skipped:
-        lines = ", ".join(str(row.line) for row in skipped[:20]) + (", ..." if len(skipped) > 20 else "")
-        print(f"{args.data}: skipped {len(skipped)} row(s), line(s) {lines} (reasons in {args.output})")
+    print_skipped(args.data, skipped)
     if not problems:
         raise CommandError(f"no valid problem in {args.data} ({len(skipped)} rows skipped)")
     prc = computer_from_args(args, pre, truncation=args.truncation)

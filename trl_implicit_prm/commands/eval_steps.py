@@ -127,6 +127,7 @@ def _print_table(result: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from trl_implicit_prm.commands._validate import print_skipped
     from trl_implicit_prm.evaluation import (
         evaluate_splits,
         f1_threshold_curve,
@@ -146,9 +147,7 @@ def run(args: argparse.Namespace) -> int:
     pre = preflight(args)  # tokenizer and length limit, no weights
     records, skipped = _load_splits(args, names, pre)
     for path, rows in skipped.items():
-        if rows:
-            lines = ", ".join(str(row.line) for row in rows[:20]) + (", ..." if len(rows) > 20 else "")
-            print(f"{path}: skipped {len(rows)} row(s), line(s) {lines} (reasons in {args.output})")
+        print_skipped(path, rows)
     check_classes(records, dict(zip(names, args.data, strict=True)), tuned)
     prc = computer_from_args(args, pre)
     splits = {name: (rows, score_process_records(prc, rows, args.score)) for name, rows in records.items()}

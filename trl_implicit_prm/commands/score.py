@@ -93,11 +93,13 @@ def read_rows(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
 
     Checked here: UTF-8, JSON, lone surrogates (any string in the row) and the structure (:func:`_row_problem`).
     """
-    rows, errors = _read_numbered(path)
+    rows, errors, _ = _read_numbered(path)
     return rows, [message for _, message in errors]
 
 
-def _read_numbered(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str]]]:
+def _read_numbered(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str]], str]:
+    """Rows and `(number, message)` errors, and the prefix of a number ("" for a JSONL line, "item " for a
+    JSON array)."""
     from trl_implicit_prm.data.jsonl import read_json_rows
 
     read = read_json_rows(path)
@@ -112,7 +114,7 @@ def _read_numbered(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[t
             errors.append((number, f"{path}:{unit}{number}: {problem}"))
         else:
             rows.append((number, row))
-    return rows, errors
+    return rows, errors, unit
 
 
 def _response_column(row: dict[str, Any]) -> str:
@@ -120,7 +122,7 @@ def _response_column(row: dict[str, Any]) -> str:
 
 
 def check_rows(
-    path: Path, rows: list[tuple[int, dict[str, Any]]], pre: Preflight, truncation: bool
+    path: Path, rows: list[tuple[int, dict[str, Any]]], pre: Preflight, truncation: bool, unit: str = ""
 ) -> tuple[list[tuple[int, dict[str, Any], Any]], list[tuple[int, str]]]:
     """Content and length checks of structurally valid rows: `(line, row, encoded)` of the good ones, and
     `(line, "file:line: problem")` of the bad ones."""
@@ -136,7 +138,7 @@ def check_rows(
         if problem is None:
             good.append((line_no, row, encoded))
         else:
-            bad.append((line_no, f"{path}:{line_no}: {problem}"))
+            bad.append((line_no, f"{path}:{unit}{line_no}: {problem}"))
     return good, bad
 
 
@@ -168,9 +170,9 @@ def _report(errors: list[str]) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.input.is_file():
         raise CommandError(f"--input: {args.input} does not exist")
-    rows, errors = _read_numbered(args.input)
+    rows, errors, unit = _read_numbered(args.input)
     pre = preflight(args)  # the tokenizer and length limit, no weights
-    good, bad = check_rows(args.input, rows, pre, args.truncation)
+    good, bad = check_rows(args.input, rows, pre, args.truncation, unit)
     errors = [message for _, message in sorted(errors + bad, key=lambda item: item[0])]
     if errors and not args.skip_invalid:
         _report(errors)

@@ -48,6 +48,7 @@ __all__ = [
     "package_version",
     "read_bon_candidates",
     "read_process_records",
+    "strict_json",
     "write_results_json",
 ]
 
@@ -275,6 +276,22 @@ def _jsonable(value: Any, where: str = "", nulled: list[str] | None = None) -> A
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
+
+
+def strict_json(value: Any) -> tuple[Any, list[str]]:
+    """`value` as plain, strict JSON data (see :func:`write_results_json`) and the dotted paths of the NaN or
+    infinite numbers it held, which are now None.
+
+    Example:
+
+    ```python
+    >>> strict_json({"f1": float("nan"), "scores": [1.0, float("-inf")]})
+    ({'f1': None, 'scores': [1.0, None]}, ['f1', 'scores[1]'])
+
+    ```
+    """
+    nulled: list[str] = []
+    return _jsonable(value, "", nulled), nulled
 
 
 def write_results_json(
