@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("demo", "score", "eval_steps", "eval_bon")
+COMMANDS = ("demo", "score", "eval_steps", "eval_bon", "convert", "eval_processbench")
 
 
 def build_parser() -> argparse.ArgumentParser:
