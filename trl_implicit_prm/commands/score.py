@@ -114,6 +114,15 @@ def run(args: argparse.Namespace) -> int:
               "them out)", file=sys.stderr)
         return 2
 
+    from ..inference.sharding import distributed_context
+
+    ctx = distributed_context(args.device)  # several processes under `accelerate launch`: each scores a share of the rows
+    if ctx.world_size > 1 and args.html is not None:
+        print("--html needs every result in one process: score with `accelerate launch` without --html, then "
+              "render a few rows in one process", file=sys.stderr)
+        return 2
+    if ctx.world_size > 1 and args.device is None:
+        args.device = ctx.device
     prc = computer_from_args(args, max_length=args.max_length, truncation=args.truncation,
                              max_batch_tokens=args.max_batch_tokens)
     encoded, kept = [], []
@@ -134,18 +143,15 @@ def run(args: argparse.Namespace) -> int:
             return 2
         logger.warning("left out %d invalid row(s) of %s", len(errors), args.input)
 
+    if args.html is None:
+        return _score_to_file(args, prc, kept, encoded, errors, ctx)
     results = prc.score_encoded(encoded)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     overwritten: set[str] = set()
     with args.output.open("w", encoding="utf-8") as f:
         for row, result in zip(kept, results, strict=True):
             overwritten.update(k for k in OUTPUT_KEYS if k in row)
-            aggregates = result.aggregates()
-            row = {**row, "step_rewards": result.step_rewards, "q_values": result.q_values,
-                   "outcome_reward": result.outcome_reward, "min": aggregates["min"], "mean": aggregates["mean"],
-                   "max": aggregates["max"], "last": aggregates["last"], "truncated": result.truncated,
-                   "num_truncated_steps": result.num_truncated_steps}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.write(json.dumps(_scored_row(row, result), ensure_ascii=False) + "\n")
     if overwritten:
         logger.warning("input keys overwritten by the scores: %s", sorted(overwritten))
     if args.html is not None:
@@ -158,4 +164,35 @@ def run(args: argparse.Namespace) -> int:
           + (f" ({truncated} truncated)" if truncated else "")
           + (f"; left out {len(errors)} invalid row(s)" if errors else "")
           + (f"; HTML: {args.html}" if args.html is not None else ""))
+    return 0
+
+
+def _scored_row(row: dict[str, Any], result: Any) -> dict[str, Any]:
+    aggregates = result.aggregates()
+    return {**row, "step_rewards": result.step_rewards, "q_values": result.q_values,
+            "outcome_reward": result.outcome_reward, "min": aggregates["min"], "mean": aggregates["mean"],
+            "max": aggregates["max"], "last": aggregates["last"], "truncated": result.truncated,
+            "num_truncated_steps": result.num_truncated_steps}
+
+
+def _score_to_file(args: argparse.Namespace, prc: Any, kept: list[dict[str, Any]], encoded: list[Any],
+                   errors: list[str], ctx: Any) -> int:
+    """Score with every process of `ctx` (see :mod:`trl_implicit_prm.inference.sharding`): resumable, in order."""
+    from ..inference.sharding import run_manifest, score_to_file
+
+    manifest = run_manifest(prc, args.input, model=str(args.model), skip_invalid=bool(args.skip_invalid))
+    counts = score_to_file(prc, encoded, args.output, lambda i, r: json.dumps(_scored_row(kept[i], r),
+                                                                               ensure_ascii=False),
+                           manifest=manifest, ctx=ctx, show_progress=ctx.is_main and len(encoded) > 100)
+    if not ctx.is_main:
+        return 0
+    overwritten = sorted({k for row in kept for k in OUTPUT_KEYS if k in row})
+    if overwritten:
+        logger.warning("input keys overwritten by the scores: %s", overwritten)
+    truncated = sum(e.truncated for e in encoded)
+    print(f"scored {counts['rows']} response(s) -> {args.output}"
+          + (f" with {ctx.world_size} processes" if ctx.world_size > 1 else "")
+          + (f" ({counts['resumed']} already done by an earlier run)" if counts["resumed"] else "")
+          + (f" ({truncated} truncated)" if truncated else "")
+          + (f"; left out {len(errors)} invalid row(s)" if errors else ""))
     return 0
