@@ -217,3 +217,50 @@ def test_a_line_cut_by_a_kill_is_rescored_and_other_runs_are_refused(tmp_path):
             manifest={"input_sha256": "abc"},
             ctx=_ctx(),
         )
+
+
+def test_eval_bon_with_two_processes_matches_one(tiny_dir, rows_file, tmp_path):
+    rng = random.Random(1)
+    problems = []
+    for i in range(40):
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        cands = [f"{a} + {b} = {a + b + d}.\n\nThe answer is \\boxed{{{a + b + d}}}." for d in (0, 1, 0, 2)]
+        problems.append(
+            {"problem": f"Q{i}: {a} + {b}?\n", "reference": str(a + b), "candidates": [*cands, ""]}
+        )
+    data = tmp_path / "cands.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in problems))
+
+    def args(out):
+        return [
+            "eval-bon",
+            "--model",
+            str(tiny_dir / "llama"),
+            "--ref-model",
+            str(tiny_dir / "llama-ref"),
+            "--data",
+            str(data),
+            "--output",
+            str(out),
+            "--aggregations",
+            "min",
+            "sum",
+            "--device",
+            "cpu",
+        ]
+
+    assert main(args(tmp_path / "one.json")) == 0  # one process, the in-memory path
+    proc = subprocess.run(
+        _launch(args(tmp_path / "two.json")),
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert two["results"] == one["results"]  # the same scores, selections and curves
+    assert (
+        len((tmp_path / "two.json.candidate_scores.jsonl").read_text().splitlines()) == 40 * 4
+    )  # "" unscored

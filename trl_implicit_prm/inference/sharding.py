@@ -35,6 +35,7 @@ __all__ = [
     "distributed_context",
     "read_parts",
     "run_manifest",
+    "score_candidates_to_file",
     "score_to_file",
 ]
 
@@ -242,3 +243,53 @@ def score_to_file(
         shutil.rmtree(parts)
     ctx.barrier()
     return {"rows": len(encoded), "scored_here": scored, "resumed": already}
+
+
+def score_candidates_to_file(
+    prc: Any,
+    problems: Sequence[Mapping[str, Any]],
+    aggregations: Sequence[str],
+    scores_file: str | os.PathLike,
+    *,
+    manifest: Mapping[str, Any],
+    ctx: DistributedContext | None = None,
+) -> dict[str, list] | None:
+    """Best-of-N candidate scores computed by every process of `ctx`, resumable like :func:`score_to_file`.
+
+    Writes one line per scorable candidate (`[score per aggregation]`) to `scores_file`, then returns, in the
+    main process, `{aggregation: per-problem lists of per-candidate scores}` as
+    :func:`~trl_implicit_prm.evaluation.prm_scores.score_candidates` does (-inf for a candidate with nothing to
+    score); None in the other processes.
+    """
+    import math
+
+    from trl_implicit_prm.evaluation.prm_scores import scorable
+
+    ctx = ctx or distributed_context()
+    flat = [(p["problem"], c["response"]) for p in problems for c in p["candidates"]]
+    ok = [i for i, (_, r) in enumerate(flat) if scorable(r)]
+    encoded = prc.encode([flat[i][0] for i in ok], [flat[i][1] for i in ok])
+    score_to_file(
+        prc,
+        encoded,
+        scores_file,
+        lambda _, r: json.dumps([r.aggregate(how) for how in aggregations]),
+        manifest={**manifest, "aggregations": list(aggregations)},
+        ctx=ctx,
+    )
+    if not ctx.is_main:
+        return None
+    lines = Path(scores_file).read_text(encoding="utf-8").splitlines()
+    by_index = {i: json.loads(line) for i, line in zip(ok, lines, strict=True)}
+    out: dict[str, list] = {how: [] for how in aggregations}
+    k = 0
+    for p in problems:
+        for a, how in enumerate(aggregations):
+            out[how].append(
+                [
+                    by_index[k + j][a] if (k + j) in by_index else -math.inf
+                    for j in range(len(p["candidates"]))
+                ]
+            )
+        k += len(p["candidates"])
+    return out
