@@ -264,3 +264,38 @@ def test_eval_bon_with_two_processes_matches_one(tiny_dir, rows_file, tmp_path):
     assert (
         len((tmp_path / "two.json.candidate_scores.jsonl").read_text().splitlines()) == 40 * 4
     )  # "" unscored
+
+
+def test_score_recipe_without_html_uses_the_resumable_writer(tiny_dir, rows_file, one_process, tmp_path):
+    """recipes/score.py (no html_file) writes the same bytes as the command and resumes the same way."""
+    import contextlib as _contextlib
+    import io
+    import runpy
+
+    out = tmp_path / "recipe.jsonl"
+    parts = tmp_path / "recipe.jsonl.parts"
+    argv = [
+        str(REPO / "recipes" / "score.py"),
+        "--model_name_or_path",
+        str(tiny_dir / "llama"),
+        "--ref_model_name_or_path",
+        str(tiny_dir / "llama-ref"),
+        "--input_file",
+        str(rows_file),
+        "--output_file",
+        str(out),
+        "--batch_size",
+        "4",
+        "--device",
+        "cpu",
+    ]
+    saved_argv, saved_path = sys.argv, list(sys.path)
+    sys.argv = argv
+    sys.path.insert(0, str(REPO / "recipes"))
+    try:
+        with _contextlib.redirect_stdout(io.StringIO()) as printed:
+            runpy.run_path(argv[0], run_name="__main__")
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    assert "(1 process(es))" in printed.getvalue()
+    assert out.read_bytes() == one_process[4] and not parts.exists()
