@@ -24,7 +24,8 @@ every run and the process CPU times are reported too).
 
 (d) with `--data-parallel N`: instead of (a)-(c), the `trl-implicit-prm score` command on the same model (saved to a
     temporary folder) and `--dp-responses` responses, run as one process (all `--threads` threads) and under
-    `accelerate launch --num_processes N` (the threads split between the processes), both writing the same bytes.
+    `accelerate launch --num_processes N` (the threads split between the processes). The outputs are compared
+    byte for byte, which holds only with equal threads per process (float reductions depend on the thread count).
     Each command's start-up (imports, model loading) is measured on a 2-row input and subtracted; reported:
     responses per second of each and their ratio. The result is merged into the results JSON as
     `d_data_parallel`.
@@ -400,7 +401,11 @@ def data_parallel(args) -> int:
     ratio = times[n]["responses_per_s"] / times[1]["responses_per_s"]
     result = {"processes": n, "responses": args.responses, "steps": args.steps, "threads_total": args.threads,
               "one_process": times[1], "n_processes": times[n], "throughput_ratio": ratio,
-              "byte_identical_output": identical, "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0]}
+              "threads_per_process": {"1": args.threads, str(n): max(1, args.threads // n)},
+              "byte_identical_output": identical,
+              "byte_identity_note": "expected only when every process uses the same number of intra-op threads as "
+                                    "the one-process run (float reductions depend on it)",
+              "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0]}
     print(f"\n{'(d) ' + str(n) + ' processes / 1 process, responses/s':40s} "
           f"{times[n]['responses_per_s']:>10.2f} / {times[1]['responses_per_s']:<10.2f} {ratio:>9.2f}x "
           f"(byte-identical output: {identical})")
