@@ -61,6 +61,7 @@ def test_save_model_elsewhere_keeps_the_users_readme_and_writes_a_prm_card(tiny_
     assert "| β | `0.1` |" in card and '| step separator | `"\\n\\n"` |' in card
     assert "- format: `paired` rows, 3 after preparation" in card
     assert re.search(r"\| train_loss \| [0-9.]+ \|", card) and "| global step | 1 |" in card
+    assert "base_model:" not in card  # a local folder is not a Hub id for the front matter
     assert "2412.01981" in card and "Free Process Rewards without Process Labels" in card
     assert "fine-tuned version of" not in card and "text-generation" not in card.replace(
         "not a chat or text-generation", ""

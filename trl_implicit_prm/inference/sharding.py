@@ -200,6 +200,7 @@ def score_to_file(
     ctx.barrier()  # every process sees the same finished rows
     done = read_parts(parts)
     already = len(done)
+    ctx.barrier()  # nobody appends before everyone has read: all processes plan from the same finished rows
     lengths = [e.length for e in encoded]
     batches = plan_batches(lengths, prc.max_batch_tokens, prc.batch_size)
     todo = [b for b in batches if not all(i in done for i in b)]

@@ -59,6 +59,7 @@ def render_model_card(
     metrics: Mapping[str, Any] | None = None,
     tags: Sequence[str] = (),
     paper: Mapping[str, str] | None = None,
+    base_model_is_local: bool = False,
 ) -> str:
     """The README.md text of a checkpoint (YAML front matter for the Hub, then Markdown).
 
@@ -84,7 +85,7 @@ def render_model_card(
         ref_argument = 'ref_model="<the reference model you trained with>"'
     separator = metadata.get("step_separator", "\n\n")
     front = ["---", "library_name: transformers"]
-    if base_model:
+    if base_model and not base_model_is_local:  # the Hub's `base_model` must be a Hub id
         front.append(f"base_model: {base_model}")
     if tags:
         front.append("tags:")
@@ -189,11 +190,13 @@ def write_model_card(
     """Write `output_dir/README.md` for `trainer`'s model (main process only; returns the path)."""
     train = getattr(trainer, "train_dataset", None)
     hub_id = getattr(trainer.args, "hub_model_id", None)
+    base_model = getattr(trainer, "_model_id", None)
     card = render_model_card(
         metadata,
         model_name=model_name,
         model_path=hub_id or str(Path(output_dir).resolve()),
-        base_model=getattr(trainer, "_model_id", None),
+        base_model=base_model,
+        base_model_is_local=base_model is not None and Path(base_model).exists(),
         data_kind=getattr(trainer, "data_kind", "") or "unknown",
         num_train_rows=len(train) if train is not None and hasattr(train, "__len__") else None,
         dataset_name=dataset_name,
