@@ -22,7 +22,16 @@ the run within minutes on 2 shared cores) and prompts of [16, 32] tokens, so res
 tokens) and batches need padding. Timings are the best of `--repeats` interleaved runs (the machine is shared;
 every run and the process CPU times are reported too).
 
-Usage: `python bench/scoring.py` (full, ~4-5 min on 2 cores) or `python bench/scoring.py --quick`.
+(d) with `--data-parallel N`: instead of (a)-(c), the `trl-implicit-prm score` command on the same model (saved to a
+    temporary folder) and `--dp-responses` responses, run as one process (all `--threads` threads) and under
+    `accelerate launch --num_processes N` (the threads split between the processes). The outputs are compared
+    byte for byte, which holds only with equal threads per process (float reductions depend on the thread count).
+    Each command's start-up (imports, model loading) is measured on a 2-row input and subtracted; reported:
+    responses per second of each and their ratio. The result is merged into the results JSON as
+    `d_data_parallel`.
+
+Usage: `python bench/scoring.py` (full, ~4-5 min on 2 cores) or `python bench/scoring.py --quick`;
+`python bench/scoring.py --data-parallel 2` for (d).
 """
 
 from __future__ import annotations
@@ -212,7 +221,12 @@ def main(argv=None) -> int:
                         help="also time TRL's fused LM head (the trainers' path) on the same batches")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--data-parallel", type=int, default=None, metavar="N",
+                        help="measure (d): the score command with N processes against one process")
+    parser.add_argument("--dp-responses", type=int, default=256, help="responses scored in (d)")
     args = parser.parse_args(argv)
+    if args.data_parallel:
+        return data_parallel(args)
     if args.quick:
         args.responses, args.steps, args.repeats, args.prefix_subset = 16, 4, 1, 8
 
@@ -320,6 +334,83 @@ def main(argv=None) -> int:
     for name, values, ratio, target in rows:
         print(f"{name:40s} {values:>24s} {ratio:>9s} {target:>8s}")
     print(f"per-prefix q vs score q: max |diff| = {max_q_diff:.2e}; total wall {report['wall_s']:.0f}s")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> float:
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def data_parallel(args) -> int:
+    """(d): responses per second of `trl-implicit-prm score` with N processes against one process."""
+    import socket
+    import tempfile
+
+    repo = Path(__file__).resolve().parents[1]
+    n = args.data_parallel
+    if n < 2:
+        raise SystemExit("--data-parallel needs N >= 2")
+    args.responses = args.dp_responses
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tokenizer = build_tokenizer()
+        for name, seed in (("policy", args.seed), ("reference", args.seed + 1)):
+            build_model(seed, args).save_pretrained(tmp / name)
+            tokenizer.save_pretrained(tmp / name)
+        prompts, responses = make_data(args)
+        for name, count in (("rows", len(prompts)), ("startup", 2)):
+            with open(tmp / f"{name}.jsonl", "w") as f:
+                for p, r in zip(prompts[:count], responses[:count], strict=True):
+                    f.write(json.dumps({"prompt": p, "steps": r}) + "\n")
+        bin_dir = Path(sys.executable).parent
+
+        def command(processes: int, rows: str, out: str) -> tuple[list[str], dict[str, str]]:
+            score = ["-m", "trl_implicit_prm.cli", "score", "--model", str(tmp / "policy"), "--ref-model",
+                     str(tmp / "reference"), "--input", str(tmp / f"{rows}.jsonl"), "--output", str(tmp / out),
+                     "--device", "cpu"]
+            threads = max(1, args.threads // processes)
+            env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                   "OMP_NUM_THREADS": str(threads)}
+            if processes == 1:
+                return [sys.executable, *score], env
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            return [str(bin_dir / "accelerate"), "launch", "--config_file",
+                    str(repo / "recipes" / "accelerate" / "multi_gpu.yaml"), "--num_processes", str(processes),
+                    "--mixed_precision", "no", "--main_process_port", str(port), *score], env
+
+        times: dict[int, dict[str, float]] = {}
+        for processes in (1, n):
+            startup = _timed(*command(processes, "startup", f"startup-{processes}.jsonl"))
+            total = _timed(*command(processes, "rows", f"out-{processes}.jsonl"))
+            times[processes] = {"startup_s": startup, "total_s": total, "scoring_s": max(total - startup, 1e-9),
+                                "responses_per_s": args.responses / max(total - startup, 1e-9)}
+            print(f"  {processes} process(es): {total:.1f}s in all, {startup:.1f}s start-up -> "
+                  f"{times[processes]['responses_per_s']:.2f} responses/s", flush=True)
+        identical = (tmp / "out-1.jsonl").read_bytes() == (tmp / f"out-{n}.jsonl").read_bytes()
+    ratio = times[n]["responses_per_s"] / times[1]["responses_per_s"]
+    result = {"processes": n, "responses": args.responses, "steps": args.steps, "threads_total": args.threads,
+              "one_process": times[1], "n_processes": times[n], "throughput_ratio": ratio,
+              "threads_per_process": {"1": args.threads, str(n): max(1, args.threads // n)},
+              "byte_identical_output": identical,
+              "byte_identity_note": "expected only when every process uses the same number of intra-op threads as "
+                                    "the one-process run (float reductions depend on it)",
+              "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0]}
+    print(f"\n{'(d) ' + str(n) + ' processes / 1 process, responses/s':40s} "
+          f"{times[n]['responses_per_s']:>10.2f} / {times[1]['responses_per_s']:<10.2f} {ratio:>9.2f}x "
+          f"(byte-identical output: {identical})")
+    report = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    report["d_data_parallel"] = result
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.output}")

@@ -8,15 +8,21 @@ colouring every step and token by its reward.
 
     python recipes/score.py --model_name_or_path outputs/llama3.1-8b-implicit-prm-ce \
         --input_file responses.jsonl --output_file scored.jsonl --html_file scored.html
+
+Without `html_file` it runs data-parallel under `accelerate launch --num_processes N recipes/score.py ...` and
+resumes after a kill (see `trl_implicit_prm.inference.sharding`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from common import ScoringArguments, as_prompt, build_computer, clean_float, read_rows, write_rows
 from trl import TrlParser
 
+from trl_implicit_prm.inference.sharding import distributed_context, run_manifest, score_to_file
 from trl_implicit_prm.render import save_html
 
 
@@ -30,6 +36,13 @@ class ScoreFileArguments:
     response_column: str = field(
         default="response", metadata={"help": "Column holding the response (rows without it may have 'steps')."}
     )
+
+
+def _scored(row: dict[str, Any], r: Any) -> dict[str, Any]:
+    """The same keys as `trl-implicit-prm score` (sum = outcome_reward)."""
+    return {**row, "step_rewards": r.step_rewards, "q_values": r.q_values, "outcome_reward": r.outcome_reward,
+            **{how: clean_float(r.aggregate(how)) for how in ("min", "mean", "max", "last")},
+            "truncated": r.truncated, "num_truncated_steps": r.num_truncated_steps}
 
 
 def main() -> None:
@@ -46,15 +59,25 @@ def main() -> None:
                          f"(or 'steps'), it has {sorted(row)}; set prompt_column / response_column")
         responses.append(row[response_column])
     prompts = [as_prompt(row[files.prompt_column], scoring.chat_prompt) for row in rows]
+    ctx = distributed_context(scoring.device)  # under `accelerate launch`: rows sharded, output in input order
+    if ctx.world_size > 1 and files.html_file:
+        parser.error("html_file needs every result in one process: leave it out under accelerate launch")
+    if ctx.world_size > 1 and scoring.device is None:
+        scoring.device = ctx.device
     computer = build_computer(scoring)
+    if not files.html_file:  # resumable: rows already scored by a killed run are skipped
+        encoded = computer.encode(prompts, responses)
+        score_to_file(computer, encoded, files.output_file,
+                      lambda i, r: json.dumps(_scored(rows[i], r), ensure_ascii=False, default=str),
+                      manifest=run_manifest(computer, files.input_file, chat_prompt=scoring.chat_prompt,
+                                            prompt_column=files.prompt_column,
+                                            response_column=files.response_column),
+                      ctx=ctx, show_progress=ctx.is_main)
+        if ctx.is_main:
+            print(f"Scored {len(rows)} responses with {computer} ({ctx.world_size} process(es)): {files.output_file}")
+        return
     results = computer.score(prompts, responses, show_progress=True)
-    scored = [  # the same keys as `trl-implicit-prm score` (sum = outcome_reward)
-        {**row, "step_rewards": r.step_rewards, "q_values": r.q_values, "outcome_reward": r.outcome_reward,
-         **{how: clean_float(r.aggregate(how)) for how in ("min", "mean", "max", "last")},
-         "truncated": r.truncated, "num_truncated_steps": r.num_truncated_steps}
-        for row, r in zip(rows, results, strict=True)
-    ]
-    write_rows(files.output_file, scored)
+    write_rows(files.output_file, [_scored(row, r) for row, r in zip(rows, results, strict=True)])
     print(f"Scored {len(rows)} responses with {computer}: {files.output_file}")
     if files.html_file:
         n = files.html_max_rows

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "out (counted)")
     parser.add_argument("--output", type=Path, default=Path("eval_bon.json"), help="results JSON")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of accuracy against N")
+    parser.add_argument("--scores-file", type=Path, default=None,
+                        help="write per-candidate scores here and resume from them after a kill (the default "
+                             "under accelerate launch: <output>.candidate_scores.jsonl)")
 
 
 def screen_problems(loaded: Any, pre: Preflight, truncation: bool) -> tuple[list[dict[str, Any]], list[Any]]:
@@ -92,8 +95,24 @@ def run(args: argparse.Namespace) -> int:
     print_skipped(args.data, skipped)
     if not problems:
         raise CommandError(f"no valid problem in {args.data} ({len(skipped)} rows skipped)")
+    from trl_implicit_prm.inference.sharding import (
+        distributed_context,
+        run_manifest,
+        score_candidates_to_file,
+    )
+
+    ctx = distributed_context(args.device)  # several processes under `accelerate launch`: candidates sharded
+    if ctx.world_size > 1 and args.device is None:
+        args.device = ctx.device
     prc = computer_from_args(args, pre, truncation=args.truncation)
-    scores = score_candidates(prc, problems, args.aggregations)
+    if ctx.world_size > 1 or args.scores_file is not None:  # data-parallel and resumable
+        scores_file = args.scores_file or args.output.with_name(args.output.name + ".candidate_scores.jsonl")
+        scores = score_candidates_to_file(prc, problems, args.aggregations, scores_file, ctx=ctx,
+                                          manifest=run_manifest(prc, args.data, model=str(args.model)))
+        if not ctx.is_main:
+            return 0
+    else:
+        scores = score_candidates(prc, problems, args.aggregations)
     curve = best_of_n_curve(problems, scores, ns=args.ns, step_separator=prc.step_separator)
     width = max(len(m) for m in curve["methods"]) + 2
     print(f"{'method':<{width}}" + "".join(f"{'N=' + str(n):>8}" for n in curve["ns"]))

@@ -183,9 +183,20 @@ def run(args: argparse.Namespace) -> int:
         _report(errors)
         logger.warning("left out %d invalid row(s) of %s", len(errors), args.input)
 
+    from ..inference.sharding import distributed_context
+
+    ctx = distributed_context(args.device)  # several processes under `accelerate launch`: each scores a share
+    if ctx.world_size > 1 and args.html is not None:
+        raise CommandError("--html needs every result in one process: score with `accelerate launch` without "
+                           "--html, then render a few rows in one process")
+    if ctx.world_size > 1 and args.device is None:
+        args.device = ctx.device
     prc = computer_from_args(args, pre, truncation=args.truncation, max_batch_tokens=args.max_batch_tokens)
     kept = [row for _, row, _ in good]
-    results = prc.score_encoded([encoded for _, _, encoded in good])
+    encoded = [e for _, _, e in good]
+    if args.html is None:
+        return _score_to_file(args, prc, kept, encoded, errors, ctx)
+    results = prc.score_encoded(encoded)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     overwritten: set[str] = set()
     non_finite: list[int] = []
@@ -212,4 +223,38 @@ def run(args: argparse.Namespace) -> int:
           + (f"; {len(non_finite)} with non-finite scores written as null" if non_finite else "")
           + (f"; left out {len(errors)} invalid row(s)" if errors else "")
           + (f"; HTML: {args.html}" if args.html is not None else ""))
+    return 0
+
+
+
+def _score_to_file(args: argparse.Namespace, prc: Any, kept: list[dict[str, Any]], encoded: list[Any],
+                   errors: list[str], ctx: Any) -> int:
+    """Score with every process of `ctx` (see :mod:`trl_implicit_prm.inference.sharding`): resumable, in order."""
+    from ..inference.sharding import run_manifest, score_to_file
+
+    manifest = run_manifest(prc, args.input, model=str(args.model), skip_invalid=bool(args.skip_invalid))
+    nulled: list[int] = []  # this process's rows with a non-finite score written as null
+
+    def serialize(i: int, result: Any) -> str:
+        out, has_null = _scored_row(kept[i], result)
+        if has_null:
+            nulled.append(i)
+        return json.dumps(out, ensure_ascii=False, allow_nan=False)
+
+    counts = score_to_file(prc, encoded, args.output, serialize, manifest=manifest, ctx=ctx,
+                           show_progress=ctx.is_main and len(encoded) > 100)
+    if nulled:
+        logger.warning("%d row(s) scored by process %d have non-finite scores, written as null", len(nulled),
+                       ctx.rank)
+    if not ctx.is_main:
+        return 0
+    overwritten = sorted({k for row in kept for k in OUTPUT_KEYS if k in row})
+    if overwritten:
+        logger.warning("input keys overwritten by the scores: %s", overwritten)
+    truncated = sum(e.truncated for e in encoded)
+    print(f"scored {counts['rows']} response(s) -> {args.output}"
+          + (f" with {ctx.world_size} processes" if ctx.world_size > 1 else "")
+          + (f" ({counts['resumed']} already done by an earlier run)" if counts["resumed"] else "")
+          + (f" ({truncated} truncated)" if truncated else "")
+          + (f"; left out {len(errors)} invalid row(s)" if errors else ""))
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -457,15 +456,28 @@ class ImplicitRewardTrainer(_BaseTrainer):
             "loss_type": getattr(self.args, "loss_type", None) or getattr(self.args, "step_reward", None),
         }
 
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
+                          tags: str | list[str] | None = None, *, output_dir: str | None = None,
+                          metadata: dict[str, Any] | None = None) -> None:
+        """Write a PRM model card (see `trainers/model_card.py`) to `output_dir` (default `args.output_dir`)."""
+        if not self.is_world_process_zero():
+            return
+        from trl_implicit_prm.trainers.model_card import write_model_card
+
+        output_dir = output_dir or self.args.output_dir
+        metadata = metadata if metadata is not None else self._implicit_prm_metadata()
+        write_model_card(self, output_dir, model_name=model_name or Path(output_dir).name,
+                         metadata=metadata, dataset_name=dataset_name,
+                         tags=[tags] if isinstance(tags, str) else list(tags or ()))
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call)
         output_dir = output_dir or self.args.output_dir
         if self.is_world_process_zero():
-            write_metadata(output_dir, **self._implicit_prm_metadata())
-            self.create_model_card(model_name=Path(output_dir).name)
-            card = Path(self.args.output_dir) / "README.md"
-            if Path(output_dir).resolve() != Path(self.args.output_dir).resolve() and card.is_file():
-                os.replace(card, Path(output_dir) / "README.md")
+            metadata = self._implicit_prm_metadata()
+            write_metadata(output_dir, **metadata)
+            # Written into output_dir only: args.output_dir's own README.md is left alone.
+            self.create_model_card(model_name=Path(output_dir).name, output_dir=output_dir, metadata=metadata)
 
     def _save_checkpoint(self, model, trial):
         if self.args.hub_model_id is None:
