@@ -233,21 +233,17 @@ def _score_to_file(args: argparse.Namespace, prc: Any, kept: list[dict[str, Any]
     from ..inference.sharding import run_manifest, score_to_file
 
     manifest = run_manifest(prc, args.input, model=str(args.model), skip_invalid=bool(args.skip_invalid))
-    nulled: list[int] = []  # this process's rows with a non-finite score written as null
 
     def serialize(i: int, result: Any) -> str:
-        out, has_null = _scored_row(kept[i], result)
-        if has_null:
-            nulled.append(i)
-        return json.dumps(out, ensure_ascii=False, allow_nan=False)
+        return json.dumps(_scored_row(kept[i], result)[0], ensure_ascii=False, allow_nan=False)
 
     counts = score_to_file(prc, encoded, args.output, serialize, manifest=manifest, ctx=ctx,
                            show_progress=ctx.is_main and len(encoded) > 100)
-    if nulled:
-        logger.warning("%d row(s) scored by process %d have non-finite scores, written as null", len(nulled),
-                       ctx.rank)
     if not ctx.is_main:
         return 0
+    non_finite = _count_null_scores(args.output)  # every process's rows, resumed ones included
+    if non_finite:
+        logger.warning("%d row(s) of %s have non-finite scores, written as null", non_finite, args.output)
     overwritten = sorted({k for row in kept for k in OUTPUT_KEYS if k in row})
     if overwritten:
         logger.warning("input keys overwritten by the scores: %s", overwritten)
@@ -256,5 +252,12 @@ def _score_to_file(args: argparse.Namespace, prc: Any, kept: list[dict[str, Any]
           + (f" with {ctx.world_size} processes" if ctx.world_size > 1 else "")
           + (f" ({counts['resumed']} already done by an earlier run)" if counts["resumed"] else "")
           + (f" ({truncated} truncated)" if truncated else "")
+          + (f"; {non_finite} with non-finite scores written as null" if non_finite else "")
           + (f"; left out {len(errors)} invalid row(s)" if errors else ""))
     return 0
+
+
+def _count_null_scores(path: Path) -> int:
+    """Rows of a scores file whose outcome reward is null (a non-finite score written as null)."""
+    with path.open(encoding="utf-8") as handle:
+        return sum(json.loads(line).get("outcome_reward", 0.0) is None for line in handle if line.strip())
