@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from common import ScoringArguments, as_prompt, build_computer, clean_float, read_rows, write_rows
+from common import ScoringArguments, build_computer, clean_float, read_rows, write_rows
 from trl import TrlParser
 
 from trl_implicit_prm.render import save_html
@@ -45,8 +45,8 @@ def main() -> None:
             parser.error(f"{files.input_file}, row {i}: needs {files.prompt_column!r} and {files.response_column!r} "
                          f"(or 'steps'), it has {sorted(row)}; set prompt_column / response_column")
         responses.append(row[response_column])
-    prompts = [as_prompt(row[files.prompt_column], scoring.chat_prompt) for row in rows]
     computer = build_computer(scoring)
+    prompts = [computer.render_prompt(row[files.prompt_column]) for row in rows]  # as training rendered them
     results = computer.score(prompts, responses, show_progress=True)
     scored = [  # the same keys as `trl-implicit-prm score` (sum = outcome_reward)
         {**row, "step_rewards": r.step_rewards, "q_values": r.q_values, "outcome_reward": r.outcome_reward,

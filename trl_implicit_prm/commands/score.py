@@ -102,7 +102,6 @@ def _report(errors: list[str]) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import DataFormatError
     from ..inference import ResponseTooLongError
-    from ..inference.encoding import encode_response
 
     if not args.input.is_file():
         print(f"--input: {args.input} does not exist", file=sys.stderr)
@@ -120,9 +119,7 @@ def run(args: argparse.Namespace) -> int:
     for line_no, row in rows:
         response = row["response"] if "response" in row else row["steps"]
         try:
-            encoded.append(encode_response(prc.tokenizer, row["prompt"], response, index=line_no,
-                                           separator=prc.step_separator, max_length=prc.max_length,
-                                           truncation=prc.truncation))
+            encoded.append(prc.encode_one(row["prompt"], response, index=line_no))  # rendered as in training
             kept.append(row)
         except (DataFormatError, ResponseTooLongError) as err:
             errors.append(f"{args.input}:{line_no}: {err}")

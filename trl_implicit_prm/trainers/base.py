@@ -28,6 +28,7 @@ from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import disable_dropout_in_model, use_adapter
 
 from trl_implicit_prm.data import ImplicitPRMCollator
+from trl_implicit_prm.data.rendering import PromptFormat, measure_prompt_format
 from trl_implicit_prm.modeling import (
     check_same_vocabulary,
     is_peft_model,
@@ -139,7 +140,9 @@ class ImplicitRewardTrainer(_BaseTrainer):
             if ref_model is not None:
                 disable_dropout_in_model(ref_model)
 
+        raw_train_dataset = train_dataset
         train_dataset = prepare_dataset(train_dataset, processing_class, args, self.data_kind, "train")
+        self._prompt_format = _training_prompt_format(raw_train_dataset, processing_class)  # rows validated
         if isinstance(eval_dataset, dict):
             eval_dataset = {k: prepare_dataset(v, processing_class, args, self.data_kind, k, eval_only=True)
                             for k, v in eval_dataset.items()}
@@ -393,6 +396,9 @@ class ImplicitRewardTrainer(_BaseTrainer):
                 "The reference model was given in memory without a path, so the checkpoint cannot record it: "
                 "pass ref_model=... to ProcessRewardComputer.from_pretrained when scoring with this checkpoint."
             )
+        rendering = {"append_eos": self.args.append_eos}
+        if self._prompt_format is not None:  # absent when unknown (pre-tokenized or mixed training prompts)
+            rendering["prompt_format"] = self._prompt_format.to_metadata()
         return {
             "beta": self.args.beta,
             "reference_free": self.args.reference_free,
@@ -400,6 +406,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
             "step_separator": self.args.step_separator,
             "trainer": type(self).__name__,
             "loss_type": getattr(self.args, "loss_type", None) or getattr(self.args, "step_reward", None),
+            **rendering,
         }
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
@@ -419,6 +426,19 @@ class ImplicitRewardTrainer(_BaseTrainer):
             model_name = self.args.hub_model_id.split("/")[-1]
         self.create_model_card(model_name=model_name)
         super()._save_checkpoint(model, trial)
+
+
+def _training_prompt_format(dataset: Any, tokenizer: Any) -> PromptFormat | None:
+    """How the training prompts are rendered (recorded in implicit_prm.json); None for pre-tokenized data."""
+    if not isinstance(dataset, Dataset) or "prompt" not in dataset.column_names:
+        if isinstance(dataset, Dataset):
+            logger.warning(
+                "The training dataset is already tokenized, so the checkpoint cannot record how its prompts were "
+                "rendered: pass the prompt format when scoring with it (see docs/inference.md)."
+            )
+        return None
+    prompts = (p for batch in dataset.select_columns(["prompt"]).iter(batch_size=1000) for p in batch["prompt"])
+    return measure_prompt_format(prompts, tokenizer)
 
 
 def _tokenized_needs_reference(dataset: Dataset) -> bool:
