@@ -65,14 +65,14 @@ def test_dpo_trainer_and_implicit_prm_dpo_log_the_same_numbers_on_standard_rows(
                               args=ImplicitPRMConfig(output_dir=str(tmp_path / "ours"), loss_type="dpo",
                                                      per_device_train_batch_size=4, **COMMON))
     ours.train()
-    # The same token ids, EOS included (the last token of every completion).
+    keys = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+    _assert_logs_match(trl_trainer.state.log_history, ours.state.log_history, {k: k for k in keys})
+    # Because the token ids are the same, EOS included (the last token of every completion).
     for theirs, mine in zip(trl_trainer.train_dataset, ours.train_dataset, strict=True):
         for side in ("chosen", "rejected"):
             assert theirs["prompt_ids"] + theirs[f"{side}_ids"] == mine[f"{side}_input_ids"]
             assert mine[f"{side}_input_ids"][-1] == tokenizer.eos_token_id
             assert len(theirs["prompt_ids"]) == mine[f"{side}_completion_mask"].count(0)
-    keys = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
-    _assert_logs_match(trl_trainer.state.log_history, ours.state.log_history, {k: k for k in keys})
 
 
 def test_kto_trainer_and_ce_kto_log_the_same_numbers_on_standard_rows(tiny_dir, tokenizer, tmp_path):
@@ -95,9 +95,6 @@ def test_kto_trainer_and_ce_kto_log_the_same_numbers_on_standard_rows(tiny_dir, 
                      args=CEConfig(output_dir=str(tmp_path / "ours"), loss_type="kto",
                                    kto_reference_point="mismatched", per_device_train_batch_size=2, **COMMON))
     ours.train()
-    for theirs, mine in zip(trl_trainer.train_dataset, ours.train_dataset, strict=True):
-        assert theirs["prompt_ids"] + theirs["completion_ids"] == mine["input_ids"]
-        assert mine["input_ids"][-1] == tokenizer.eos_token_id
     for entry in ours.state.log_history:
         if "rewards/positive" in entry:
             entry["rewards/margins"] = entry["rewards/positive"] - entry["rewards/negative"]
@@ -107,6 +104,9 @@ def test_kto_trainer_and_ce_kto_log_the_same_numbers_on_standard_rows(tiny_dir, 
          "rewards/margins": "rewards/margins", "kl": "kto/z0"},
         scale={"kl": COMMON["beta"]},
     )
+    for theirs, mine in zip(trl_trainer.train_dataset, ours.train_dataset, strict=True):
+        assert theirs["prompt_ids"] + theirs["completion_ids"] == mine["input_ids"]
+        assert mine["input_ids"][-1] == tokenizer.eos_token_id
 
 
 def test_append_eos_false_keeps_completions_as_given(tiny_dir, tokenizer, tmp_path):
