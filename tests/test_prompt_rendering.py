@@ -24,20 +24,37 @@ from trl_implicit_prm.evaluation.prm_scores import score_process_records
 from trl_implicit_prm.inference import ProcessRewardComputer
 from trl_implicit_prm.modeling import write_metadata
 
-TRAIN_ARGS = dict(use_cpu=True, bf16=False, report_to=[], save_strategy="no", max_steps=1, learning_rate=1e-3,
-                  per_device_train_batch_size=2, beta=0.1, gradient_checkpointing=False, disable_tqdm=True,
-                  seed=0, loss_type="ce")
+TRAIN_ARGS = dict(
+    use_cpu=True,
+    bf16=False,
+    report_to=[],
+    save_strategy="no",
+    max_steps=1,
+    learning_rate=1e-3,
+    per_device_train_batch_size=2,
+    beta=0.1,
+    gradient_checkpointing=False,
+    disable_tqdm=True,
+    seed=0,
+    loss_type="ce",
+)
 COMPLETIONS = ["First, 2 + 3 = 5.\n\nThe answer is 5.", "First, 2 + 3 = 6.\n\nThe answer is 6."]
 PROBLEM = "What is 2 + 3?"  # a ProcessBench-style problem: no trailing whitespace
 STEPS = ["First, 2 + 3 = 5.", "The answer is 5."]
 
 
 def _train_and_save(tiny_dir, tokenizer, tmp_path, prompts, name):
-    rows = [{"prompt": p, "completion": c, "label": float(i % 2 == 0)}
-            for i, (p, c) in enumerate(zip(prompts, COMPLETIONS, strict=True))]
-    trainer = CETrainer(str(tiny_dir / "llama"), ref_model=str(tiny_dir / "llama-ref"), processing_class=tokenizer,
-                        train_dataset=Dataset.from_list(rows),
-                        args=CEConfig(output_dir=str(tmp_path / name), **TRAIN_ARGS))
+    rows = [
+        {"prompt": p, "completion": c, "label": float(i % 2 == 0)}
+        for i, (p, c) in enumerate(zip(prompts, COMPLETIONS, strict=True))
+    ]
+    trainer = CETrainer(
+        str(tiny_dir / "llama"),
+        ref_model=str(tiny_dir / "llama-ref"),
+        processing_class=tokenizer,
+        train_dataset=Dataset.from_list(rows),
+        args=CEConfig(output_dir=str(tmp_path / name), **TRAIN_ARGS),
+    )
     trainer.train()
     trainer.save_model(str(tmp_path / name))
     return trainer, tmp_path / name
@@ -46,8 +63,9 @@ def _train_and_save(tiny_dir, tokenizer, tmp_path, prompts, name):
 @pytest.fixture(scope="module")
 def text_ckpt(tiny_dir, tokenizer, tmp_path_factory):
     """A PRM trained on plain-text prompts that all end with a newline."""
-    return _train_and_save(tiny_dir, tokenizer, tmp_path_factory.mktemp("text"), [PROBLEM + "\n", "Q: 4 + 4?\n"],
-                           "ckpt")
+    return _train_and_save(
+        tiny_dir, tokenizer, tmp_path_factory.mktemp("text"), [PROBLEM + "\n", "Q: 4 + 4?\n"], "ckpt"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +104,11 @@ def test_text_checkpoint_records_rendering_and_scores_the_training_tokens(text_c
 def test_chat_checkpoint_records_the_template(chat_ckpt, tiny_dir, tokenizer):
     trainer, ckpt = chat_ckpt
     meta = json.loads((ckpt / "implicit_prm.json").read_text())
-    assert meta["prompt_format"] == {"kind": "chat", "system": None,
-                                     "chat_template_sha256": template_sha256(tokenizer)}
+    assert meta["prompt_format"] == {
+        "kind": "chat",
+        "system": None,
+        "chat_template_sha256": template_sha256(tokenizer),
+    }
     prc = ProcessRewardComputer.from_pretrained(ckpt, ref_model=tiny_dir / "llama-ref", device="cpu")
     # A bare problem is rendered as the training prompt was: the same ids as the training row.
     enc = prc.encode_one(prc.render_prompt(PROBLEM), COMPLETIONS[0])
@@ -130,8 +151,13 @@ def test_old_checkpoint_keeps_todays_behaviour_and_warns(tiny_dir, tokenizer, tm
     ckpt = tmp_path / "old"
     AutoModelForCausalLM.from_pretrained(tiny_dir / "llama").save_pretrained(ckpt)
     tokenizer.save_pretrained(ckpt)
-    write_metadata(ckpt, beta=0.1, reference_free=False, reference_model=str(tiny_dir / "llama-ref"),
-                   step_separator="\n\n")
+    write_metadata(
+        ckpt,
+        beta=0.1,
+        reference_free=False,
+        reference_model=str(tiny_dir / "llama-ref"),
+        step_separator="\n\n",
+    )
     with caplog.at_level(logging.WARNING):
         prc = ProcessRewardComputer.from_pretrained(ckpt, ref_model=tiny_dir / "llama-ref", device="cpu")
         ProcessRewardComputer.from_pretrained(ckpt, ref_model=tiny_dir / "llama-ref", device="cpu")
@@ -172,10 +198,20 @@ def test_empty_prompt_without_bos_is_refused_naming_the_row(tiny_dir, tmp_path):
     with pytest.raises(DataFormatError, match=r"responses\[1\].*no prompt token precedes the completion"):
         prc.score(["Q\n", ""], ["7", "7"])
     assert prc.score_one("Q\n", "7").num_steps == 1
-    rows = [{"prompt": "Q\n", "completion": "7", "label": 1.0}, {"prompt": "", "completion": "8", "label": 0.0}]
-    with pytest.raises(DataFormatError, match=r"column 'prompt' row 1: no prompt token precedes the completion"):
-        CETrainer(policy, ref_model=ref, processing_class=tok, train_dataset=Dataset.from_list(rows),
-                  args=CEConfig(output_dir=str(tmp_path / "o"), **TRAIN_ARGS))
+    rows = [
+        {"prompt": "Q\n", "completion": "7", "label": 1.0},
+        {"prompt": "", "completion": "8", "label": 0.0},
+    ]
+    with pytest.raises(
+        DataFormatError, match=r"column 'prompt' row 1: no prompt token precedes the completion"
+    ):
+        CETrainer(
+            policy,
+            ref_model=ref,
+            processing_class=tok,
+            train_dataset=Dataset.from_list(rows),
+            args=CEConfig(output_dir=str(tmp_path / "o"), **TRAIN_ARGS),
+        )
     # With a BOS the empty prompt has one token, and the completion is scored in full.
     with_bos = AutoTokenizer.from_pretrained(tiny_dir / "tokenizer")
     assert tokenize_example(with_bos, "", "7")["prompt_length"] == 1
@@ -185,8 +221,10 @@ def test_empty_prompt_without_bos_is_refused_naming_the_row(tiny_dir, tmp_path):
 
 
 def _records(path, problem=PROBLEM):
-    rows = [{"problem": problem, "steps": STEPS, "label": -1},
-            {"problem": problem, "steps": ["First, 2 + 3 = 6.", "The answer is 6."], "label": 0}]
+    rows = [
+        {"problem": problem, "steps": STEPS, "label": -1},
+        {"problem": problem, "steps": ["First, 2 + 3 = 6.", "The answer is 6."], "label": 0},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
@@ -194,16 +232,25 @@ def _records(path, problem=PROBLEM):
 def test_eval_steps_renders_problems_as_text_training_did(text_ckpt, tiny_dir, tmp_path):
     _, ckpt = text_ckpt
     records = _records(tmp_path / "pb.jsonl")
-    args = build_parser().parse_args(["eval-steps", "--model", str(ckpt), "--ref-model", str(tiny_dir / "llama-ref"),
-                                      "--data", str(tmp_path / "pb.jsonl")])
+    args = build_parser().parse_args(
+        [
+            "eval-steps",
+            "--model",
+            str(ckpt),
+            "--ref-model",
+            str(tiny_dir / "llama-ref"),
+            "--data",
+            str(tmp_path / "pb.jsonl"),
+        ]
+    )
     prc = computer_from_args(args)
     # The boundary: the prompt's tokens are those of "problem + newline", the steps start a fresh token.
     enc = prc.encode_one(prc.render_prompt(PROBLEM), STEPS)
     prompt_ids = prc.tokenizer(PROBLEM + "\n")["input_ids"]
     assert enc.input_ids[: enc.prompt_length].tolist() == prompt_ids
-    first = prc.tokenizer.decode(enc.input_ids[enc.prompt_length: enc.prompt_length + 1])
+    first = prc.tokenizer.decode(enc.input_ids[enc.prompt_length : enc.prompt_length + 1])
     assert first and "First".startswith(first)
-    assert prc.tokenizer.decode(enc.input_ids[enc.prompt_length - 1: enc.prompt_length]) == "\n"
+    assert prc.tokenizer.decode(enc.input_ids[enc.prompt_length - 1 : enc.prompt_length]) == "\n"
     glued = tokenize_example(prc.tokenizer, PROBLEM, STEPS)  # what eval-steps used to score: "...?First, ..."
     assert glued["input_ids"][: glued["prompt_length"]] == prompt_ids[:-1]  # no newline: unlike training
     expected = prc.score([PROBLEM + "\n"] * 2, [r["steps"] for r in records])
@@ -214,8 +261,19 @@ def test_chat_trained_prm_is_evaluated_by_the_cli(chat_ckpt, tiny_dir, tmp_path,
     _, ckpt = chat_ckpt
     records = _records(tmp_path / "pb.jsonl")
     out = tmp_path / "steps.json"
-    argv = ["eval-steps", "--model", str(ckpt), "--ref-model", str(tiny_dir / "llama-ref"),
-            "--data", str(tmp_path / "pb.jsonl"), "--threshold", "0", "--output", str(out)]
+    argv = [
+        "eval-steps",
+        "--model",
+        str(ckpt),
+        "--ref-model",
+        str(tiny_dir / "llama-ref"),
+        "--data",
+        str(tmp_path / "pb.jsonl"),
+        "--threshold",
+        "0",
+        "--output",
+        str(out),
+    ]
     assert main(argv) == 0
     prc = ProcessRewardComputer.from_pretrained(ckpt, ref_model=tiny_dir / "llama-ref", device="cpu")
     chat = [[{"role": "user", "content": PROBLEM}]] * 2
@@ -245,9 +303,20 @@ def test_string_prompt_meets_chat_trained_prm_warns_once(chat_ckpt, tiny_dir, ca
 
 def test_cli_overrides(text_ckpt, tiny_dir, tmp_path, capsys):
     _, ckpt = text_ckpt
-    base = ["score", "--model", str(ckpt), "--ref-model", str(tiny_dir / "llama-ref"), "--input", "x.jsonl",
-            "--output", "y.jsonl"]
-    prc = computer_from_args(build_parser().parse_args([*base, "--prompt-separator", r"\n\n", "--no-append-eos"]))
+    base = [
+        "score",
+        "--model",
+        str(ckpt),
+        "--ref-model",
+        str(tiny_dir / "llama-ref"),
+        "--input",
+        "x.jsonl",
+        "--output",
+        "y.jsonl",
+    ]
+    prc = computer_from_args(
+        build_parser().parse_args([*base, "--prompt-separator", r"\n\n", "--no-append-eos"])
+    )
     assert prc.prompt_format == PromptFormat("text", separator="\n\n") and prc.append_eos is False
     chat = computer_from_args(build_parser().parse_args([*base, "--chat-prompt"]))
     assert chat.prompt_format.is_chat
