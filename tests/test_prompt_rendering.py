@@ -115,6 +115,21 @@ def test_chat_checkpoint_records_the_template(chat_ckpt, tiny_dir, tokenizer):
     assert enc.input_ids.tolist() == trainer.train_dataset[0]["input_ids"]
 
 
+def test_pre_tokenized_training_data_records_no_rendering(text_ckpt, tiny_dir, tokenizer, tmp_path, caplog):
+    trainer, _ = text_ckpt
+    with caplog.at_level(logging.WARNING):
+        again = CETrainer(
+            str(tiny_dir / "llama"),
+            ref_model=str(tiny_dir / "llama-ref"),
+            processing_class=tokenizer,
+            train_dataset=trainer.train_dataset,
+            args=CEConfig(output_dir=str(tmp_path / "again"), **TRAIN_ARGS),
+        )
+    meta = again._implicit_prm_metadata()
+    assert "prompt_format" not in meta and "append_eos" not in meta
+    assert any("already tokenized" in r.message for r in caplog.records)
+
+
 def test_measured_prompt_format():
     assert measure_prompt_format(["a\n\n", "b \n", "c\n"], None) == PromptFormat("text", separator="\n")
     assert measure_prompt_format(["2 + 3 =", "x\n"], None) == PromptFormat("text", separator="")

@@ -124,7 +124,9 @@ class ProcessRewardComputer:
         if isinstance(prompt_format, Mapping):
             prompt_format = PromptFormat.from_metadata(prompt_format, "prompt_format")
         if prompt_format is not None and not isinstance(prompt_format, PromptFormat):
-            raise TypeError(f"prompt_format must be a PromptFormat, its dict or None, got {type(prompt_format).__name__}")
+            raise TypeError(
+                f"prompt_format must be a PromptFormat, its dict or None, got {type(prompt_format).__name__}"
+            )
         if not isinstance(append_eos, bool):
             raise TypeError(f"append_eos must be True or False, got {append_eos!r}")
         if append_eos and not getattr(tokenizer, "eos_token", None):
@@ -328,9 +330,9 @@ class ProcessRewardComputer:
 
         A prompt is a string (rendered by `prompt_format`) or a list of chat messages; a response is a string
         (split on the step separator) or a list of step strings. With `append_eos`, full responses end with the
-        EOS token (owned by the last step); `complete=False` scores partial responses, without it. Batches are sorted by length under a token budget; the reference log-probs
-        come from the cache when this reference has scored the same tokens before. `show_progress=None` shows a
-        progress bar above 128 responses.
+        EOS token (owned by the last step); `complete=False` scores partial responses, without it. Batches are
+        sorted by length under a token budget; the reference log-probs come from the cache when this reference
+        has scored the same tokens before. `show_progress=None` shows a progress bar above 128 responses.
 
         Example:
 

@@ -28,7 +28,7 @@ from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import disable_dropout_in_model, use_adapter
 
 from trl_implicit_prm.data import ImplicitPRMCollator
-from trl_implicit_prm.data.rendering import PromptFormat, measure_prompt_format
+from trl_implicit_prm.data.rendering import measure_prompt_format
 from trl_implicit_prm.modeling import (
     check_same_vocabulary,
     is_peft_model,
@@ -142,7 +142,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
 
         raw_train_dataset = train_dataset
         train_dataset = prepare_dataset(train_dataset, processing_class, args, self.data_kind, "train")
-        self._prompt_format = _training_prompt_format(raw_train_dataset, processing_class)  # rows validated
+        self._rendering = _training_rendering(raw_train_dataset, processing_class, args)  # rows validated
         if isinstance(eval_dataset, dict):
             eval_dataset = {k: prepare_dataset(v, processing_class, args, self.data_kind, k, eval_only=True)
                             for k, v in eval_dataset.items()}
@@ -396,9 +396,6 @@ class ImplicitRewardTrainer(_BaseTrainer):
                 "The reference model was given in memory without a path, so the checkpoint cannot record it: "
                 "pass ref_model=... to ProcessRewardComputer.from_pretrained when scoring with this checkpoint."
             )
-        rendering = {"append_eos": self.args.append_eos}
-        if self._prompt_format is not None:  # absent when unknown (pre-tokenized or mixed training prompts)
-            rendering["prompt_format"] = self._prompt_format.to_metadata()
         return {
             "beta": self.args.beta,
             "reference_free": self.args.reference_free,
@@ -406,7 +403,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
             "step_separator": self.args.step_separator,
             "trainer": type(self).__name__,
             "loss_type": getattr(self.args, "loss_type", None) or getattr(self.args, "step_reward", None),
-            **rendering,
+            **self._rendering,
         }
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
@@ -428,17 +425,23 @@ class ImplicitRewardTrainer(_BaseTrainer):
         super()._save_checkpoint(model, trial)
 
 
-def _training_prompt_format(dataset: Any, tokenizer: Any) -> PromptFormat | None:
-    """How the training prompts are rendered (recorded in implicit_prm.json); None for pre-tokenized data."""
-    if not isinstance(dataset, Dataset) or "prompt" not in dataset.column_names:
-        if isinstance(dataset, Dataset):
-            logger.warning(
-                "The training dataset is already tokenized, so the checkpoint cannot record how its prompts were "
-                "rendered: pass the prompt format when scoring with it (see docs/inference.md)."
-            )
-        return None
+def _training_rendering(dataset: Dataset, tokenizer: Any, args: ImplicitPRMBaseConfig) -> dict[str, Any]:
+    """`prompt_format` (measured from the training prompts) and `append_eos` for implicit_prm.json; nothing
+    for a dataset that was already tokenized (its rendering is unknown), `prompt_format` left out when the
+    prompts mix strings and chats."""
+    if "prompt" not in dataset.column_names:
+        logger.warning(
+            "The training dataset is already tokenized, so the checkpoint cannot record how its prompts were "
+            "rendered nor whether its completions end with EOS: pass both when scoring with it (see "
+            "docs/inference.md)."
+        )
+        return {}
     prompts = (p for batch in dataset.select_columns(["prompt"]).iter(batch_size=1000) for p in batch["prompt"])
-    return measure_prompt_format(prompts, tokenizer)
+    prompt_format = measure_prompt_format(prompts, tokenizer)
+    out: dict[str, Any] = {"append_eos": args.append_eos}
+    if prompt_format is not None:
+        out["prompt_format"] = prompt_format.to_metadata()
+    return out
 
 
 def _tokenized_needs_reference(dataset: Dataset) -> bool:
