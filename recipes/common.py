@@ -216,30 +216,44 @@ class ScoringArguments:
     truncation: bool = field(
         default=False, metadata={"help": "Cut responses longer than max_length (flagged) instead of failing."}
     )
-    chat_prompt: bool = field(
-        default=False,
-        metadata={"help": "Wrap string prompts as one user message rendered with the tokenizer's chat template "
-                          "(use it when the PRM was trained on chat prompts)."},
+    chat_prompt: bool | None = field(
+        default=None,
+        metadata={"help": "Render string prompts (e.g. a ProcessBench problem) as one user message with the chat "
+                          "template (true) or as plain text (false). Default: as in training, from the "
+                          "checkpoint's implicit_prm.json."},
+    )
+    prompt_separator: str | None = field(
+        default=None,
+        metadata={"help": "Plain-text prompts end with this before the response (escapes such as \\n are read). "
+                          "Default: the one recorded with the checkpoint."},
+    )
+    append_eos: bool | None = field(
+        default=None,
+        metadata={"help": "Append the EOS token to every response (its last step). Default: as in training, from "
+                          "the checkpoint's implicit_prm.json."},
     )
 
 
 def build_computer(args: ScoringArguments) -> Any:
+    """The computer the scoring arguments describe; string prompts rendered as in training unless overridden."""
     from trl_implicit_prm import ProcessRewardComputer
+    from trl_implicit_prm.data.rendering import override_prompt_format
 
     if not args.model_name_or_path:
         raise ValueError("model_name_or_path is required: the trained implicit PRM to score with")
-    return ProcessRewardComputer.from_pretrained(
+    separator = unescape(args.prompt_separator) if args.prompt_separator is not None else None
+    if args.chat_prompt and separator is not None:
+        raise ValueError("prompt_separator applies to plain-text prompts; do not combine it with chat_prompt=true")
+    computer = ProcessRewardComputer.from_pretrained(
         args.model_name_or_path, ref_model=args.ref_model_name_or_path, reference_free=args.reference_free,
         beta=args.beta, step_separator=args.step_separator and unescape(args.step_separator),
         device=args.device, dtype=args.dtype,
         batch_size=args.batch_size, max_length=args.max_length, truncation=args.truncation,
-        max_batch_tokens=args.max_batch_tokens,
+        max_batch_tokens=args.max_batch_tokens, append_eos=args.append_eos,
     )
-
-
-def as_prompt(prompt: Any, chat: bool) -> Any:
-    """A string prompt as a one-message chat when `chat` is set; chat prompts (lists) are kept."""
-    return [{"role": "user", "content": prompt}] if chat and isinstance(prompt, str) else prompt
+    computer.prompt_format = override_prompt_format(computer.prompt_format, chat_prompt=args.chat_prompt,
+                                                    prompt_separator=separator, tokenizer=computer.tokenizer)
+    return computer
 
 
 def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import ScoringArguments, as_prompt, build_computer
+from common import ScoringArguments, build_computer
 from trl import TrlParser
 
 from trl_implicit_prm.evaluation import (
@@ -64,7 +64,7 @@ def step_errors(args: EvaluateArguments, scoring: ScoringArguments, computer: An
         if name in splits:
             raise ValueError(f"two process files are named {name!r}: give them as NAME=PATH with distinct names")
         loaded[path] = records = read_process_records(path)
-        results = computer.score([as_prompt(r["problem"], scoring.chat_prompt) for r in records],
+        results = computer.score([computer.render_prompt(r["problem"]) for r in records],
                                  [r["steps"] for r in records], show_progress=True)
         splits[name] = (list(records), [r.step_rewards for r in results])
     tune_on = None if args.threshold is not None else (args.tune_on or next(iter(splits)))
@@ -82,7 +82,7 @@ def best_of_n(args: EvaluateArguments, scoring: ScoringArguments, computer: Any,
     scores = None  # without a model: the candidates' own "scores"
     if computer is not None:
         flat = [(p, c["response"]) for p in problems for c in p["candidates"]]
-        results = iter(computer.score([as_prompt(p["problem"], scoring.chat_prompt) for p, _ in flat],
+        results = iter(computer.score([computer.render_prompt(p["problem"]) for p, _ in flat],
                                       [response for _, response in flat], show_progress=True))
         per_problem = [[next(results) for _ in p["candidates"]] for p in problems]
         scores = {how: [[r.aggregate(how) for r in rs] for rs in per_problem] for how in args.aggregations}

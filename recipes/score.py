@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import ScoringArguments, as_prompt, build_computer, clean_float, read_rows, write_rows
+from common import ScoringArguments, build_computer, clean_float, read_rows, write_rows
 from trl import TrlParser
 
 from trl_implicit_prm.inference.sharding import distributed_context, run_manifest, score_to_file
@@ -58,19 +58,18 @@ def main() -> None:
             parser.error(f"{files.input_file}, row {i}: needs {files.prompt_column!r} and {files.response_column!r} "
                          f"(or 'steps'), it has {sorted(row)}; set prompt_column / response_column")
         responses.append(row[response_column])
-    prompts = [as_prompt(row[files.prompt_column], scoring.chat_prompt) for row in rows]
     ctx = distributed_context(scoring.device)  # under `accelerate launch`: rows sharded, output in input order
     if ctx.world_size > 1 and files.html_file:
         parser.error("html_file needs every result in one process: leave it out under accelerate launch")
     if ctx.world_size > 1 and scoring.device is None:
         scoring.device = ctx.device
     computer = build_computer(scoring)
+    prompts = [computer.render_prompt(row[files.prompt_column]) for row in rows]  # as training rendered them
     if not files.html_file:  # resumable: rows already scored by a killed run are skipped
         encoded = computer.encode(prompts, responses)
         score_to_file(computer, encoded, files.output_file,
                       lambda i, r: json.dumps(_scored(rows[i], r), ensure_ascii=False, default=str),
-                      manifest=run_manifest(computer, files.input_file, chat_prompt=scoring.chat_prompt,
-                                            prompt_column=files.prompt_column,
+                      manifest=run_manifest(computer, files.input_file, prompt_column=files.prompt_column,
                                             response_column=files.response_column),
                       ctx=ctx, show_progress=ctx.is_main)
         if ctx.is_main:

@@ -64,7 +64,8 @@ def positive_int(text: str) -> int:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --ref-model, --reference-free, --beta, --separator, --batch-size, --dtype, --device."""
+    """--model, --ref-model, --reference-free, --beta, --separator, --chat-prompt, --prompt-separator,
+    --append-eos, --batch-size, --dtype, --device."""
     parser.add_argument("--model", required=True, help="checkpoint directory, hub id or PEFT adapter directory")
     parser.add_argument("--ref-model", default=None,
                         help="reference model (default: the one recorded with the checkpoint; for an adapter, "
@@ -75,6 +76,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--separator", default=None,
                         help=r"step separator, backslash escapes allowed: '\n\n' (default: checkpoint metadata, "
                              r"else '\n\n')")
+    parser.add_argument("--chat-prompt", action=argparse.BooleanOptionalAction, default=None,
+                        help="render string prompts (a ProcessBench 'problem') as one user message with the chat "
+                             "template (--chat-prompt) or as plain text (--no-chat-prompt); default: as in "
+                             "training, from the checkpoint's implicit_prm.json")
+    parser.add_argument("--prompt-separator", default=None,
+                        help=r"plain-text prompts end with this before the response, backslash escapes allowed "
+                             r"(e.g. '\n'); default: the one recorded with the checkpoint")
+    parser.add_argument("--append-eos", action=argparse.BooleanOptionalAction, default=None,
+                        help="append the EOS token to every response (its last step); default: as in training, "
+                             "from the checkpoint's implicit_prm.json")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="at most this many responses per batch")
     parser.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 (default: the checkpoint's)")
     parser.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
@@ -117,6 +128,8 @@ class Preflight:
     max_length: int | None
     max_length_from_flag: bool
     metadata: dict[str, Any] = field(default_factory=dict)
+    prompt_format: Any = None  # data.rendering.PromptFormat: as in training, or as the flags ask
+    append_eos: bool = False
 
     def limit_text(self) -> str:
         """How the length limit is named in messages."""
@@ -146,7 +159,7 @@ def preflight(args: argparse.Namespace) -> Preflight:
     from transformers import AutoConfig
 
     from trl_implicit_prm.inference.computer import DEFAULT_SEPARATOR, default_max_length
-    from trl_implicit_prm.modeling import is_adapter_dir, load_tokenizer, read_metadata
+    from trl_implicit_prm.modeling import METADATA_FILE, is_adapter_dir, load_tokenizer, read_metadata
 
     check_device_and_dtype(args)
     location, local = _model_location(args.model)
@@ -174,7 +187,31 @@ def preflight(args: argparse.Namespace) -> Preflight:
         max_length = default_max_length(SimpleNamespace(config=config), tokenizer)
     separator = unescape(args.separator) if args.separator is not None else metadata.get("step_separator",
                                                                                        DEFAULT_SEPARATOR)
-    return Preflight(tokenizer, separator, max_length, getattr(args, "max_length", None) is not None, metadata)
+    prompt_format, append_eos = _rendering(args, metadata, str(Path(location) / METADATA_FILE), tokenizer)
+    return Preflight(tokenizer, separator, max_length, getattr(args, "max_length", None) is not None, metadata,
+                     prompt_format, append_eos)
+
+
+def _rendering(args: argparse.Namespace, metadata: dict[str, Any], source: str, tokenizer: Any) -> tuple[Any, bool]:
+    """(prompt format, append EOS): as recorded with the checkpoint, unless the rendering flags say otherwise."""
+    from trl_implicit_prm.data.rendering import (
+        append_eos_from_metadata,
+        override_prompt_format,
+        prompt_format_from_metadata,
+    )
+
+    chat = getattr(args, "chat_prompt", None)
+    separator = getattr(args, "prompt_separator", None)
+    separator = unescape(separator) if separator is not None else None
+    if chat and separator is not None:
+        raise CommandError("--prompt-separator applies to plain-text prompts; do not combine it with --chat-prompt")
+    try:
+        recorded = prompt_format_from_metadata(metadata, source)
+        eos = getattr(args, "append_eos", None)
+        append_eos = eos if eos is not None else append_eos_from_metadata(metadata, source)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    return override_prompt_format(recorded, chat_prompt=chat, prompt_separator=separator, tokenizer=tokenizer), append_eos
 
 
 def computer_from_args(args: argparse.Namespace, pre: Preflight | None = None, **overrides: Any) -> Any:
@@ -185,16 +222,17 @@ def computer_from_args(args: argparse.Namespace, pre: Preflight | None = None, *
     """
     from trl_implicit_prm.inference import ProcessRewardComputer
 
-    if pre is not None:
-        overrides = {"tokenizer": pre.tokenizer, "max_length": pre.max_length, **overrides}
-        separator = pre.step_separator
-    else:
-        separator = unescape(args.separator) if args.separator is not None else None
+    if pre is None:
+        pre = preflight(args)
+    overrides = {"tokenizer": pre.tokenizer, "max_length": pre.max_length, "append_eos": pre.append_eos, **overrides}
+    separator = pre.step_separator
     try:
-        return ProcessRewardComputer.from_pretrained(
+        prc = ProcessRewardComputer.from_pretrained(
             args.model, ref_model=args.ref_model, reference_free=args.reference_free, beta=args.beta,
             step_separator=separator, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
             **overrides,
         )
     except (ValueError, OSError) as err:
         raise CommandError(str(err)) from err
+    prc.prompt_format = pre.prompt_format  # what the rows were checked with (`encode_checked`)
+    return prc

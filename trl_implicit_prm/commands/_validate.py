@@ -71,6 +71,8 @@ def encode_checked(
 
     `truncation_flag` says whether the command has `--truncation` (then the message suggests it).
     """
+    if pre.prompt_format is not None:  # rendered as in training (or as the rendering flags ask)
+        prompt = pre.prompt_format.render(prompt)
     try:
         encoded = encode_response(
             pre.tokenizer,
@@ -80,6 +82,7 @@ def encode_checked(
             separator=pre.step_separator,
             max_length=pre.max_length,
             truncation=truncation,
+            append_eos=pre.append_eos,
         )
     except ResponseTooLongError as err:
         return None, _too_long(err, pre, truncation_flag)

@@ -105,6 +105,19 @@ def _join(
     return _Text(prompt_text + separator.join(steps), add_special_tokens, bounds, column, index)
 
 
+def _eos_text(tokenizer: Any, append_eos: bool) -> str | None:
+    """The EOS token's text to append to string completions, or None; an error when there is none to append."""
+    if not append_eos:
+        return None
+    eos = getattr(tokenizer, "eos_token", None)
+    if not eos:
+        raise ValueError(
+            f"append_eos=True appends the tokenizer's EOS token to string completions, but "
+            f"{type(tokenizer).__name__} has no eos_token: set tokenizer.eos_token, or pass append_eos=False"
+        )
+    return eos
+
+
 def _render(
     tokenizer: Any,
     prompt: Any,
@@ -113,13 +126,21 @@ def _render(
     column: str,
     index: int | None,
     cache: dict[str, str],
+    eos: str | None = None,
 ) -> _Text:
-    """Render one (validated) prompt/completion pair into text and step boundaries."""
+    """Render one (validated) prompt/completion pair into text and step boundaries.
+
+    `eos` (the EOS token's text) is appended to a string or step-list completion unless it already ends with
+    it, as TRL's DPOTrainer/KTOTrainer do; it belongs to the last step. Assistant messages keep what the chat
+    template renders.
+    """
     steps = (
         None
         if is_chat(completion)
         else (split_steps(completion, separator) if isinstance(completion, str) else list(completion))
     )
+    if eos is not None and steps is not None and not steps[-1].endswith(eos):
+        steps[-1] += eos
     if isinstance(prompt, str):
         if steps is None:
             raise DataFormatError(
@@ -250,7 +271,17 @@ def _encode(tokenizer: Any, items: list[_Text], max_length: int | None) -> _Span
     distinct = np.bincount(row[is_new if kept is None else is_new & kept], minlength=n)
 
     errors: list[Exception | None] = [None] * n
-    for i in np.flatnonzero(~ok | (distinct != num_steps)):
+    # A completion token needs a token before it to be predicted from: with an empty prompt and a tokenizer
+    # that adds no BOS (Qwen-style), the first completion token would silently be left out of the reward.
+    unpredicted = (prompt_length == 0) & (lengths > 0)
+    for i in np.flatnonzero(unpredicted):
+        item = items[i]
+        errors[i] = DataFormatError(
+            f"{_where('prompt', item.index)}: no prompt token precedes the completion (the prompt renders to "
+            f"{item.text[: item.bounds[0]]!r} and the tokenizer adds no BOS token), so the completion's first "
+            "token has nothing to be predicted from and would be left out of the reward; give a non-empty prompt"
+        )
+    for i in np.flatnonzero((~ok | (distinct != num_steps)) & ~unpredicted):
         item = items[i]
         if not too_long[i] and not ok[i]:
             errors[i] = DataFormatError(
@@ -301,6 +332,7 @@ def tokenize_example(
     *,
     step_separator: str = "\n\n",
     max_length: int | None = None,
+    append_eos: bool = False,
 ) -> dict[str, Any]:
     """Tokenize one prompt/completion pair and find the token span of every step.
 
@@ -312,7 +344,9 @@ def tokenize_example(
     `apply_chat_template(..., add_generation_prompt=True)` and tokenized without adding any. The completion
     is a string (split on `step_separator`) or a list of steps, appended as is to the prompt (no end-of-turn
     tokens), or an assistant message, rendered by the template (its end-of-turn tokens in the last step).
-    With `max_length`, the end of the completion is cut; :class:`PromptTooLongError` is raised when the prompt
+    `append_eos=True` appends the tokenizer's EOS token to a string or step-list completion (unless it already
+    ends with it), in its last step, as TRL's DPOTrainer and KTOTrainer do. A prompt that leaves no token
+    before the completion (an empty prompt without BOS) raises :class:`DataFormatError`. With `max_length`, the end of the completion is cut; :class:`PromptTooLongError` is raised when the prompt
     leaves no room. Invalid inputs raise :class:`DataFormatError`.
 
     Example:
@@ -333,7 +367,8 @@ def tokenize_example(
     split_steps("", step_separator)  # validates the separator
     check_prompt(prompt, "prompt")
     check_completion(completion, "completion", step_separator=step_separator)
-    item = _render(tokenizer, prompt, completion, step_separator, "completion", None, {})
+    eos = _eos_text(tokenizer, append_eos)
+    item = _render(tokenizer, prompt, completion, step_separator, "completion", None, {}, eos)
     spans = _encode(tokenizer, [item], max_length)
     if spans.errors[0] is not None:
         raise spans.errors[0]
@@ -376,6 +411,7 @@ def tokenize_dataset(
     max_length: int | None = None,
     num_proc: int | None = None,
     batch_size: int = 1000,
+    append_eos: bool = False,
 ) -> Any:
     """Validate and tokenize a paired, unpaired or stepwise `datasets.Dataset`, with step spans.
 
@@ -386,6 +422,8 @@ def tokenize_dataset(
     - stepwise: the unpaired fields plus `step_labels` (one per kept step; labels of steps truncated away
       are dropped and counted in `num_truncated_steps`). `label` is the response's outcome, the
       minimum of all its step labels (1.0 when every step is correct).
+
+    `append_eos=True` appends the EOS token to string and step-list completions (see :func:`tokenize_example`).
 
     Ids and step indices are stored as int32, `completion_mask` as int8, labels as float64 (exactly as given). Rows whose
     prompt alone fills `max_length` are dropped and counted in a warning. Rollouts must be converted first
@@ -419,6 +457,7 @@ def tokenize_dataset(
     format_columns = FORMATS[kind]
     if any(c not in dataset.column_names for c in format_columns):
         raise DataFormatError(_missing_columns_message(list(dataset.column_names), kind))
+    eos = _eos_text(tokenizer, append_eos)
     token_features = _output_features(kind)
     extra = {c: f for c, f in dataset.features.items() if c not in format_columns and c not in token_features}
     features = Features({**extra, **token_features})
@@ -430,14 +469,15 @@ def tokenize_dataset(
             validate_row({c: batch[c][i] for c in format_columns}, kind, index, step_separator=step_separator)
         if kind == "paired":
             items = [
-                _render(tokenizer, batch["prompt"][i], batch[side][i], step_separator, side, index, cache)
+                _render(tokenizer, batch["prompt"][i], batch[side][i], step_separator, side, index, cache, eos)
                 for side in ("chosen", "rejected")
                 for i, index in enumerate(indices)
             ]
         else:
             column = "completion" if kind == "unpaired" else "completions"
             items = [
-                _render(tokenizer, batch["prompt"][i], batch[column][i], step_separator, column, index, cache)
+                _render(tokenizer, batch["prompt"][i], batch[column][i], step_separator, column, index, cache,
+                        eos)
                 for i, index in enumerate(indices)
             ]
         spans = _encode(tokenizer, items, max_length)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..checks import check_beta
-from ..modeling import check_max_length, check_reference, is_peft_model, unwrap_model
+from ..data.rendering import (
+    PromptFormat,
+    append_eos_from_metadata,
+    prompt_format_from_metadata,
+    template_sha256,
+)
+from ..modeling import METADATA_FILE, check_max_length, check_reference, is_peft_model, unwrap_model
 from ..rewards import outcome_rewards, step_q_values, step_rewards, token_rewards
 from .batching import collate, plan_batches
 from .cache import ReferenceCache
@@ -58,6 +65,14 @@ class ProcessRewardComputer:
     loaded objects with `ref_model=...`, or with :meth:`from_trainer` (a trainer's own reference). A PEFT policy
     without `ref_model` is scored against its base with adapters disabled; any other policy without a reference
     is an error, unless reference-free scoring (`ρ = log πθ`) is asked for with `reference_free=True`.
+
+    Rendering (what training did, read from the checkpoint by :meth:`from_pretrained`): `prompt_format` (a
+    :class:`~trl_implicit_prm.data.rendering.PromptFormat` or its `implicit_prm.json` dict) renders string
+    prompts: `"text"` ends them with the recorded separator, `"chat"` wraps them as one user message for the
+    chat template (with a warning, once: pass chat messages to choose the rendering yourself); None scores them
+    as they are. `append_eos=True` appends the EOS token to string and step-list responses, in their last step,
+    as the trainers do by default; `score(..., complete=False)` leaves it out for a partial response (e.g. a
+    prefix being searched at test time).
 
     Truncation: a response that does not fit in `max_length` tokens raises
     :class:`~trl_implicit_prm.inference.ResponseTooLongError` by default. With `truncation=True` its end is
@@ -98,11 +113,23 @@ class ProcessRewardComputer:
         logps_method: str = "auto",
         model_name: str | None = None,
         reference_name: str | None = None,
+        prompt_format: PromptFormat | Mapping[str, Any] | None = None,
+        append_eos: bool = False,
     ):
         adapter_reference = _choose_reference(model, ref_model, reference_free, adapter_reference)
         beta = check_beta(beta)
         if not isinstance(step_separator, str) or not step_separator:
             raise ValueError(f"step_separator must be a non-empty string, got {step_separator!r}")
+        if isinstance(prompt_format, Mapping):
+            prompt_format = PromptFormat.from_metadata(prompt_format, "prompt_format")
+        if prompt_format is not None and not isinstance(prompt_format, PromptFormat):
+            raise TypeError(
+                f"prompt_format must be a PromptFormat, its dict or None, got {type(prompt_format).__name__}"
+            )
+        if not isinstance(append_eos, bool):
+            raise TypeError(f"append_eos must be True or False, got {append_eos!r}")
+        if append_eos and not getattr(tokenizer, "eos_token", None):
+            raise ValueError("append_eos=True needs a tokenizer with an eos_token; pass append_eos=False")
         if getattr(tokenizer, "pad_token_id", None) is None and getattr(tokenizer, "eos_token_id", None) is None:
             raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad batches with")
         if ref_model is not None:
@@ -126,6 +153,17 @@ class ProcessRewardComputer:
         self.logps_method = logps_method
         self.model_name = model_name
         self.reference_name = reference_name
+        self.prompt_format: PromptFormat | None = prompt_format
+        self.append_eos = append_eos
+        self._warned_string_prompt = False
+        if prompt_format is not None and prompt_format.is_chat and prompt_format.chat_template_sha256 is not None:
+            current = template_sha256(tokenizer)
+            if current != prompt_format.chat_template_sha256:
+                logger.warning(
+                    "the tokenizer's chat template (sha256 %s) is not the one the PRM was trained with (sha256 %s): "
+                    "chat prompts are rendered differently from training; use the tokenizer saved with the "
+                    "checkpoint", current, prompt_format.chat_template_sha256,
+                )
         resolve_logps_method(model, logps_method, self.device)  # fail early on an unusable method
 
     # ----------------------------------------------------------------------------------------------------- loading
@@ -147,6 +185,8 @@ class ProcessRewardComputer:
         truncation: bool = False,
         max_batch_tokens: int | None = None,
         logps_method: str = "auto",
+        prompt_format: PromptFormat | Mapping[str, Any] | None = None,
+        append_eos: bool | None = None,
     ) -> ProcessRewardComputer:
         """Build a computer from a checkpoint path, hub id, PEFT adapter directory or loaded model.
 
@@ -162,6 +202,9 @@ class ProcessRewardComputer:
         - `batch_size` caps the rows of a batch; `max_batch_tokens` (default 16384) caps its padded tokens.
         - `reference_cache`: a :class:`ReferenceCache` to share between computers; default a private one;
           `False` disables caching.
+        - `prompt_format` and `append_eos`: how training rendered prompts and ended completions (default: the
+          checkpoint's `implicit_prm.json`; when it records neither, strings as they are and no EOS, with a
+          warning).
 
         Example:
 
@@ -182,6 +225,12 @@ class ProcessRewardComputer:
         """
         resolved = resolve_models(model, ref_model, reference_free, tokenizer, device, dtype)
         meta = resolved.metadata
+        where = resolved.policy_name or (model if isinstance(model, str) else None) or "the in-memory model"
+        source = str(Path(where) / METADATA_FILE) if Path(str(where)).is_dir() else f"{where} ({METADATA_FILE})"
+        if prompt_format is None:
+            prompt_format = prompt_format_from_metadata(meta, source)
+        if append_eos is None:
+            append_eos = append_eos_from_metadata(meta, source)
         return cls(
             resolved.policy,
             resolved.tokenizer,
@@ -199,6 +248,8 @@ class ProcessRewardComputer:
             logps_method=logps_method,
             model_name=resolved.policy_name,
             reference_name=resolved.reference_name,
+            prompt_format=prompt_format,
+            append_eos=append_eos,
         )
 
     @classmethod
@@ -258,12 +309,36 @@ class ProcessRewardComputer:
     def __repr__(self) -> str:
         ref = "reference-free" if self.reference_free else ("adapter-disabled base" if self.adapter_reference
                                                             else self.reference_name or "in-memory reference")
+        fmt = self.prompt_format.to_metadata() if self.prompt_format is not None else None
         return (f"ProcessRewardComputer(model={self.model_name or type(self.model).__name__}, reference={ref}, "
-                f"beta={self.beta}, step_separator={self.step_separator!r}, max_length={self.max_length})")
+                f"beta={self.beta}, step_separator={self.step_separator!r}, max_length={self.max_length}, "
+                f"prompt_format={fmt}, append_eos={self.append_eos})")
 
     # ------------------------------------------------------------------------------------------------- scoring
+    def render_prompt(self, prompt: Any) -> Any:
+        """A bare problem string rendered as training did (see `prompt_format`); chat messages as they are."""
+        return self.prompt_format.render(prompt) if self.prompt_format is not None else prompt
+
+    def encode_one(
+        self, prompt: Any, response: Any, *, index: int = 0, truncation: bool | None = None, complete: bool = True
+    ) -> EncodedResponse:
+        """Tokenize one pair as :meth:`score` does; errors name `prompts[index]` / `responses[index]`."""
+        chat = self.prompt_format is not None and self.prompt_format.is_chat
+        if isinstance(prompt, str) and chat and not self._warned_string_prompt:
+            self._warned_string_prompt = True
+            logger.warning(
+                "a string prompt was given to a PRM trained on chat prompts: it is scored as one user message "
+                "rendered with the chat template. Pass chat messages to choose the rendering yourself (or "
+                "prompt_format=PromptFormat('text') if the string is already rendered)."
+            )
+        return encode_response(self.tokenizer, self.render_prompt(prompt), response, index=index,
+                               separator=self.step_separator, max_length=self.max_length,
+                               truncation=self.truncation if truncation is None else truncation,
+                               append_eos=self.append_eos and complete)
+
     def encode(
-        self, prompts: Sequence[Any], responses: Sequence[Any], *, truncation: bool | None = None
+        self, prompts: Sequence[Any], responses: Sequence[Any], *, truncation: bool | None = None,
+        complete: bool = True,
     ) -> list[EncodedResponse]:
         """Tokenize every prompt/response pair with its step spans (errors name `prompts[i]`/`responses[i]`)."""
         for name, value in (("prompts", prompts), ("responses", responses)):
@@ -277,12 +352,8 @@ class ProcessRewardComputer:
                 f"prompts and responses must have the same length, got {len(prompts)} prompts and "
                 f"{len(responses)} responses"
             )
-        truncation = self.truncation if truncation is None else truncation
-        return [
-            encode_response(self.tokenizer, p, r, index=i, separator=self.step_separator,
-                            max_length=self.max_length, truncation=truncation)
-            for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
-        ]
+        return [self.encode_one(p, r, index=i, truncation=truncation, complete=complete)
+                for i, (p, r) in enumerate(zip(prompts, responses, strict=True))]
 
     def score(
         self,
@@ -292,13 +363,15 @@ class ProcessRewardComputer:
         batch_size: int | None = None,
         show_progress: bool | None = None,
         truncation: bool | None = None,
+        complete: bool = True,
     ) -> list[StepRewards]:
         """Score many responses; returns one :class:`StepRewards` per response, in input order.
 
-        A prompt is a string or a list of chat messages; a response is a string (split on the step separator)
-        or a list of step strings. Batches are sorted by length under a token budget; the reference log-probs
-        come from the cache when this reference has scored the same tokens before. `show_progress=None` shows a
-        progress bar above 128 responses.
+        A prompt is a string (rendered by `prompt_format`) or a list of chat messages; a response is a string
+        (split on the step separator) or a list of step strings. With `append_eos`, full responses end with the
+        EOS token (owned by the last step); `complete=False` scores partial responses, without it. Batches are
+        sorted by length under a token budget; the reference log-probs come from the cache when this reference
+        has scored the same tokens before. `show_progress=None` shows a progress bar above 128 responses.
 
         Example:
 
@@ -311,12 +384,14 @@ class ProcessRewardComputer:
 
         ```
         """
-        return self.score_encoded(self.encode(prompts, responses, truncation=truncation),
+        return self.score_encoded(self.encode(prompts, responses, truncation=truncation, complete=complete),
                                   batch_size=batch_size, show_progress=show_progress)
 
-    def score_one(self, prompt: Any, response: Any, *, truncation: bool | None = None) -> StepRewards:
+    def score_one(
+        self, prompt: Any, response: Any, *, truncation: bool | None = None, complete: bool = True
+    ) -> StepRewards:
         """Score one response (see :meth:`score`)."""
-        return self.score([prompt], [response], truncation=truncation)[0]
+        return self.score([prompt], [response], truncation=truncation, complete=complete)[0]
 
     def score_encoded(
         self, encoded: Sequence[EncodedResponse], *, batch_size: int | None = None, show_progress: bool | None = None

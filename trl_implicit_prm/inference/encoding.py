@@ -68,16 +68,19 @@ def encode_response(
     separator: str,
     max_length: int | None,
     truncation: bool,
+    append_eos: bool = False,
 ) -> EncodedResponse:
     """Tokenize `prompt` + `response` with step spans; errors name `prompts[index]` / `responses[index]`.
 
     A response that does not fit in `max_length` raises :class:`ResponseTooLongError` unless `truncation` is
-    true, in which case the end is cut and the result records which steps lost tokens.
+    true, in which case the end is cut and the result records which steps lost tokens. `append_eos` appends
+    the EOS token to a string or step-list response, in its last step (as the trainers do by default).
     """
     check_prompt(prompt, "prompts", index)
     check_completion(response, "responses", index, step_separator=separator)
     try:
-        out = tokenize_example(tokenizer, prompt, response, step_separator=separator, max_length=max_length)
+        out = tokenize_example(tokenizer, prompt, response, step_separator=separator, max_length=max_length,
+                               append_eos=append_eos)
     except PromptTooLongError as err:
         raise ResponseTooLongError(
             f"prompts[{index}]: the prompt alone takes {err.prompt_length} tokens, which leaves no room for the "
@@ -89,7 +92,8 @@ def encode_response(
     steps = response_steps(response, separator)
     num_steps, lost = out["num_steps"], out["num_truncated_steps"]
     if lost and not truncation:
-        full = len(tokenize_example(tokenizer, prompt, response, step_separator=separator)["input_ids"])
+        full = len(tokenize_example(tokenizer, prompt, response, step_separator=separator,
+                                    append_eos=append_eos)["input_ids"])
         raise ResponseTooLongError(
             f"responses[{index}]: prompt + response take {full} tokens, more than max_length={max_length}; "
             f"{lost} of its {len(steps)} steps would lose tokens. Pass truncation=True to score the part that "

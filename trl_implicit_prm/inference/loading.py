@@ -141,9 +141,12 @@ def trainer_reference(trainer: Any, ref_model: Any = None) -> dict[str, Any]:
             "(trainer.save_model(dir)) and score with ProcessRewardComputer.from_pretrained(dir)"
         )
     policy = trainer.accelerator.unwrap_model(trainer.model)
+    rendering = trainer._rendering  # how training rendered prompts and ended completions
     out: dict[str, Any] = {"model": policy, "tokenizer": trainer.processing_class, "beta": args.beta,
                            "step_separator": args.step_separator, "model_name": trainer._model_id,
-                           "reference_name": trainer._ref_model_id}
+                           "reference_name": trainer._ref_model_id,
+                           "prompt_format": rendering.get("prompt_format"),
+                           "append_eos": bool(rendering.get("append_eos", False))}
     if ref_model is not None:
         if args.reference_free:
             raise ValueError("from_trainer: the trainer is reference-free (reference_free=True); do not pass ref_model")

@@ -168,6 +168,8 @@ def run_manifest(prc: Any, input_path: str | os.PathLike, **extra: Any) -> dict[
         "truncation": prc.truncation,
         "max_batch_tokens": prc.max_batch_tokens,
         "batch_size": prc.batch_size,
+        "prompt_format": None if prc.prompt_format is None else prc.prompt_format.to_metadata(),
+        "append_eos": prc.append_eos,
         **extra,
     }
 

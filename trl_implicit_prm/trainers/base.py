@@ -27,8 +27,10 @@ from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import disable_dropout_in_model, use_adapter
 
 from trl_implicit_prm.data import ImplicitPRMCollator
+from trl_implicit_prm.data.rendering import measure_prompt_format
 from trl_implicit_prm.losses import kto_reference_point
 from trl_implicit_prm.modeling import (
+    ADAPTER_BASE,
     check_max_length,
     check_reference,
     is_peft_model,
@@ -144,7 +146,9 @@ class ImplicitRewardTrainer(_BaseTrainer):
             if ref_model is not None:
                 disable_dropout_in_model(ref_model)
 
+        raw_train_dataset = train_dataset
         train_dataset = prepare_dataset(train_dataset, processing_class, args, self.data_kind, "train")
+        self._rendering = _training_rendering(raw_train_dataset, processing_class, args)  # rows validated
         if isinstance(eval_dataset, dict):
             eval_dataset = {k: prepare_dataset(v, processing_class, args, self.data_kind, k, eval_only=True)
                             for k, v in eval_dataset.items()}
@@ -438,9 +442,9 @@ class ImplicitRewardTrainer(_BaseTrainer):
     # --- saving -----------------------------------------------------------------------------------------------
 
     def _implicit_prm_metadata(self) -> dict[str, Any]:
-        reference = None if self.args.reference_free else ("adapter-base" if self._uses_adapter_reference
+        reference = None if self.args.reference_free else (ADAPTER_BASE if self._uses_adapter_reference
                                                            else self._ref_model_id)
-        if reference not in (None, "adapter-base") and Path(reference).exists():
+        if reference not in (None, ADAPTER_BASE) and Path(reference).exists():
             reference = str(Path(reference).resolve())  # a local path must survive moving the checkpoint
         if reference is None and not self.args.reference_free:
             logger.warning(
@@ -454,6 +458,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
             "step_separator": self.args.step_separator,
             "trainer": type(self).__name__,
             "loss_type": getattr(self.args, "loss_type", None) or getattr(self.args, "step_reward", None),
+            **self._rendering,
         }
 
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
@@ -486,6 +491,25 @@ class ImplicitRewardTrainer(_BaseTrainer):
             model_name = self.args.hub_model_id.split("/")[-1]
         self.create_model_card(model_name=model_name)
         super()._save_checkpoint(model, trial)
+
+
+def _training_rendering(dataset: Dataset, tokenizer: Any, args: ImplicitPRMBaseConfig) -> dict[str, Any]:
+    """`prompt_format` (measured from the training prompts) and `append_eos` for implicit_prm.json; nothing
+    for a dataset that was already tokenized (its rendering is unknown), `prompt_format` left out when the
+    prompts mix strings and chats."""
+    if "prompt" not in dataset.column_names:
+        logger.warning(
+            "The training dataset is already tokenized, so the checkpoint cannot record how its prompts were "
+            "rendered nor whether its completions end with EOS: pass both when scoring with it (see "
+            "docs/inference.md)."
+        )
+        return {}
+    prompts = (p for batch in dataset.select_columns(["prompt"]).iter(batch_size=1000) for p in batch["prompt"])
+    prompt_format = measure_prompt_format(prompts, tokenizer)
+    out: dict[str, Any] = {"append_eos": args.append_eos}
+    if prompt_format is not None:
+        out["prompt_format"] = prompt_format.to_metadata()
+    return out
 
 
 def _tokenized_needs_reference(dataset: Dataset) -> bool:

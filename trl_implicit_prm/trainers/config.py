@@ -39,6 +39,10 @@ class ImplicitPRMBaseConfig(_BaseConfig):
 
         step_separator (`str`, defaults to `"\n\n"`):
             Separator that splits string completions into steps; it belongs to the step before it.
+        append_eos (`bool`, defaults to `True`):
+            Append the tokenizer's EOS token to string completions (unless they already end with it), in their
+            last step, as TRL's DPOTrainer and KTOTrainer do; assistant-message completions keep what the chat
+            template renders. Recorded in `implicit_prm.json`, so that scoring appends it too.
         max_length (`int` or `None`, defaults to `1024`):
             Maximum tokens of prompt + completion. The prompt is kept and the completion end cut; rows whose
             prompt alone is longer are dropped, with a logged count.
@@ -78,6 +82,11 @@ class ImplicitPRMBaseConfig(_BaseConfig):
     step_separator: str = field(
         default="\n\n",
         metadata={"help": "Separator splitting string completions into steps; it belongs to the step before it."},
+    )
+    append_eos: bool = field(
+        default=True,
+        metadata={"help": "Append the EOS token to string completions (in their last step), as TRL's DPO/KTO "
+                          "trainers do; recorded in implicit_prm.json so that scoring appends it too."},
     )
     max_length: int | None = field(
         default=1024,

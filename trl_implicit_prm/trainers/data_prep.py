@@ -112,7 +112,7 @@ def prepare_dataset(
     # tokenize_dataset validates every row; stepwise rows get `label` = their lowest step label.
     out = tokenize_dataset(
         dataset, tokenizer, kind, step_separator=args.step_separator, max_length=args.max_length,
-        num_proc=args.dataset_num_proc,
+        num_proc=args.dataset_num_proc, append_eos=args.append_eos,
     )
     if kind == "unpaired" and len(out):
         labels = out["label"]
