@@ -8,6 +8,7 @@ Notation (see docs/method.md): prompt `x`, completion tokens `y_1..y_T` split in
     step reward       r^k  = β · Σ_{t∈S_k} ρ_t  = q_{end(k)} − q_{end(k−1)}
     outcome reward    r(y) = β · Σ_t ρ_t        = Σ_k r^k
 
+This module is pure tensor math; per-token log-probs of a model come from :mod:`trl_implicit_prm.logps`.
 All per-token tensors here are *aligned with `input_ids`*: position `t` holds the quantity of token `t`
 (predicted from tokens `< t`), and is zero outside the completion. Steps are given by `step_index`, a
 `[B, T]` long tensor holding the step of each completion token and `-1` elsewhere (the collator builds it).
@@ -40,15 +41,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
-
-from trl_implicit_prm.modeling import unwrap_model
+from torch import Tensor
 
 __all__ = [
     "AGGREGATIONS",
     "aggregate_steps",
-    "completion_logps",
-    "ensure_fused_lm_head",
     "outcome_rewards",
     "q_values",
     "step_mask",
@@ -60,72 +57,6 @@ __all__ = [
 
 Aggregation = Literal["min", "sum", "mean", "last", "max"]
 AGGREGATIONS: tuple[str, ...] = ("min", "sum", "mean", "last", "max")
-
-_FUSED_MARK = "_implicit_prm_fused_lm_head"
-
-
-def ensure_fused_lm_head(model: nn.Module) -> nn.Module:
-    """Give `model` TRL's fused LM head once, so per-token log-probs never materialise `[B, T, V]` logits.
-
-    After this, `model(..., labels=labels, fused_lm_head=True).log_probs` returns `[B, T-1]` log-probs of
-    the labelled next tokens; calls without `fused_lm_head=True` are unchanged (generation still works).
-    Idempotent; works on plain models, PEFT models (the base model is patched, as TRL does) and modules
-    wrapped by DeepSpeed or DDP.
-    """
-    from trl.trainer.utils import add_fused_lm_head
-
-    owner = unwrap_model(model)  # the base model under PEFT (as TRL does), the module under DeepSpeed
-    if not getattr(owner, _FUSED_MARK, False):
-        add_fused_lm_head(owner)
-        setattr(owner, _FUSED_MARK, True)
-    return model
-
-
-def completion_logps(
-    model: nn.Module,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    completion_mask: Tensor,
-    method: Literal["fused", "logits"] = "fused",
-    chunk_size: int = 4096,
-) -> Tensor:
-    """Per-token log-probs `log π(y_t | x, y_<t)` of the completion tokens, aligned with `input_ids`.
-
-    Returns a float32 `[B, T]` tensor, zero at prompt and padding positions (and at position 0, which has no
-    prediction). Gradients flow when called outside `torch.no_grad()`.
-
-    `method="fused"` uses TRL's fused LM head (patched on first use): only hidden states are kept, the head
-    is applied in tiles. `method="logits"` runs the ordinary forward and gathers from the logits in chunks of
-    `chunk_size` positions, so no `[B, T, V]` float32 log-softmax exists at once (the model's own logits do).
-    """
-    labels = input_ids.masked_fill(completion_mask == 0, -100)
-    seq_len = input_ids.size(1)
-    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
-    if bool((attention_mask[:, 0] == 0).any()):
-        # Left padding: models with absolute positions (GPT-2) need the positions of the real tokens.
-        kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    if method == "fused":
-        ensure_fused_lm_head(model)
-        out = model(**kwargs, labels=labels, fused_lm_head=True)
-        # Prompt-learning PEFT prepends virtual tokens: keep the positions of the real tokens.
-        shifted = out.log_probs[:, -(seq_len - 1):].float()
-    elif method == "logits":
-        logits = model(**kwargs).logits
-        logits = logits[:, -seq_len:-1]
-        targets = labels[:, 1:]
-        flat_logits = logits.reshape(-1, logits.size(-1))
-        flat_targets = targets.reshape(-1)
-        pieces = []
-        for start in range(0, flat_targets.numel(), chunk_size):
-            lg = flat_logits[start:start + chunk_size].float()
-            tg = flat_targets[start:start + chunk_size]
-            picked = lg.gather(-1, tg.clamp(min=0).unsqueeze(-1)).squeeze(-1) - torch.logsumexp(lg, dim=-1)
-            pieces.append(picked.masked_fill(tg == -100, 0.0))
-        shifted = torch.cat(pieces).view_as(targets)
-    else:
-        raise ValueError(f"method must be 'fused' or 'logits', got {method!r}")
-    return torch.cat([shifted.new_zeros(shifted.size(0), 1), shifted], dim=1)
-
 
 def token_log_ratios(policy_logps: Tensor, ref_logps: Tensor | None, completion_mask: Tensor) -> Tensor:
     """`ρ_t = log πθ(y_t) − log πref(y_t)` on completion tokens, zero elsewhere; `ref_logps=None` is reference-free."""

@@ -1,7 +1,7 @@
 """`ProcessRewardComputer`: any implicit-PRM checkpoint to per-step rewards, many responses at a time.
 
 One forward pass of the policy and one of the reference per response, whatever its number of steps: the
-per-token log-ratios come from :func:`~trl_implicit_prm.rewards.completion_logps`-style log-probs, and the
+per-token log-ratios come from :func:`~trl_implicit_prm.logps.completion_logps` (as in training), and the
 step rewards are sums over each step's tokens (:func:`~trl_implicit_prm.rewards.step_rewards`), the same
 functions the trainers log with.
 """
@@ -19,13 +19,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..checks import check_beta
+from ..logps import completion_logps, resolve_logps_method
 from ..modeling import check_max_length, check_reference, is_peft_model, unwrap_model
 from ..rewards import outcome_rewards, step_q_values, step_rewards, token_rewards
 from .batching import collate, plan_batches
 from .cache import ReferenceCache
 from .encoding import EncodedResponse, decode_tokens, encode_response
 from .loading import identity_of, resolve_models, trainer_reference
-from .logps import model_logps, resolve_logps_method
 from .step_rewards import StepRewards
 
 __all__ = ["DEFAULT_BETA", "DEFAULT_MAX_BATCH_TOKENS", "DEFAULT_SEPARATOR", "ProcessRewardComputer"]
@@ -342,10 +342,9 @@ class ProcessRewardComputer:
 
     def _logps(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         device = self.device
-        method = resolve_logps_method(model, self.logps_method, device)
         ids, attn, cmask = (tensors[k].to(device, non_blocking=True)
                             for k in ("input_ids", "attention_mask", "completion_mask"))
-        return model_logps(model, method, ids, attn, cmask).float().cpu()
+        return completion_logps(model, ids, attn, cmask, method=self.logps_method).cpu()
 
     @contextlib.contextmanager
     def _reference(self) -> Iterator[nn.Module]:

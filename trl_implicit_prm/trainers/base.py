@@ -28,6 +28,7 @@ from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import disable_dropout_in_model, use_adapter
 
 from trl_implicit_prm.data import ImplicitPRMCollator
+from trl_implicit_prm.logps import completion_logps, ensure_fused_lm_head
 from trl_implicit_prm.modeling import (
     check_max_length,
     check_reference,
@@ -37,7 +38,7 @@ from trl_implicit_prm.modeling import (
     model_id_of,
     write_metadata,
 )
-from trl_implicit_prm.rewards import completion_logps, ensure_fused_lm_head, step_mask, step_rewards
+from trl_implicit_prm.rewards import step_mask, step_rewards
 from trl_implicit_prm.trainers.config import ImplicitPRMBaseConfig
 from trl_implicit_prm.trainers.data_prep import prepare_dataset
 from trl_implicit_prm.trainers.mismatched import mismatched_inputs
@@ -70,6 +71,8 @@ class ImplicitRewardTrainer(_BaseTrainer):
     _paper: ClassVar[dict[str, str]] = PAPER
     config_class: ClassVar[type[ImplicitPRMBaseConfig]] = ImplicitPRMBaseConfig
     data_kind: ClassVar[str] = ""
+    # Per-token log-probs backend of training (trl_implicit_prm.logps): TRL's fused head.
+    _logps_method: ClassVar[str] = "fused"
 
     def __init__(
         self,
@@ -215,7 +218,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
     # --- per-step log-probs -----------------------------------------------------------------------------------
 
     def _step_logps(self, model: Any, inputs: dict[str, Tensor], num_steps: int) -> Tensor:
-        logps = completion_logps(model, *(inputs[k] for k in _MODEL_INPUTS))
+        logps = completion_logps(model, *(inputs[k] for k in _MODEL_INPUTS), method=self._logps_method)
         return step_rewards(logps, inputs["step_index"], num_steps)  # per-step sums of log-probs
 
     def _reference_step_logps(self, inputs: dict[str, Tensor], num_steps: int) -> Tensor | None:
