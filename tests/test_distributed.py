@@ -9,6 +9,7 @@ rewards to differ by 1e-4 — two orders of magnitude below the change that the 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -20,6 +21,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from trl_implicit_prm import ProcessRewardComputer
 from trl_implicit_prm.data import tokenize_example
 from trl_implicit_prm.logps import completion_logps
 from trl_implicit_prm.rewards import step_rewards
@@ -73,6 +75,25 @@ def _step_rewards(checkpoint: Path, reference: Path) -> torch.Tensor:
     return torch.cat(out)
 
 
+def _script_eval_rows() -> list[dict]:
+    """The rows the script evaluates on with `--eval`."""
+    spec = importlib.util.spec_from_file_location("train_tiny", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.rows("ce")[: module.EVAL_ROWS]
+
+
+def _per_row_reward_metrics(checkpoint: Path, rows: list[dict]) -> dict[str, float]:
+    """rewards/positive, negative and accuracies of unpaired rows, from the checkpoint's outcome rewards."""
+    prc = ProcessRewardComputer.from_pretrained(checkpoint, device="cpu")
+    rewards = [r.outcome_reward for r in prc.score([r["prompt"] for r in rows], [r["completion"] for r in rows])]
+    positive = [r["label"] >= 0.5 for r in rows]
+    pos = [x for x, p in zip(rewards, positive, strict=True) if p]
+    neg = [x for x, p in zip(rewards, positive, strict=True) if not p]
+    correct = sum((x > 0) == p for x, p in zip(rewards, positive, strict=True))
+    return {"positive": sum(pos) / len(pos), "negative": sum(neg) / len(neg), "accuracies": correct / len(rows)}
+
+
 @pytest.fixture(scope="module")
 def base_model(tiny_dir) -> Path:
     return tiny_dir / "llama"
@@ -107,12 +128,17 @@ def test_zero3_two_processes_match_single_process(trainer, base_model, single_pr
 
 def test_ddp_two_processes_match_single_process(base_model, single_process, tmp_path):
     out = tmp_path / "ddp-ce"
-    info = _train(base_model, out, "ce", _accelerate("multi_gpu.yaml", _free_port()), per_device=2)
+    info = _train(base_model, out, "ce", _accelerate("multi_gpu.yaml", _free_port()), 2, "--eval")
     assert info["world_size"] == 2 and not info["deepspeed"]
     single = json.loads((single_process["ce"] / "losses.json").read_text())
     assert info["losses"] == pytest.approx(single["losses"], abs=1e-5)
     torch.testing.assert_close(_step_rewards(out, base_model), _step_rewards(single_process["ce"], base_model),
                                atol=1e-4, rtol=0)
+    # Evaluation on 5 rows, 2 per process: the padded duplicates of the last step are not counted, and the
+    # metrics are the per-row values of the saved checkpoint.
+    truth = _per_row_reward_metrics(out, _script_eval_rows())
+    for metric, value in truth.items():
+        assert info["eval"][f"eval_rewards/{metric}"] == pytest.approx(value, abs=1e-5), metric
 
 
 def test_zero3_precomputed_reference_matches_the_live_single_process_run(base_model, single_process, tmp_path):

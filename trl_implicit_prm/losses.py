@@ -12,8 +12,9 @@ and returns a per-example loss tensor; reduce with `.mean()` (the trainers do). 
 | step KTO | stepwise | KTO on each labelled step's reward `r^k` (or on `q` at the step's end)      |
 
 `z0` is KTO's reference point: `max(0, mean β·(log πθ − log πref))` over mismatched (x, y) pairs, detached
-(:func:`kto_reference_point`). Paper: "Free Process Rewards without Process Labels" (Yuan et al., 2024),
-§3 and §5.3; KTO: Ethayarajh et al., 2024; NCA: Chen et al., 2024; DPO: Rafailov et al., 2023.
+(:func:`kto_reference_point`; a batch without such a pair keeps the previous estimate). Paper: "Free Process
+Rewards without Process Labels" (Yuan et al., 2024), §3 and §5.3; KTO: Ethayarajh et al., 2024; NCA: Chen et al.,
+2024; DPO: Rafailov et al., 2023.
 
 Example:
 
@@ -29,6 +30,8 @@ tensor([0.6931])
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -57,13 +60,34 @@ def nca_loss(chosen_rewards: Tensor, rejected_rewards: Tensor) -> Tensor:
     return -F.logsigmoid(chosen_rewards) - 0.5 * F.logsigmoid(-chosen_rewards) - 0.5 * F.logsigmoid(-rejected_rewards)
 
 
-def kto_reference_point(mismatched_policy_logps: Tensor, mismatched_ref_logps: Tensor, beta: float) -> Tensor:
-    """KTO's reference point `z0 = max(0, mean β·(log πθ(y'|x) − log πref(y'|x)))` over mismatched pairs, detached.
+def kto_reference_point(
+    mismatched_policy_logps: Tensor,
+    mismatched_ref_logps: Tensor | None,
+    beta: float,
+    *,
+    sum_over_processes: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor | None:
+    """KTO's reference point `z0 = max(0, (1/P)·Σ_i β·(log πθ(y'_i|x_i) − log πref(y'_i|x_i)))`, detached.
 
-    Under data parallelism, average the per-process means across processes *before* the clamp (the trainers
-    gather); this function is the single-process formula.
+    The sum runs over the `P` mismatched pairs `(x_i, y'_i)` (a prompt with another row's completion) of the
+    batch on every process: pass `sum_over_processes`, an all-reduce sum, and the pair sum and count are summed
+    across processes before the division and the clamp (the pooled mean; equal to the mean of the per-process
+    means when every process has as many pairs). `mismatched_ref_logps=None` is reference-free.
+
+    A batch may have no mismatched pair: a one-row batch on every process (the last batch with
+    `dataloader_drop_last=False`) can only pair its row with itself, whose log-ratio is that row's own reward,
+    not an estimate of the KL term. Pass no pair (empty tensors) then: with no pair on any process the result
+    is None, and the caller decides (the trainers keep the latest estimate, from an earlier batch, and refuse
+    when there is none).
     """
-    return (beta * (mismatched_policy_logps - mismatched_ref_logps)).mean().detach().clamp(min=0)
+    ratios = mismatched_policy_logps if mismatched_ref_logps is None else mismatched_policy_logps - mismatched_ref_logps
+    ratios = (beta * ratios).detach()
+    stats = torch.stack([ratios.double().sum(), ratios.new_tensor(float(ratios.numel()), dtype=torch.float64)])
+    if sum_over_processes is not None:
+        stats = sum_over_processes(stats)
+    if stats[1].item() == 0:
+        return None
+    return (stats[0] / stats[1]).clamp(min=0).to(ratios.dtype)
 
 
 def kto_loss(

@@ -29,6 +29,7 @@ from trl.trainer.utils import disable_dropout_in_model, use_adapter
 
 from trl_implicit_prm.data import ImplicitPRMCollator
 from trl_implicit_prm.logps import completion_logps, ensure_fused_lm_head
+from trl_implicit_prm.losses import kto_reference_point
 from trl_implicit_prm.modeling import (
     check_max_length,
     check_reference,
@@ -41,6 +42,7 @@ from trl_implicit_prm.modeling import (
 from trl_implicit_prm.rewards import step_mask, step_rewards
 from trl_implicit_prm.trainers.config import ImplicitPRMBaseConfig
 from trl_implicit_prm.trainers.data_prep import prepare_dataset
+from trl_implicit_prm.trainers.metrics import RowStats, reward_metrics
 from trl_implicit_prm.trainers.mismatched import mismatched_inputs
 from trl_implicit_prm.trainers.reference import recorded_reference
 
@@ -178,6 +180,8 @@ class ImplicitRewardTrainer(_BaseTrainer):
             else:
                 self.ref_model = self.accelerator.prepare_model(self.ref_model, evaluation_mode=True)
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._reward_totals: dict[str, dict[str, tuple[str, Tensor]]] = {"train": {}, "eval": {}}
+        self._z0_estimate: float | None = None  # KTO's latest z0 from mismatched pairs, for one-row batches
         self._step_eval: dict[str, list] = {"rewards": [], "labels": []}
         if args.precompute_ref_log_probs:
             self._precompute_reference()
@@ -238,18 +242,39 @@ class ImplicitRewardTrainer(_BaseTrainer):
                 return self._step_logps(self.model, inputs, num_steps)
 
     def _kto_reference_point(self, model: Any, inputs: dict[str, Tensor]) -> Tensor:
-        """KTO's z0 = max(0, mean β·log-ratio) over the batch's mismatched pairs, averaged over processes."""
+        """KTO's z0 for this batch: :func:`~trl_implicit_prm.losses.kto_reference_point` on the batch's mismatched
+        pairs (row `i`'s prompt with row `i+1`'s completion), summed over processes.
+
+        A one-row batch has no mismatched pair (its row could only be paired with itself, and its own reward is
+        no KL estimate). Its forward still runs, so that every process takes part in the same collectives
+        (ZeRO-3), but it adds no pair; when no process has a pair, z0 is the latest estimate (from an earlier
+        batch, logged), and with none yet the batch is refused.
+        """
         device = inputs["input_ids"].device
         if self.args.kto_reference_point == "zero":
             return torch.zeros((), device=device)
         pairs = mismatched_inputs(inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"],
                                   pad_token_id=self.processing_class.pad_token_id)
         with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            ratio = self._step_logps(model, pairs, 1)[:, 0]
-        if not self.args.reference_free:
-            ratio = ratio - self._live_reference_step_logps(pairs, 1)[:, 0]
-        mean = (self.args.beta * ratio).mean().detach()
-        return self.accelerator.reduce(mean, reduction="mean").clamp(min=0)
+            policy = self._step_logps(model, pairs, 1)[:, 0]
+            reference = None if self.args.reference_free else self._live_reference_step_logps(pairs, 1)[:, 0]
+        keep = slice(None) if policy.size(0) > 1 else slice(0, 0)
+        z0 = kto_reference_point(policy[keep], None if reference is None else reference[keep], self.args.beta,
+                                 sum_over_processes=lambda t: self.accelerator.reduce(t, reduction="sum"))
+        if z0 is not None:
+            self._z0_estimate = z0.item()
+            return z0
+        if self._z0_estimate is None:
+            raise ValueError(
+                "KTO's reference point z0 is estimated on mismatched (prompt, completion) pairs of a batch, but this "
+                "batch has a single row on every process (the last batch of a dataset whose size is one more than a "
+                "multiple of the batch size, with dataloader_drop_last=False) and no earlier batch has given an "
+                "estimate. Set dataloader_drop_last=True, change the batch size or the dataset size, or set "
+                "kto_reference_point='zero'."
+            )
+        logger.info("KTO: a one-row batch has no mismatched pair; z0 = %.6g, the estimate of an earlier batch",
+                    self._z0_estimate)
+        return torch.tensor(self._z0_estimate, device=device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
@@ -261,46 +286,61 @@ class ImplicitRewardTrainer(_BaseTrainer):
         rewards = self.args.beta * ratios * mask
         if mode == "eval" and "step_labels" in inputs:
             self._record_step_eval(rewards.detach(), mask, inputs)
-        # Each trainer defines `_loss_and_metrics(model, step_rewards, step_mask, inputs) -> (loss, metrics)`.
-        loss, metrics = self._loss_and_metrics(model, rewards, mask, inputs)
-        for name, value in metrics.items():
-            self._metrics[mode][name].append(value)
+        # Each trainer defines `_loss_and_metrics(model, step_rewards, step_mask, inputs) -> (loss, row_stats,
+        # scalars)`: the loss (None where it has none, e.g. DPO on a step-labelled eval set), per-example reward
+        # statistics (`RowStats`, or None) and batch-level scalars such as `kto/z0`.
+        loss, row_stats, scalars = self._loss_and_metrics(model, rewards, mask, inputs)
+        if loss is None and mode == "train":
+            raise RuntimeError(f"{type(self).__name__} has no loss on this training batch (keys {sorted(inputs)})")
+        self._record_metrics(mode, row_stats, scalars)
         return (loss, {"rewards": rewards.detach()}) if return_outputs else loss
 
     # --- metrics ----------------------------------------------------------------------------------------------
 
-    def _mean_over_processes(self, values: Tensor) -> float | None:
-        """Mean of a variable-length tensor over all processes (sum and count are gathered), None if empty."""
-        stats = torch.stack([values.float().sum(), torch.tensor(float(values.numel()), device=values.device)])
-        total = self.accelerator.gather_for_metrics(stats.unsqueeze(0)).reshape(-1, 2).sum(0)
-        return (total[0] / total[1]).item() if total[1] > 0 else None
+    def _record_metrics(self, mode: str, row_stats: RowStats | None, scalars: dict[str, float]) -> None:
+        """Add a batch's reward statistics to the running sums of `mode`, summed over processes.
 
-    def _group_metrics(self, prefix: str, rewards: Tensor, positive: Tensor) -> dict[str, float]:
-        """Mean reward of positive and negative items, and accuracy of the reward's sign against the label."""
-        out = {}
-        for name, sel in (("positive", positive), ("negative", ~positive)):
-            value = self._mean_over_processes(rewards[sel])
-            if value is not None:
-                out[f"{prefix}/{name}"] = value
-        accuracy = self._mean_over_processes(((rewards > 0) == positive).float())
-        if accuracy is not None:
-            out[f"{prefix}/accuracies"] = accuracy
-        return out
+        Evaluation gathers the per-example rows with `gather_for_metrics`, which drops the duplicates that even
+        batches add to the last batch under several processes; training sums every row that was trained on
+        (duplicates included) with an all-reduce. Batch-level scalars are kept per batch.
+        """
+        for name, value in scalars.items():
+            self._metrics[mode][name].append(value)
+        if row_stats is None:
+            return
+        if mode == "eval":
+            total = self.accelerator.gather_for_metrics(row_stats.sums.detach()).sum(0)
+        else:
+            total = self.accelerator.reduce(row_stats.sums.detach().sum(0), reduction="sum")
+        kind, previous = self._reward_totals[mode].get(row_stats.prefix, (row_stats.kind, 0.0))
+        if kind != row_stats.kind:
+            raise RuntimeError(f"reward statistics {row_stats.prefix!r} changed kind from {kind} to {row_stats.kind}")
+        self._reward_totals[mode][row_stats.prefix] = (kind, previous + total.cpu())
+
+    def _pop_metrics(self, mode: str) -> dict[str, float]:
+        """The metrics of `mode` since the last call, then reset: reward metrics are per-item means over every row
+        recorded (`Σ sums / Σ counts`, see :mod:`~trl_implicit_prm.trainers.metrics`), scalars (`kto/z0`) the
+        mean of their per-batch values."""
+        metrics = {k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v}
+        for prefix, (kind, totals) in self._reward_totals[mode].items():
+            metrics.update(reward_metrics(kind, totals, prefix))
+        self._metrics[mode].clear()
+        self._reward_totals[mode].clear()
+        return metrics
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
-        metrics = {k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v}
-        if mode == "eval":
-            metrics = {f"eval_{k}": v for k, v in metrics.items()}
-        logs.update(metrics)
+        """Add the training metrics: per-item means over the rows of every process and every micro-batch since
+        the last log (scalars such as `kto/z0`: the mean of their per-batch values). Evaluation metrics are added
+        by `evaluation_loop`, once per evaluation set."""
+        if self.model.training:
+            logs.update(self._pop_metrics("train"))
         super().log(logs, start_time)
-        self._metrics[mode].clear()
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
+        return (None if loss is None else loss.detach()), None, None
 
     # --- step-level evaluation (ProcessBench protocol) ---------------------------------------------------------
 
@@ -319,7 +359,6 @@ class ImplicitRewardTrainer(_BaseTrainer):
             self._step_eval["labels"].append(int(lab))
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        self._step_eval = {"rewards": [], "labels": []}
         if isinstance(eval_dataset, Dataset):  # a dataset given here is prepared as the init-time ones are
             eval_dataset = prepare_dataset(eval_dataset, self.processing_class, self.args, self.data_kind,
                                            metric_key_prefix, eval_only=True)
@@ -329,13 +368,25 @@ class ImplicitRewardTrainer(_BaseTrainer):
                     "precompute_ref_log_probs=True keeps no reference model after start-up, so a new dataset "
                     "cannot be scored against it in evaluate(): give it as eval_dataset when building the trainer."
                 )
-        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix: str = "eval"):
+        """The loop of `transformers.Trainer`, plus this set's reward and step metrics, each computed once from
+        the per-example values of the whole set (padded duplicates excluded) and named
+        `{metric_key_prefix}_rewards/...`, `{metric_key_prefix}_steps/...` (`eval_<name>_...` for a dict of
+        evaluation sets). They are in the logged metrics, in what `on_evaluate` callbacks (early stopping) see,
+        and usable as `metric_for_best_model`."""
+        self._step_eval = {"rewards": [], "labels": []}
+        self._metrics["eval"].clear()
+        self._reward_totals["eval"].clear()
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                         metric_key_prefix)
+        metrics = self._pop_metrics("eval")
         if self._step_eval["labels"]:
-            step_metrics = _step_error_metrics(self._step_eval["rewards"], self._step_eval["labels"])
-            step_metrics = {f"{metric_key_prefix}_{k}": v for k, v in step_metrics.items()}
-            self.log(step_metrics)
-            metrics.update(step_metrics)
-        return metrics
+            metrics.update(_step_error_metrics(self._step_eval["rewards"], self._step_eval["labels"]))
+        output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})
+        return output
 
     # --- reference precomputation -----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from torch import Tensor
 from trl_implicit_prm.losses import ce_loss, kto_loss
 from trl_implicit_prm.trainers.base import ImplicitRewardTrainer
 from trl_implicit_prm.trainers.config import CEConfig
+from trl_implicit_prm.trainers.metrics import RowStats, group_row_stats
 
 
 class CETrainer(ImplicitRewardTrainer):
@@ -44,15 +45,14 @@ class CETrainer(ImplicitRewardTrainer):
 
     def _loss_and_metrics(
         self, model: Any, step_rewards: Tensor, mask: Tensor, inputs: dict[str, Tensor]
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, RowStats, dict[str, float]]:
         rewards = step_rewards.sum(-1)
         labels = inputs["label"].to(rewards.dtype)
-        metrics: dict[str, float] = {}
+        scalars: dict[str, float] = {}
         if self.args.loss_type == "ce":
             loss = ce_loss(rewards, labels).mean()
         else:
             z0 = self._kto_reference_point(model, inputs)
             loss = kto_loss(rewards, labels, z0, self.args.desirable_weight, self.args.undesirable_weight).mean()
-            metrics["kto/z0"] = z0.item()
-        metrics.update(self._group_metrics("rewards", rewards.detach(), labels >= 0.5))
-        return loss, metrics
+            scalars["kto/z0"] = z0.item()
+        return loss, RowStats("group", group_row_stats(rewards, labels >= 0.5)), scalars

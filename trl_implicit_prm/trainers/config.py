@@ -220,6 +220,12 @@ def _check_kto(config: Any) -> None:
             f"which needs per_device_train_batch_size >= 2 (got {config.per_device_train_batch_size}); raise it, "
             "or set kto_reference_point='zero'"
         )
+    if config.kto_reference_point == "mismatched" and config.per_device_eval_batch_size < 2:
+        raise ValueError(
+            "kto_reference_point='mismatched' estimates z0 on each evaluation batch too, which needs "
+            f"per_device_eval_batch_size >= 2 (got {config.per_device_eval_batch_size}); raise it, or set "
+            "kto_reference_point='zero'"
+        )
     if config.precompute_ref_log_probs and config.kto_reference_point == "mismatched" and not config.reference_free:
         raise ValueError(
             "kto_reference_point='mismatched' needs reference log-probs of prompt/completion pairs formed at each "

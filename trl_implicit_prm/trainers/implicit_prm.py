@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor
 
 from trl_implicit_prm.losses import dpo_loss, nca_loss
 from trl_implicit_prm.trainers.base import ImplicitRewardTrainer
 from trl_implicit_prm.trainers.config import ImplicitPRMConfig
+from trl_implicit_prm.trainers.metrics import RowStats, pair_row_stats
 
 
 class ImplicitPRMTrainer(ImplicitRewardTrainer):
@@ -41,18 +41,39 @@ class ImplicitPRMTrainer(ImplicitRewardTrainer):
     data_kind: ClassVar[str] = "paired"
     _name = "ImplicitPRM"
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        """The arguments of the base trainer; also refuses a `metric_for_best_model` naming the loss of a
+        step-labelled eval set, which DPO/NCA do not have."""
+        super().__init__(*args, **kwargs)
+        _check_best_model_metric(self.args.metric_for_best_model, self.eval_dataset)
+
     def _loss_and_metrics(
         self, model: Any, step_rewards: Tensor, mask: Tensor, inputs: dict[str, Tensor]
-    ) -> tuple[Tensor, dict[str, float]]:
-        if "step_labels" in inputs:  # a step-labelled eval set: step metrics only, no pairs to score
-            return torch.full((), float("nan"), device=step_rewards.device), {}
+    ) -> tuple[Tensor | None, RowStats | None, dict[str, float]]:
+        if "step_labels" in inputs:
+            # A step-labelled eval set has single responses, not (chosen, rejected) pairs of a prompt: DPO and NCA
+            # define no loss on it (no eval_loss is reported); its step metrics are recorded by the base class.
+            return None, None, {}
         chosen, rejected = step_rewards.sum(-1).chunk(2)
         loss = (dpo_loss if self.args.loss_type == "dpo" else nca_loss)(chosen, rejected).mean()
-        gathered_c, gathered_r = self.accelerator.gather_for_metrics((chosen.detach(), rejected.detach()))
-        metrics = {
-            "rewards/chosen": gathered_c.mean().item(),
-            "rewards/rejected": gathered_r.mean().item(),
-            "rewards/accuracies": (gathered_c > gathered_r).float().mean().item(),
-            "rewards/margins": (gathered_c - gathered_r).mean().item(),
-        }
-        return loss, metrics
+        return loss, RowStats("pair", pair_row_stats(chosen, rejected)), {}
+
+
+def _check_best_model_metric(metric: str | None, eval_dataset: Any) -> None:
+    """Refuse a `metric_for_best_model` that names the loss of a step-labelled eval set, which DPO/NCA lack."""
+    if metric is None or eval_dataset is None:
+        return
+    named = eval_dataset if isinstance(eval_dataset, dict) else {None: eval_dataset}
+    for name, dataset in named.items():
+        if "step_labels" not in dataset.column_names:
+            continue
+        prefix = "eval_" if name is None else f"eval_{name}_"
+        if (metric if metric.startswith("eval_") else f"eval_{metric}") == f"{prefix}loss":
+            raise ValueError(
+                f"metric_for_best_model={metric!r} is the loss of the step-labelled evaluation set"
+                f"{'' if name is None else f' {name!r}'}, but DPO and NCA are losses on (chosen, rejected) pairs "
+                "of a prompt and a step-labelled set has single responses: ImplicitPRMTrainer reports no loss "
+                f"there. Set metric_for_best_model='{prefix[5:]}steps/f1' (ProcessBench F1 at threshold 0; "
+                "greater_is_better=True; needs both erroneous and correct records), or give a paired "
+                "evaluation set and use its loss."
+            )

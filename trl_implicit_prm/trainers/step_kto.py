@@ -11,6 +11,7 @@ from trl_implicit_prm.losses import step_kto_loss
 from trl_implicit_prm.rewards import step_q_values
 from trl_implicit_prm.trainers.base import ImplicitRewardTrainer
 from trl_implicit_prm.trainers.config import StepKTOConfig
+from trl_implicit_prm.trainers.metrics import RowStats, group_row_stats
 
 
 class StepKTOTrainer(ImplicitRewardTrainer):
@@ -47,7 +48,7 @@ class StepKTOTrainer(ImplicitRewardTrainer):
 
     def _loss_and_metrics(
         self, model: Any, step_rewards: Tensor, mask: Tensor, inputs: dict[str, Tensor]
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, RowStats, dict[str, float]]:
         k = step_rewards.size(1)
         values = step_rewards if self.args.step_reward == "step" else step_q_values(step_rewards) * mask
         labels = _fit(inputs["step_labels"].to(values.dtype), k)
@@ -56,9 +57,8 @@ class StepKTOTrainer(ImplicitRewardTrainer):
         losses = step_kto_loss(values, labels, labelled, z0, self.args.desirable_weight, self.args.undesirable_weight)
         # A batch without labelled steps still backpropagates (a zero that keeps the graph), as every process must.
         loss = losses.mean() if losses.numel() else values.sum() * 0.0
-        metrics = {"kto/z0": z0.item()}
-        metrics.update(self._group_metrics("rewards", values.detach()[labelled], labels[labelled] >= 0.5))
-        return loss, metrics
+        # Reward metrics are over labelled steps (each step one item), summed per row.
+        return loss, RowStats("group", group_row_stats(values, labels >= 0.5, labelled)), {"kto/z0": z0.item()}
 
 
 def _fit(t: Tensor, k: int) -> Tensor:
