@@ -46,8 +46,10 @@ from torch import Tensor
 __all__ = [
     "AGGREGATIONS",
     "aggregate_steps",
+    "implicit_step_rewards",
     "outcome_rewards",
     "q_values",
+    "step_logp_sums",
     "step_mask",
     "step_q_values",
     "step_rewards",
@@ -95,6 +97,42 @@ def step_rewards(token_rewards: Tensor, step_index: Tensor, num_steps: int | Non
     k = max(k, 1)
     out = token_rewards.new_zeros(token_rewards.size(0), k)
     return out.scatter_add(1, step_index.clamp(min=0), token_rewards * in_step.to(token_rewards.dtype))
+
+
+def step_logp_sums(logps: Tensor, step_index: Tensor, num_steps: int | None = None) -> Tensor:
+    """Per-step sums of per-token log-probs `Σ_{t∈S_k} log π(y_t)`, `[B, K]` float64.
+
+    The dtype policy of every implicit reward: per-token log-probs are float32 (as the model gives them), every
+    sum over tokens is taken in float64, so that a long response keeps every digit its float32 log-probs have and
+    training metrics, precomputed reference log-probs and `ProcessRewardComputer` agree to the last bit that
+    matters. Differentiable.
+    """
+    return step_rewards(logps.double(), step_index, num_steps)
+
+
+def implicit_step_rewards(
+    policy_step_logps: Tensor, ref_step_logps: Tensor | None, beta: float, mask: Tensor | None = None
+) -> Tensor:
+    """Implicit step rewards `r^k = β·(Σ_{t∈S_k} log πθ(y_t) − Σ_{t∈S_k} log πref(y_t))`, `[B, K]` float64.
+
+    The one function from per-step log-prob sums (:func:`step_logp_sums`, or precomputed reference sums) to step
+    rewards, used by the trainers and by `ProcessRewardComputer`. `ref_step_logps=None` is reference-free
+    (`r^k = β·Σ log πθ`); steps outside `mask` (a row's missing steps) are zero.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> implicit_step_rewards(torch.tensor([[-1.0, -3.0]]), torch.tensor([[-1.5, -2.0]]), beta=0.5)
+    tensor([[ 0.2500, -0.5000]], dtype=torch.float64)
+
+    ```
+    """
+    ratios = policy_step_logps.double()
+    if ref_step_logps is not None:
+        ratios = ratios - ref_step_logps.to(ratios.device, torch.float64)
+    rewards = beta * ratios
+    return rewards if mask is None else rewards * mask.to(rewards.dtype)
 
 
 def step_mask(num_steps: Tensor, max_steps: int) -> Tensor:

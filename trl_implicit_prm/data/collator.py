@@ -127,10 +127,12 @@ class ImplicitPRMCollator:
         if step_lists:
             width = max([*num_steps, *(len(v) for lists in step_lists.values() for v in lists)])
             for key, lists in step_lists.items():
-                values = torch.zeros(len(lists), width, dtype=torch.float32)
+                # Reference log-prob sums stay float64 (the rewards' dtype policy, see rewards.step_logp_sums).
+                dtype = torch.float64 if key == "ref_step_logps" else torch.float32
+                values = torch.zeros(len(lists), width, dtype=dtype)
                 mask = torch.zeros(len(lists), width, dtype=torch.bool)
                 for i, v in enumerate(lists):
-                    values[i, : len(v)] = torch.as_tensor(v, dtype=torch.float32)
+                    values[i, : len(v)] = torch.as_tensor(v, dtype=dtype)
                     mask[i, : len(v)] = True
                 batch[key] = values
                 if key == "step_labels":

@@ -2,7 +2,7 @@
 
 One forward pass of the policy and one of the reference per response, whatever its number of steps: the
 per-token log-ratios come from :func:`~trl_implicit_prm.logps.completion_logps` (as in training), and the
-step rewards are sums over each step's tokens (:func:`~trl_implicit_prm.rewards.step_rewards`), the same
+step rewards come from :func:`~trl_implicit_prm.rewards.implicit_step_rewards` on float64 per-step sums, the same
 functions the trainers log with.
 """
 
@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..checks import check_beta
 from ..logps import completion_logps, resolve_logps_method
 from ..modeling import check_max_length, check_reference, is_peft_model, unwrap_model
-from ..rewards import outcome_rewards, step_q_values, step_rewards, token_rewards
+from ..rewards import implicit_step_rewards, step_logp_sums, step_q_values, token_rewards
 from .batching import collate, plan_batches
 from .cache import ReferenceCache
 from .encoding import EncodedResponse, decode_tokens, encode_response
@@ -381,15 +381,16 @@ class ProcessRewardComputer:
 
     def _score_batch(self, rows: list[EncodedResponse]) -> list[StepRewards]:
         tensors = collate(rows, self._pad_id)
-        # Log-probs are float32 (as in training); sums are taken in float64 so that long responses keep
-        # every digit float32 log-probs have.
-        policy = self._logps(self.model, tensors).double()
-        ref = None if self.reference_free else self._reference_logps(rows, policy.shape).double()
+        # The trainers' path: float32 log-probs, float64 per-step sums, r^k = β·(Σ policy − Σ reference).
+        policy = self._logps(self.model, tensors)
+        ref = None if self.reference_free else self._reference_logps(rows, policy.shape)
         cmask, step_index = tensors["completion_mask"], tensors["step_index"]
-        tok_rewards = token_rewards(policy, ref, cmask, self.beta)
-        steps = step_rewards(tok_rewards, step_index, max(len(r.steps) for r in rows))
+        most = max(len(r.steps) for r in rows)
+        steps = implicit_step_rewards(step_logp_sums(policy, step_index, most),
+                                      None if ref is None else step_logp_sums(ref, step_index, most), self.beta)
+        tok_rewards = token_rewards(policy.double(), None if ref is None else ref.double(), cmask, self.beta)
         q = step_q_values(steps)
-        outcome = outcome_rewards(tok_rewards).tolist()
+        outcome = steps.sum(-1).tolist()
         texts = decode_tokens(self.tokenizer, [r.input_ids[r.prompt_length:] for r in rows])
         results = []
         for b, row in enumerate(rows):
