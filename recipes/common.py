@@ -19,11 +19,14 @@ from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from trl import ModelConfig, ScriptArguments, TrlParser
 
 from trl_implicit_prm.commands._models import unescape
+from trl_implicit_prm.data import DataFormatError
+from trl_implicit_prm.data.jsonl import read_json_rows
 
 logger = logging.getLogger("recipes")
 
 # Local file extension -> `datasets` builder.
 DATA_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+_MAX_REPORTED = 20  # bad lines listed in one error
 
 
 # --------------------------------------------------------------------------------------------------- arguments
@@ -87,19 +90,43 @@ def model_init_kwargs(model_args: ModelConfig, trust_remote_code: bool = False) 
 
 
 # -------------------------------------------------------------------------------------------------------- data
+def _bad_lines_error(path: str | os.PathLike, bad: Sequence[Any], unit: str) -> DataFormatError:
+    where = "" if unit == "line" else "item "
+    listed = [f"{path}:{where}{b.number}: {b.reason}" for b in bad[:_MAX_REPORTED]]
+    more = [f"... and {len(bad) - _MAX_REPORTED} more"] if len(bad) > _MAX_REPORTED else []
+    return DataFormatError(f"{len(bad)} unreadable row(s) in {path}; fix them or remove them from the file:\n"
+                           + "\n".join(listed + more))
+
+
+def check_json_file(path: str | os.PathLike) -> None:
+    """Refuse a local JSON/JSONL data file with lines that are not valid UTF-8 or JSON (`NaN` included) or hold
+    a lone surrogate, listing them as `file:line`; `datasets` would fail on them without a line number."""
+    read = read_json_rows(path)
+    if read.bad:
+        raise _bad_lines_error(path, read.bad, read.unit)
+
+
 def load_data(name: str, config: str | None = None) -> DatasetDict:
-    """A `DatasetDict` from a hub id, a local data file (split "train"), a folder of files or a saved dataset."""
+    """A `DatasetDict` from a hub id, a local data file (split "train"), a folder of files or a saved dataset.
+
+    Local JSON/JSONL files are checked line by line first (:func:`check_json_file`).
+    """
     path = Path(name).expanduser()
     if path.is_file():
         builder = DATA_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise ValueError(f"dataset {name!r}: unsupported file type {path.suffix!r}; use one of "
                              f"{sorted(DATA_BUILDERS)} or a hub id")
+        if builder == "json":
+            check_json_file(path)
         return load_dataset(builder, data_files=str(path))
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
             loaded = load_from_disk(str(path))
             return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+        for file in sorted(path.rglob("*")):
+            if file.is_file() and file.suffix.lower() in (".json", ".jsonl"):
+                check_json_file(file)
         return load_dataset(str(path), name=config)
     if path.suffix.lower() in DATA_BUILDERS or name.startswith(("/", "./", "../", "~")):
         raise FileNotFoundError(f"dataset {name!r} looks like a local file, but there is no such file "
@@ -216,33 +243,45 @@ def as_prompt(prompt: Any, chat: bool) -> Any:
 
 
 def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a JSONL file or of a JSON array; errors name the line."""
-    text = Path(path).read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        rows = json.loads(text)
-        where = [f"item {i + 1}" for i in range(len(rows))]
-    else:
-        rows, where = [], []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}, line {number}: not valid JSON ({err.msg})") from None
-                where.append(f"line {number}")
-    for row, place in zip(rows, where, strict=True):
+    """Rows of a JSONL file or of a JSON array; every unreadable line is listed as `file:line` in one error."""
+    read = read_json_rows(path)
+    if read.bad:
+        raise _bad_lines_error(path, read.bad, read.unit)
+    where = "" if read.unit == "line" else "item "
+    for number, row in read.rows:
         if not isinstance(row, dict):
-            raise ValueError(f"{path}, {place}: expected a JSON object, got {type(row).__name__}")
-    return rows
+            raise DataFormatError(f"{path}:{where}{number}: expected a JSON object, got {type(row).__name__}")
+    return [row for _, row in read.rows]
 
 
 def write_rows(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> Path:
+    """Write rows as strict JSONL: a NaN or infinite float becomes null, and the count is logged."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    nulled = 0
     with out.open("w", encoding="utf-8") as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False, default=_finite) + "\n")
+            clean, n = _strict(row)
+            nulled += n
+            handle.write(json.dumps(clean, ensure_ascii=False, allow_nan=False, default=_finite) + "\n")
+    if nulled:
+        logger.warning("%s: %d non-finite value(s) written as null", out, nulled)
     return out
+
+
+def _strict(value: Any) -> tuple[Any, int]:
+    """`value` with NaN/inf floats (also numpy/torch scalars and arrays) as None, and how many there were."""
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        value = value.tolist()
+    if isinstance(value, float):
+        return (value, 0) if math.isfinite(value) else (None, 1)
+    if isinstance(value, dict):
+        pairs = [(k, _strict(v)) for k, v in value.items()]
+        return {k: v for k, (v, _) in pairs}, sum(n for _, (_, n) in pairs)
+    if isinstance(value, list | tuple):
+        items = [_strict(v) for v in value]
+        return [v for v, _ in items], sum(n for _, n in items)
+    return value, 0
 
 
 def _finite(value: Any) -> Any:

@@ -62,10 +62,10 @@ def test_malformed_rows_are_reported_with_line_numbers(tiny_dir, tmp_path, capsy
     argv = ["--model", str(tiny_dir / "llama"), "--reference-free", "--input", str(inp), "--output", str(out)]
     assert run_score(argv) == 2
     err = capsys.readouterr().err
-    for line_no, what in [(2, "not valid JSON"), (3, "expected a JSON object"), (4, "missing 'prompt'"),
+    for line_no, what in [(2, "invalid JSON"), (3, "expected a JSON object"), (4, "missing 'prompt'"),
                           (5, "expected exactly one of 'response' (a string) or 'steps' (a list of strings), found both"), (6, "'response' must be a string"), (7, "'steps' must be a list")]:
         assert f"rows.jsonl:{line_no}: {what}" in err, (line_no, what)
-    assert "6 malformed row(s)" in err and not out.exists()
+    assert "6 invalid row(s)" in err and not out.exists()
 
     assert run_score([*argv, "--skip-invalid"]) == 0
     assert len(out.read_text().splitlines()) == 2
@@ -82,7 +82,8 @@ def test_rows_invalid_for_the_model_are_reported(tiny_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "rows.jsonl:2:" in err and "non-empty completion" in err
     assert "rows.jsonl:3:" in err and "step 1" in err
-    assert "rows.jsonl:4:" in err and "max_length=64" in err and "--" not in err.split("rows.jsonl:4:")[0][-5:]
+    assert "rows.jsonl:4: prompt + response take" in err and "more than --max-length 64" in err
+    assert "pass --truncation" in err and "truncation=True" not in err and "responses[" not in err
     assert run_score([*argv, "--truncation", "--skip-invalid"]) == 0
     scored = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["truncated"] for r in scored] == [False, True]

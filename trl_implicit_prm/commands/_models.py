@@ -1,9 +1,22 @@
-"""Command-line arguments that load a ProcessRewardComputer, shared by the model-using subcommands."""
+"""Command-line arguments that load a ProcessRewardComputer, shared by the model-using subcommands.
+
+The subcommands check everything they can before loading a model: the flags (:func:`finite_float`,
+:func:`positive_finite_float`, :func:`check_device_and_dtype`), then the data, with the tokenizer, step
+separator and length limit the computer will use (:func:`preflight`, which loads no weights). Loading errors
+that come from the user's input (a missing model or reference, a vocabulary mismatch) are raised as
+:class:`~trl_implicit_prm.commands._errors.CommandError`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+from trl_implicit_prm.commands._errors import CommandError
 
 
 def unescape(text: str) -> str:
@@ -20,6 +33,36 @@ def unescape(text: str) -> str:
     return "".join(out)
 
 
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (`nan`, `inf` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_finite_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (for β)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (lengths, batch sizes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --ref-model, --reference-free, --beta, --separator, --batch-size, --dtype, --device."""
     parser.add_argument("--model", required=True, help="checkpoint directory, hub id or PEFT adapter directory")
@@ -28,21 +71,130 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "its base model with adapters disabled)")
     parser.add_argument("--reference-free", action="store_true", default=None,
                         help="score without a reference (rho = log pi_theta)")
-    parser.add_argument("--beta", type=float, default=None, help="beta (default: checkpoint metadata, else 0.05)")
+    parser.add_argument("--beta", type=positive_finite_float, default=None, help="beta (default: checkpoint metadata, else 0.05)")
     parser.add_argument("--separator", default=None,
                         help=r"step separator, backslash escapes allowed: '\n\n' (default: checkpoint metadata, "
                              r"else '\n\n')")
-    parser.add_argument("--batch-size", type=int, default=None, help="at most this many responses per batch")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="at most this many responses per batch")
     parser.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 (default: the checkpoint's)")
     parser.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
 
 
-def computer_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
-    """The ProcessRewardComputer the model arguments describe."""
+def check_device_and_dtype(args: argparse.Namespace) -> None:
+    """Refuse a `--device` that does not exist on this machine and a `--dtype` torch does not know."""
+    import torch
+
+    from trl_implicit_prm.inference.loading import resolve_dtype
+
+    if args.dtype is not None:
+        try:
+            resolve_dtype(args.dtype)
+        except ValueError:
+            raise CommandError(f"--dtype {args.dtype!r}: not a torch dtype; pass e.g. bfloat16, float16, "
+                               "float32 or auto") from None
+    if args.device is None:
+        return
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, ValueError) as err:
+        raise CommandError(f"--device {args.device!r}: not a device ({err}); pass e.g. cpu, cuda or cuda:0") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CommandError(f"--device {args.device!r}: CUDA is not available on this machine; pass --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CommandError(f"--device {args.device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                               f"device(s), numbered from 0")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise CommandError(f"--device {args.device!r}: MPS is not available on this machine; pass --device cpu")
+
+
+@dataclass
+class Preflight:
+    """What scoring will use, known before any weights are loaded: tokenizer, separator and length limit."""
+
+    tokenizer: Any
+    step_separator: str
+    max_length: int | None
+    max_length_from_flag: bool
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def limit_text(self) -> str:
+        """How the length limit is named in messages."""
+        if self.max_length_from_flag:
+            return f"--max-length {self.max_length}"
+        return f"the model's limit of {self.max_length} tokens (set with --max-length)"
+
+
+def _model_location(model: str) -> tuple[str, bool]:
+    """(location, is local); a local-looking path that does not exist is a CommandError."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return str(path), True
+    if model.startswith(("/", ".", "~")) or model.count("/") > 1 or not model.strip():
+        raise CommandError(f"--model {model!r}: no such directory (expected a checkpoint directory, a PEFT "
+                           "adapter directory or a hub id)")
+    return model, False
+
+
+def preflight(args: argparse.Namespace) -> Preflight:
+    """Check the device and dtype flags, then load the tokenizer and model config (no weights) of `--model`.
+
+    The separator is `--separator`, else the checkpoint's recorded one, else "\\n\\n"; the length limit is
+    `--max-length`, else the smaller of the model's position limit and the tokenizer's `model_max_length`
+    (what :class:`~trl_implicit_prm.ProcessRewardComputer` uses by default).
+    """
+    from transformers import AutoConfig
+
+    from trl_implicit_prm.inference.computer import DEFAULT_SEPARATOR, default_max_length
+    from trl_implicit_prm.modeling import is_adapter_dir, load_tokenizer, read_metadata
+
+    check_device_and_dtype(args)
+    location, local = _model_location(args.model)
+    metadata = read_metadata(location) if local and Path(location).is_dir() else {}
+    sources = [location]
+    if local and is_adapter_dir(location):
+        from peft import PeftConfig
+
+        sources.append(PeftConfig.from_pretrained(location).base_model_name_or_path)
+    tokenizer, failures = None, []
+    for source in sources:
+        try:
+            tokenizer = load_tokenizer(source)
+            break
+        except (OSError, ValueError, TypeError) as err:
+            failures.append(f"{source}: {err}")
+    if tokenizer is None:
+        raise CommandError(f"--model {args.model!r}: no tokenizer could be loaded ({'; '.join(failures)})")
+    max_length = getattr(args, "max_length", None)
+    if max_length is None:
+        try:
+            config = AutoConfig.from_pretrained(sources[-1])
+        except (OSError, ValueError) as err:
+            raise CommandError(f"--model {args.model!r}: no model config could be loaded ({err})") from None
+        max_length = default_max_length(SimpleNamespace(config=config), tokenizer)
+    separator = unescape(args.separator) if args.separator is not None else metadata.get("step_separator",
+                                                                                       DEFAULT_SEPARATOR)
+    return Preflight(tokenizer, separator, max_length, getattr(args, "max_length", None) is not None, metadata)
+
+
+def computer_from_args(args: argparse.Namespace, pre: Preflight | None = None, **overrides: Any) -> Any:
+    """The ProcessRewardComputer the model arguments describe (with the preflight's tokenizer and limits).
+
+    Loading errors caused by the input (missing model or reference, vocabulary mismatch, both a reference and
+    `--reference-free`) become :class:`CommandError`.
+    """
     from trl_implicit_prm.inference import ProcessRewardComputer
 
-    return ProcessRewardComputer.from_pretrained(
-        args.model, ref_model=args.ref_model, reference_free=args.reference_free, beta=args.beta,
-        step_separator=unescape(args.separator) if args.separator is not None else None,
-        batch_size=args.batch_size, dtype=args.dtype, device=args.device, **overrides,
-    )
+    if pre is not None:
+        overrides = {"tokenizer": pre.tokenizer, "max_length": pre.max_length, **overrides}
+        separator = pre.step_separator
+    else:
+        separator = unescape(args.separator) if args.separator is not None else None
+    try:
+        return ProcessRewardComputer.from_pretrained(
+            args.model, ref_model=args.ref_model, reference_free=args.reference_free, beta=args.beta,
+            step_separator=separator, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
+            **overrides,
+        )
+    except (ValueError, OSError) as err:
+        raise CommandError(str(err)) from err

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
+
+from trl_implicit_prm.commands._errors import CommandError
 
 NAME = "demo"
 HELP = ("Train implicit PRMs from outcome labels on a synthetic reasoning task and show that they find the "
@@ -22,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override any DemoConfig field, e.g. --set sft_epochs=4 bon_n=8")
 
 
+def _has_non_finite(value: object) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, list) and any(map(_has_non_finite, value))
+
+
 def run(args: argparse.Namespace) -> int:
     from trl_implicit_prm.demo.pipeline import DemoConfig, run_demo
 
@@ -30,10 +39,14 @@ def run(args: argparse.Namespace) -> int:
         key, _, value = item.partition("=")
         if key not in DemoConfig.__dataclass_fields__:
             raise SystemExit(f"--set: unknown DemoConfig field {key!r}")
+        if value.strip().lstrip("+-").lower() in ("nan", "inf", "infinity"):
+            raise CommandError(f"--set {item}: expected a finite number, got {value!r}")
         try:
             fields[key] = json.loads(value)  # numbers, booleans, lists
         except json.JSONDecodeError:
             fields[key] = value  # plain strings
+        if _has_non_finite(fields[key]):
+            raise CommandError(f"--set {item}: expected finite numbers, got {value!r}")
     cfg = DemoConfig.quick(**fields) if args.quick else DemoConfig(**fields)
     start = time.perf_counter()
     report = run_demo(cfg)

@@ -43,6 +43,7 @@ __all__ = [
     "check_prompt",
     "check_steps",
     "detect_format",
+    "find_lone_surrogate",
     "is_chat",
     "split_steps",
     "validate_dataset",
@@ -85,6 +86,59 @@ def _found(value: Any) -> str:
     if len(text) > 80:
         text = text[:77] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+def _lone_surrogate_at(text: str) -> int | None:
+    """The index of the first lone surrogate (U+D800..U+DFFF) in `text`, or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return err.start
+    return None
+
+
+def find_lone_surrogate(value: Any, path: str = "") -> str | None:
+    """Where a string inside `value` (nested dicts and lists) holds a lone surrogate, or None.
+
+    JSON's `"\\udcff"` escape decodes to such a character; it is not Unicode text, and tokenizers and UTF-8
+    writers fail on it. The place is given as a subscript path from `value`.
+
+    Example:
+
+    ```python
+    >>> print(find_lone_surrogate({"steps": ["ok", "bad \\udcff"]}))
+    ['steps'][1], character 4 ('\\udcff')
+    >>> find_lone_surrogate(["fine", {"a": 1}]) is None
+    True
+
+    ```
+    """
+    if isinstance(value, str):
+        at = _lone_surrogate_at(value)
+        return None if at is None else f"{path or 'the text'}, character {at} ({value[at]!a})"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and _lone_surrogate_at(key) is not None:
+                return f"{path}[{key!a}] (a key)"
+            found = find_lone_surrogate(item, f"{path}[{key!r}]")
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = find_lone_surrogate(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _check_text(text: str, where: str) -> None:
+    """Refuse a string with a lone surrogate (not valid Unicode), naming where it is."""
+    at = _lone_surrogate_at(text)
+    if at is not None:
+        raise DataFormatError(
+            f"{where}: expected Unicode text, got a lone surrogate {text[at]!a} at character {at} "
+            "(the data was decoded wrongly or holds a broken '\\u' escape); fix the text"
+        )
 
 
 def _kinds_listing() -> str:
@@ -225,6 +279,7 @@ def check_label(value: Any, column: str, index: int | None = None, item: int | N
 def check_prompt(value: Any, column: str = "prompt", index: int | None = None) -> None:
     """Validate a prompt: a string, or a non-empty list of `{"role": str, "content": str}` messages."""
     if isinstance(value, str):
+        _check_text(value, _where(column, index))
         return
     if is_chat(value):
         for m, message in enumerate(value):
@@ -234,6 +289,8 @@ def check_prompt(value: Any, column: str = "prompt", index: int | None = None) -
                     f"{_where(column, index)}, message {m}: expected {{'role': str, 'content': str}}, "
                     f"got {_found(dict(message))}"
                 )
+            _check_text(role, f"{_where(column, index)}, message {m} role")
+            _check_text(content, f"{_where(column, index)}, message {m} content")
         return
     raise DataFormatError(
         f"{_where(column, index)}: expected a string or a list of chat messages "
@@ -250,6 +307,7 @@ def _check_step(step: Any, column: str, index: int | None, item: int | None, k: 
             f"{_where(column, index, item, k)}: expected a step with a non-whitespace character, "
             f"got {step!r} ({what}); remove the step or merge it into its neighbour"
         )
+    _check_text(step, _where(column, index, item, k))
 
 
 def check_steps(value: Any, column: str, index: int | None = None, item: int | None = None) -> None:
@@ -272,6 +330,7 @@ def check_completion(
             raise DataFormatError(
                 f"{_where(column, index, item)}: expected a non-empty completion, got {value!r} ({what})"
             )
+        _check_text(value, _where(column, index, item))
         return
     if is_chat(value):
         message = value[0]
@@ -289,6 +348,7 @@ def check_completion(
                 f"{_where(column, index, item)}: expected a non-empty assistant message content, "
                 f"got {message['content']!r}"
             )
+        _check_text(message["content"], f"{_where(column, index, item)} content")
         return
     if isinstance(value, list | tuple) and value:
         check_steps(value, column, index, item)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from trl_implicit_prm.evaluation.records import strict_json
+
+logger = logging.getLogger(__name__)
 
 CE, STEP = "implicit PRM (CE)", "step-supervised (StepKTO)"
 F1_TARGET, GAP_TARGET = 0.80, 0.10
@@ -150,7 +155,8 @@ def _html(results: dict[str, Any], eval_sets: dict[str, Any], path: Path, count:
 
 def write_report(out: Path, cfg: Any, results: dict[str, Any], eval_sets: dict[str, Any],
                  seconds: dict[str, float]) -> dict[str, Any]:
-    """Write the four report files; return the report dict (what report.json holds)."""
+    """Write the four report files; return the report dict (report.json holds it as strict JSON: NaN/inf as
+    null, their places under `non_finite`)."""
     n = cfg.bon_n
     summary = _summary(results, n)
     report = {
@@ -164,7 +170,12 @@ def write_report(out: Path, cfg: Any, results: dict[str, Any], eval_sets: dict[s
         "best_of_n": results["best_of_n"],
     }
     report.update(results.get("extra", {}))
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    strict, nulled = strict_json(report)  # strict JSON: NaN/inf as null, listed
+    strict["non_finite"] = {"count": len(nulled), "fields": nulled}
+    if nulled:
+        logger.warning("report.json: %d non-finite value(s) written as null: %s", len(nulled),
+                       ", ".join(nulled[:10]))
+    (out / "report.json").write_text(json.dumps(strict, indent=2, allow_nan=False, default=float))
     (out / "report.md").write_text(_markdown(report))
     _plot(results, out / "bon.png", n)
     _html(results, eval_sets, out / "steps.html", cfg.html_examples)

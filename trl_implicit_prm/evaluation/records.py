@@ -2,7 +2,8 @@
 
 Files are JSONL (one JSON object per line) or a JSON array of objects; the format is decided by content:
 a file whose first non-blank character is `[` is a JSON array, anything else is JSONL. Blank JSONL lines
-are ignored. Malformed rows are skipped, logged as warnings and returned as :class:`SkippedRow` with their
+are ignored. Malformed rows (invalid UTF-8 or JSON, `NaN`/`Infinity`, a lone surrogate such as `"\\udcff"` in
+any string, or a schema error) are skipped, logged as warnings and returned as :class:`SkippedRow` with their
 line number (for a JSON array: the 1-based position of the item), so nothing is dropped without a count.
 
 ProcessBench record schema (other keys, e.g. `id`, `generator`, are kept as they are):
@@ -38,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trl_implicit_prm.data.jsonl import read_json_rows
+
 __all__ = [
     "LoadedRecords",
     "SkippedRow",
@@ -45,6 +48,7 @@ __all__ = [
     "package_version",
     "read_bon_candidates",
     "read_process_records",
+    "strict_json",
     "write_results_json",
 ]
 
@@ -68,6 +72,7 @@ class LoadedRecords(Sequence):
     records: list[dict[str, Any]]
     skipped: list[SkippedRow] = field(default_factory=list)
     path: str = ""
+    lines: list[int] = field(default_factory=list)  # the line (item) number of each record
 
     @property
     def n_skipped(self) -> int:
@@ -83,40 +88,23 @@ class LoadedRecords(Sequence):
         return iter(self.records)
 
 
-def _iter_rows(text: str, path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """Yield `(line or item number, parsed row, error)`; the row is None when there is an error."""
-    if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: invalid JSON array at line {error.lineno}: {error.msg}") from error
-        for number, row in enumerate(rows, start=1):
-            yield number, row, None
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line), None
-        except json.JSONDecodeError as error:
-            yield number, None, f"invalid JSON: {error.msg} (column {error.colno})"
-
-
 _Validator = Callable[[dict[str, Any]], tuple[dict[str, Any] | None, str | None]]
 
 
 def _read(path: str | os.PathLike, validate: _Validator, what: str) -> LoadedRecords:
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    unit = "item" if text.lstrip().startswith("[") else "line"
-    records, skipped = [], []
-    for number, row, error in _iter_rows(text, path):
+    read = read_json_rows(path)
+    unit = read.unit
+    numbered = [(bad.number, None, bad.reason) for bad in read.bad] + [(n, row, None) for n, row in read.rows]
+    records, lines, skipped = [], [], []
+    for number, row, error in sorted(numbered, key=lambda item: item[0]):
         if error is None and not isinstance(row, dict):
             error = "row must be a JSON object"
         if error is None:
             row, error = validate(row)
         if error is None:
             records.append(row)
+            lines.append(number)
             continue
         skipped.append(SkippedRow(number, error))
         if len(skipped) <= _MAX_LOGGED:
@@ -125,7 +113,7 @@ def _read(path: str | os.PathLike, validate: _Validator, what: str) -> LoadedRec
         logger.warning(
             "%s: skipped %d malformed %s row(s), loaded %d", path, len(skipped), what, len(records)
         )
-    return LoadedRecords(records=records, skipped=skipped, path=str(path))
+    return LoadedRecords(records=records, skipped=skipped, path=str(path), lines=lines)
 
 
 def _is_str_list(value: Any) -> bool:
@@ -266,23 +254,44 @@ def package_version() -> str:
         return "unknown"
 
 
-def _jsonable(value: Any) -> Any:
-    """Convert results to plain JSON: objects with `to_dict`, dataclasses, numpy scalars/arrays, paths; NaN/inf -> None."""
+def _jsonable(value: Any, where: str = "", nulled: list[str] | None = None) -> Any:
+    """Convert results to plain JSON: objects with `to_dict`, dataclasses, numpy scalars/arrays, paths.
+
+    A NaN or infinite float becomes None; its place (a dotted path) is appended to `nulled`.
+    """
     if hasattr(value, "to_dict") and callable(value.to_dict):
-        return _jsonable(value.to_dict())
+        return _jsonable(value.to_dict(), where, nulled)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
+        return _jsonable(dataclasses.asdict(value), where, nulled)
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v, f"{where}.{k}" if where else str(k), nulled) for k, v in value.items()}
     if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, f"{where}[{i}]", nulled) for i, v in enumerate(value)]
     if hasattr(value, "tolist"):  # numpy / torch scalars and arrays
-        return _jsonable(value.tolist())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return _jsonable(value.tolist(), where, nulled)
+    if isinstance(value, float) and not math.isfinite(value):
+        if nulled is not None:
+            nulled.append(where)
+        return None
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
+
+
+def strict_json(value: Any) -> tuple[Any, list[str]]:
+    """`value` as plain, strict JSON data (see :func:`write_results_json`) and the dotted paths of the NaN or
+    infinite numbers it held, which are now None.
+
+    Example:
+
+    ```python
+    >>> strict_json({"f1": float("nan"), "scores": [1.0, float("-inf")]})
+    ({'f1': None, 'scores': [1.0, None]}, ['f1', 'scores[1]'])
+
+    ```
+    """
+    nulled: list[str] = []
+    return _jsonable(value, "", nulled), nulled
 
 
 def write_results_json(
@@ -301,7 +310,10 @@ def write_results_json(
     The file records the model name, each data file with its SHA-256, β, the aggregation, the threshold,
     the skipped rows (count and rows; pass a mapping `{data file: rows}` for several files), a UTC
     timestamp and the package version. Result objects with a `to_dict()` (e.g.
-    :class:`ProcessErrorResult`) and dataclasses are converted; NaN becomes null (strict JSON).
+    :class:`ProcessErrorResult`) and dataclasses are converted. The file is strict JSON: a NaN or infinite
+    number (an F1 that is undefined because a split has no erroneous records, a `-inf` score of a candidate
+    with nothing to score) is written as null, and the places are listed under `"non_finite"`
+    (`{"count": n, "fields": [dotted paths]}`) and logged.
     """
     if isinstance(skipped, Mapping):
         skipped_rows = [
@@ -324,7 +336,12 @@ def write_results_json(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "package_version": package_version(),
     }
-    payload = _jsonable(payload)
+    nulled: list[str] = []
+    payload = _jsonable(payload, "", nulled)
+    payload["non_finite"] = {"count": len(nulled), "fields": nulled}
+    if nulled:
+        shown = ", ".join(nulled[:_MAX_LOGGED]) + (", ..." if len(nulled) > _MAX_LOGGED else "")
+        logger.warning("%s: %d non-finite value(s) written as null: %s", path, len(nulled), shown)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
