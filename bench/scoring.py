@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trl_implicit_prm.inference import ProcessRewardComputer, ReferenceCache
 from trl_implicit_prm.inference.batching import collate, plan_batches
-from trl_implicit_prm.inference.logps import model_logps, resolve_logps_method
+from trl_implicit_prm.logps import completion_logps, resolve_logps_method
 
 RESULTS = Path(__file__).resolve().parent / "results" / "scoring.json"
 VOCAB = 32000
@@ -162,8 +162,8 @@ def run_compact_floor(prc, batches, method=None):
     with torch.inference_mode():
         for b in batches:
             for model in (prc.model, prc.ref_model):
-                chosen = method or resolve_logps_method(model, prc.logps_method, prc.device)
-                model_logps(model, chosen, b["input_ids"], b["attention_mask"], b["completion_mask"])
+                chosen = method or prc.logps_method
+                completion_logps(model, b["input_ids"], b["attention_mask"], b["completion_mask"], method=chosen)
 
 
 def run_score(prc, prompts, responses):
@@ -195,8 +195,7 @@ def run_prefixes(prc, prompts, responses):
                 cmask[b, p:len(row)] = 1
             logps = []
             for model in (prc.model, prc.ref_model):
-                method = resolve_logps_method(model, prc.logps_method, prc.device)
-                logps.append(model_logps(model, method, ids, attn, cmask).double())
+                logps.append(completion_logps(model, ids, attn, cmask, method=prc.logps_method).double())
             values = (beta * (logps[0] - logps[1])).sum(-1).tolist()
             for b, i in enumerate(batch):
                 q[i] = values[b]

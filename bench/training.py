@@ -25,8 +25,8 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from trl_implicit_prm import CEConfig, CETrainer, ImplicitPRMConfig, ImplicitPRMTrainer
+from trl_implicit_prm.logps import completion_logps
 from trl_implicit_prm.losses import ce_loss
-from trl_implicit_prm.rewards import completion_logps
 from trl_implicit_prm.tiny import build_model, build_tokenizer
 
 RESULTS = Path(__file__).parent / "results"

@@ -122,7 +122,7 @@ def test_paired_stacks_chosen_then_rejected():
         [-2.5, 0.0, 0.0],
         [-1.0, -1.0, -2.0],
     ]
-    assert batch["ref_step_logps"].dtype == torch.float32
+    assert batch["ref_step_logps"].dtype == torch.float64  # the rewards dtype policy: float64 sums
 
 
 def test_stepwise_labels_and_mask():

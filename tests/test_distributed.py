@@ -23,7 +23,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_implicit_prm import ProcessRewardComputer
 from trl_implicit_prm.data import tokenize_example
-from trl_implicit_prm.rewards import completion_logps, step_rewards
+from trl_implicit_prm.logps import completion_logps
+from trl_implicit_prm.rewards import step_rewards
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tests" / "scripts" / "train_tiny.py"

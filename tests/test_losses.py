@@ -8,8 +8,8 @@ import pytest
 import torch
 from datasets import Dataset
 
+from trl_implicit_prm.logps import completion_logps
 from trl_implicit_prm.losses import ce_loss, dpo_loss, kto_loss, kto_reference_point, nca_loss, step_kto_loss
-from trl_implicit_prm.rewards import completion_logps
 
 
 def logsig(x: float) -> float:

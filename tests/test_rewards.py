@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from trl_implicit_prm.logps import completion_logps
 from trl_implicit_prm.rewards import (
     aggregate_steps,
-    completion_logps,
     outcome_rewards,
     q_values,
     step_mask,

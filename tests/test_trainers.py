@@ -18,7 +18,7 @@ from trl_implicit_prm import (
     StepKTOConfig,
     StepKTOTrainer,
 )
-from trl_implicit_prm.rewards import completion_logps
+from trl_implicit_prm.logps import completion_logps
 
 PROBLEMS = [(a, b) for a, b in [(2, 3), (4, 4), (7, 1), (3, 6), (5, 2), (1, 8)]]
 

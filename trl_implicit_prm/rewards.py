@@ -8,6 +8,7 @@ Notation (see docs/method.md): prompt `x`, completion tokens `y_1..y_T` split in
     step reward       r^k  = β · Σ_{t∈S_k} ρ_t  = q_{end(k)} − q_{end(k−1)}
     outcome reward    r(y) = β · Σ_t ρ_t        = Σ_k r^k
 
+This module is pure tensor math; per-token log-probs of a model come from :mod:`trl_implicit_prm.logps`.
 All per-token tensors here are *aligned with `input_ids`*: position `t` holds the quantity of token `t`
 (predicted from tokens `< t`), and is zero outside the completion. Steps are given by `step_index`, a
 `[B, T]` long tensor holding the step of each completion token and `-1` elsewhere (the collator builds it).
@@ -40,17 +41,15 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
-
-from trl_implicit_prm.modeling import unwrap_model
+from torch import Tensor
 
 __all__ = [
     "AGGREGATIONS",
     "aggregate_steps",
-    "completion_logps",
-    "ensure_fused_lm_head",
+    "implicit_step_rewards",
     "outcome_rewards",
     "q_values",
+    "step_logp_sums",
     "step_mask",
     "step_q_values",
     "step_rewards",
@@ -60,72 +59,6 @@ __all__ = [
 
 Aggregation = Literal["min", "sum", "mean", "last", "max"]
 AGGREGATIONS: tuple[str, ...] = ("min", "sum", "mean", "last", "max")
-
-_FUSED_MARK = "_implicit_prm_fused_lm_head"
-
-
-def ensure_fused_lm_head(model: nn.Module) -> nn.Module:
-    """Give `model` TRL's fused LM head once, so per-token log-probs never materialise `[B, T, V]` logits.
-
-    After this, `model(..., labels=labels, fused_lm_head=True).log_probs` returns `[B, T-1]` log-probs of
-    the labelled next tokens; calls without `fused_lm_head=True` are unchanged (generation still works).
-    Idempotent; works on plain models, PEFT models (the base model is patched, as TRL does) and modules
-    wrapped by DeepSpeed or DDP.
-    """
-    from trl.trainer.utils import add_fused_lm_head
-
-    owner = unwrap_model(model)  # the base model under PEFT (as TRL does), the module under DeepSpeed
-    if not getattr(owner, _FUSED_MARK, False):
-        add_fused_lm_head(owner)
-        setattr(owner, _FUSED_MARK, True)
-    return model
-
-
-def completion_logps(
-    model: nn.Module,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    completion_mask: Tensor,
-    method: Literal["fused", "logits"] = "fused",
-    chunk_size: int = 4096,
-) -> Tensor:
-    """Per-token log-probs `log π(y_t | x, y_<t)` of the completion tokens, aligned with `input_ids`.
-
-    Returns a float32 `[B, T]` tensor, zero at prompt and padding positions (and at position 0, which has no
-    prediction). Gradients flow when called outside `torch.no_grad()`.
-
-    `method="fused"` uses TRL's fused LM head (patched on first use): only hidden states are kept, the head
-    is applied in tiles. `method="logits"` runs the ordinary forward and gathers from the logits in chunks of
-    `chunk_size` positions, so no `[B, T, V]` float32 log-softmax exists at once (the model's own logits do).
-    """
-    labels = input_ids.masked_fill(completion_mask == 0, -100)
-    seq_len = input_ids.size(1)
-    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
-    if bool((attention_mask[:, 0] == 0).any()):
-        # Left padding: models with absolute positions (GPT-2) need the positions of the real tokens.
-        kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    if method == "fused":
-        ensure_fused_lm_head(model)
-        out = model(**kwargs, labels=labels, fused_lm_head=True)
-        # Prompt-learning PEFT prepends virtual tokens: keep the positions of the real tokens.
-        shifted = out.log_probs[:, -(seq_len - 1):].float()
-    elif method == "logits":
-        logits = model(**kwargs).logits
-        logits = logits[:, -seq_len:-1]
-        targets = labels[:, 1:]
-        flat_logits = logits.reshape(-1, logits.size(-1))
-        flat_targets = targets.reshape(-1)
-        pieces = []
-        for start in range(0, flat_targets.numel(), chunk_size):
-            lg = flat_logits[start:start + chunk_size].float()
-            tg = flat_targets[start:start + chunk_size]
-            picked = lg.gather(-1, tg.clamp(min=0).unsqueeze(-1)).squeeze(-1) - torch.logsumexp(lg, dim=-1)
-            pieces.append(picked.masked_fill(tg == -100, 0.0))
-        shifted = torch.cat(pieces).view_as(targets)
-    else:
-        raise ValueError(f"method must be 'fused' or 'logits', got {method!r}")
-    return torch.cat([shifted.new_zeros(shifted.size(0), 1), shifted], dim=1)
-
 
 def token_log_ratios(policy_logps: Tensor, ref_logps: Tensor | None, completion_mask: Tensor) -> Tensor:
     """`ρ_t = log πθ(y_t) − log πref(y_t)` on completion tokens, zero elsewhere; `ref_logps=None` is reference-free."""
@@ -164,6 +97,42 @@ def step_rewards(token_rewards: Tensor, step_index: Tensor, num_steps: int | Non
     k = max(k, 1)
     out = token_rewards.new_zeros(token_rewards.size(0), k)
     return out.scatter_add(1, step_index.clamp(min=0), token_rewards * in_step.to(token_rewards.dtype))
+
+
+def step_logp_sums(logps: Tensor, step_index: Tensor, num_steps: int | None = None) -> Tensor:
+    """Per-step sums of per-token log-probs `Σ_{t∈S_k} log π(y_t)`, `[B, K]` float64.
+
+    The dtype policy of every implicit reward: per-token log-probs are float32 (as the model gives them), every
+    sum over tokens is taken in float64, so that a long response keeps every digit its float32 log-probs have and
+    training metrics, precomputed reference log-probs and `ProcessRewardComputer` agree to the last bit that
+    matters. Differentiable.
+    """
+    return step_rewards(logps.double(), step_index, num_steps)
+
+
+def implicit_step_rewards(
+    policy_step_logps: Tensor, ref_step_logps: Tensor | None, beta: float, mask: Tensor | None = None
+) -> Tensor:
+    """Implicit step rewards `r^k = β·(Σ_{t∈S_k} log πθ(y_t) − Σ_{t∈S_k} log πref(y_t))`, `[B, K]` float64.
+
+    The one function from per-step log-prob sums (:func:`step_logp_sums`, or precomputed reference sums) to step
+    rewards, used by the trainers and by `ProcessRewardComputer`. `ref_step_logps=None` is reference-free
+    (`r^k = β·Σ log πθ`); steps outside `mask` (a row's missing steps) are zero.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> implicit_step_rewards(torch.tensor([[-1.0, -3.0]]), torch.tensor([[-1.5, -2.0]]), beta=0.5)
+    tensor([[ 0.2500, -0.5000]], dtype=torch.float64)
+
+    ```
+    """
+    ratios = policy_step_logps.double()
+    if ref_step_logps is not None:
+        ratios = ratios - ref_step_logps.to(ratios.device, torch.float64)
+    rewards = beta * ratios
+    return rewards if mask is None else rewards * mask.to(rewards.dtype)
 
 
 def step_mask(num_steps: Tensor, max_steps: int) -> Tensor:

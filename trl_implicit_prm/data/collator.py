@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["ImplicitPRMCollator"]
+__all__ = ["ImplicitPRMCollator", "pad_token_rows"]
 
 _TOKEN_KEYS = ("input_ids", "completion_mask", "step_index")
 _KINDS = ("paired", "unpaired", "stepwise")
@@ -126,10 +127,12 @@ class ImplicitPRMCollator:
         if step_lists:
             width = max([*num_steps, *(len(v) for lists in step_lists.values() for v in lists)])
             for key, lists in step_lists.items():
-                values = torch.zeros(len(lists), width, dtype=torch.float32)
+                # Reference log-prob sums stay float64 (the rewards' dtype policy, see rewards.step_logp_sums).
+                dtype = torch.float64 if key == "ref_step_logps" else torch.float32
+                values = torch.zeros(len(lists), width, dtype=dtype)
                 mask = torch.zeros(len(lists), width, dtype=torch.bool)
                 for i, v in enumerate(lists):
-                    values[i, : len(v)] = torch.as_tensor(v, dtype=torch.float32)
+                    values[i, : len(v)] = torch.as_tensor(v, dtype=dtype)
                     mask[i, : len(v)] = True
                 batch[key] = values
                 if key == "step_labels":
@@ -165,34 +168,75 @@ class ImplicitPRMCollator:
         return row
 
     def _pad_tokens(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        seqs = {k: [torch.as_tensor(row[k], dtype=torch.long) for row in rows] for k in _TOKEN_KEYS}
-        lengths = [len(x) for x in seqs["input_ids"]]
-        for k in ("completion_mask", "step_index"):
-            for i, x in enumerate(seqs[k]):
-                if len(x) != lengths[i]:
-                    raise ValueError(f"row {i}: {k!r} has {len(x)} entries but 'input_ids' has {lengths[i]}")
-        width = max(lengths)
-        if self.pad_to_multiple_of:
-            width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
-        pads = {"input_ids": self.pad_token_id, "completion_mask": 0, "step_index": -1}
-        batch = {k: torch.full((len(rows), width), pads[k], dtype=torch.long) for k in _TOKEN_KEYS}
-        batch["attention_mask"] = torch.zeros(len(rows), width, dtype=torch.long)
-        seqs["attention_mask"] = [torch.ones(n, dtype=torch.long) for n in lengths]
-        for k, values in batch.items():
-            for i, x in enumerate(seqs[k]):
-                if self.padding_side == "right":
-                    values[i, : len(x)] = x
-                else:
-                    values[i, width - len(x) :] = x
+        batch = pad_token_rows(
+            [row["input_ids"] for row in rows],
+            [row["step_index"] for row in rows],
+            self.pad_token_id,
+            completion_masks=[row["completion_mask"] for row in rows],
+            padding_side=self.padding_side,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+        )
         batch["num_steps"] = torch.tensor(
             [
-                int(row["num_steps"])
-                if "num_steps" in row
-                else int(max(seqs["step_index"][i].max().item() + 1, 0))
-                for i, row in enumerate(rows)
+                int(row["num_steps"]) if "num_steps" in row else int(max(max(row["step_index"], default=-1) + 1, 0))
+                for row in rows
             ],
             dtype=torch.long,
         )
-        return {
-            k: batch[k] for k in ("input_ids", "attention_mask", "completion_mask", "step_index", "num_steps")
-        }
+        return batch
+
+
+def pad_token_rows(
+    input_ids: Sequence[Sequence[int]],
+    step_index: Sequence[Sequence[int]],
+    pad_token_id: int,
+    *,
+    completion_masks: Sequence[Sequence[int]] | None = None,
+    padding_side: str = "right",
+    pad_to_multiple_of: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """The one padder of token rows: `input_ids` (pad `pad_token_id`), `attention_mask`, `completion_mask` (pad 0)
+    and `step_index` (pad -1) as `[B, T]` int64, for the trainers' collator, scoring and KTO's mismatched pairs.
+
+    `completion_masks` defaults to `step_index >= 0` (every completion token belongs to a step).
+
+    Example:
+
+    ```python
+    >>> batch = pad_token_rows([[5, 6, 7], [5, 8]], [[-1, 0, 1], [-1, 0]], pad_token_id=0, padding_side="left")
+    >>> batch["input_ids"].tolist(), batch["attention_mask"].tolist(), batch["completion_mask"].tolist()
+    ([[5, 6, 7], [0, 5, 8]], [[1, 1, 1], [0, 1, 1]], [[0, 1, 1], [0, 0, 1]])
+
+    ```
+    """
+    if padding_side not in ("left", "right"):
+        raise ValueError(f'padding_side must be "left" or "right", got {padding_side!r}')
+    lengths = [len(x) for x in input_ids]
+    columns = {"step_index": step_index}
+    if completion_masks is not None:
+        columns["completion_mask"] = completion_masks
+    for key, values in columns.items():
+        for i, x in enumerate(values):
+            if len(x) != lengths[i]:
+                raise ValueError(f"row {i}: {key!r} has {len(x)} entries but 'input_ids' has {lengths[i]}")
+    width = max(lengths)
+    if pad_to_multiple_of:
+        width = math.ceil(width / pad_to_multiple_of) * pad_to_multiple_of
+    ids = np.full((len(lengths), width), pad_token_id, dtype=np.int64)
+    steps = np.full((len(lengths), width), -1, dtype=np.int64)
+    attn = np.zeros((len(lengths), width), dtype=np.int64)
+    comp = np.zeros((len(lengths), width), dtype=np.int64) if completion_masks is not None else None
+    for i, n in enumerate(lengths):
+        span = slice(0, n) if padding_side == "right" else slice(width - n, width)
+        ids[i, span] = input_ids[i]
+        steps[i, span] = step_index[i]
+        attn[i, span] = 1
+        if comp is not None:
+            comp[i, span] = completion_masks[i]
+    step_tensor = torch.from_numpy(steps)
+    return {
+        "input_ids": torch.from_numpy(ids),
+        "attention_mask": torch.from_numpy(attn),
+        "completion_mask": torch.from_numpy(comp) if comp is not None else (step_tensor >= 0).long(),
+        "step_index": step_tensor,
+    }

@@ -2,7 +2,8 @@
 
 Modules, one idea each: `computer` (the scorer), `step_rewards` (the result), `cache` (reference log-probs
 shared across computers), `encoding` (tokenization with step spans, truncation policy), `batching` (length-sorted,
-token-budget batches), `logps` (per-token log-probs), `loading` (paths, adapters and references).
+token-budget batches), `loading` (paths, adapters and references). Per-token log-probs come from
+:mod:`trl_implicit_prm.logps`, the module the trainers use too.
 """
 
 from .cache import ReferenceCache

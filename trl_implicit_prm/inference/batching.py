@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
+from ..data.collator import pad_token_rows
 from .encoding import EncodedResponse
 
 __all__ = ["collate", "plan_batches"]
@@ -66,18 +66,4 @@ def plan_batches(
 
 def collate(rows: Sequence[EncodedResponse], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-padded `input_ids`, `attention_mask`, `completion_mask` and `step_index` (-1 off the completion)."""
-    width = max(r.length for r in rows)
-    ids = np.full((len(rows), width), pad_token_id, dtype=np.int64)
-    step = np.full((len(rows), width), -1, dtype=np.int64)
-    attn = np.zeros((len(rows), width), dtype=np.int64)
-    for b, r in enumerate(rows):
-        ids[b, :r.length] = r.input_ids
-        step[b, :r.length] = r.step_index
-        attn[b, :r.length] = 1
-    step_index = torch.from_numpy(step)
-    return {
-        "input_ids": torch.from_numpy(ids),
-        "attention_mask": torch.from_numpy(attn),
-        "completion_mask": (step_index >= 0).long(),
-        "step_index": step_index,
-    }
+    return pad_token_rows([r.input_ids for r in rows], [r.step_index for r in rows], pad_token_id)

@@ -1,8 +1,8 @@
 """`ProcessRewardComputer`: any implicit-PRM checkpoint to per-step rewards, many responses at a time.
 
 One forward pass of the policy and one of the reference per response, whatever its number of steps: the
-per-token log-ratios come from :func:`~trl_implicit_prm.rewards.completion_logps`-style log-probs, and the
-step rewards are sums over each step's tokens (:func:`~trl_implicit_prm.rewards.step_rewards`), the same
+per-token log-ratios come from :func:`~trl_implicit_prm.logps.completion_logps` (as in training), and the
+step rewards come from :func:`~trl_implicit_prm.rewards.implicit_step_rewards` on float64 per-step sums, the same
 functions the trainers log with.
 """
 
@@ -26,13 +26,13 @@ from ..data.rendering import (
     prompt_format_from_metadata,
     template_sha256,
 )
+from ..logps import completion_logps, resolve_logps_method
 from ..modeling import METADATA_FILE, check_max_length, check_reference, is_peft_model, unwrap_model
-from ..rewards import outcome_rewards, step_q_values, step_rewards, token_rewards
+from ..rewards import implicit_step_rewards, step_logp_sums, step_q_values, token_rewards
 from .batching import collate, plan_batches
 from .cache import ReferenceCache
 from .encoding import EncodedResponse, decode_tokens, encode_response
 from .loading import identity_of, resolve_models, trainer_reference
-from .logps import model_logps, resolve_logps_method
 from .step_rewards import StepRewards
 
 __all__ = ["DEFAULT_BETA", "DEFAULT_MAX_BATCH_TOKENS", "DEFAULT_SEPARATOR", "ProcessRewardComputer"]
@@ -417,10 +417,9 @@ class ProcessRewardComputer:
 
     def _logps(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         device = self.device
-        method = resolve_logps_method(model, self.logps_method, device)
         ids, attn, cmask = (tensors[k].to(device, non_blocking=True)
                             for k in ("input_ids", "attention_mask", "completion_mask"))
-        return model_logps(model, method, ids, attn, cmask).float().cpu()
+        return completion_logps(model, ids, attn, cmask, method=self.logps_method).cpu()
 
     @contextlib.contextmanager
     def _reference(self) -> Iterator[nn.Module]:
@@ -457,15 +456,16 @@ class ProcessRewardComputer:
 
     def _score_batch(self, rows: list[EncodedResponse]) -> list[StepRewards]:
         tensors = collate(rows, self._pad_id)
-        # Log-probs are float32 (as in training); sums are taken in float64 so that long responses keep
-        # every digit float32 log-probs have.
-        policy = self._logps(self.model, tensors).double()
-        ref = None if self.reference_free else self._reference_logps(rows, policy.shape).double()
+        # The trainers' path: float32 log-probs, float64 per-step sums, r^k = β·(Σ policy − Σ reference).
+        policy = self._logps(self.model, tensors)
+        ref = None if self.reference_free else self._reference_logps(rows, policy.shape)
         cmask, step_index = tensors["completion_mask"], tensors["step_index"]
-        tok_rewards = token_rewards(policy, ref, cmask, self.beta)
-        steps = step_rewards(tok_rewards, step_index, max(len(r.steps) for r in rows))
+        most = max(len(r.steps) for r in rows)
+        steps = implicit_step_rewards(step_logp_sums(policy, step_index, most),
+                                      None if ref is None else step_logp_sums(ref, step_index, most), self.beta)
+        tok_rewards = token_rewards(policy.double(), None if ref is None else ref.double(), cmask, self.beta)
         q = step_q_values(steps)
-        outcome = outcome_rewards(tok_rewards).tolist()
+        outcome = steps.sum(-1).tolist()
         texts = decode_tokens(self.tokenizer, [r.input_ids[r.prompt_length:] for r in rows])
         results = []
         for b, row in enumerate(rows):

@@ -28,6 +28,7 @@ from trl.trainer.utils import disable_dropout_in_model, use_adapter
 
 from trl_implicit_prm.data import ImplicitPRMCollator
 from trl_implicit_prm.data.rendering import measure_prompt_format
+from trl_implicit_prm.logps import completion_logps, ensure_fused_lm_head
 from trl_implicit_prm.losses import kto_reference_point
 from trl_implicit_prm.modeling import (
     ADAPTER_BASE,
@@ -39,7 +40,7 @@ from trl_implicit_prm.modeling import (
     model_id_of,
     write_metadata,
 )
-from trl_implicit_prm.rewards import completion_logps, ensure_fused_lm_head, step_mask, step_rewards
+from trl_implicit_prm.rewards import implicit_step_rewards, step_logp_sums, step_mask
 from trl_implicit_prm.trainers.config import ImplicitPRMBaseConfig
 from trl_implicit_prm.trainers.data_prep import prepare_dataset
 from trl_implicit_prm.trainers.metrics import RowStats, reward_metrics
@@ -73,6 +74,8 @@ class ImplicitRewardTrainer(_BaseTrainer):
     _paper: ClassVar[dict[str, str]] = PAPER
     config_class: ClassVar[type[ImplicitPRMBaseConfig]] = ImplicitPRMBaseConfig
     data_kind: ClassVar[str] = ""
+    # Per-token log-probs backend of training (trl_implicit_prm.logps): TRL's fused head.
+    _logps_method: ClassVar[str] = "fused"
 
     def __init__(
         self,
@@ -222,8 +225,8 @@ class ImplicitRewardTrainer(_BaseTrainer):
     # --- per-step log-probs -----------------------------------------------------------------------------------
 
     def _step_logps(self, model: Any, inputs: dict[str, Tensor], num_steps: int) -> Tensor:
-        logps = completion_logps(model, *(inputs[k] for k in _MODEL_INPUTS))
-        return step_rewards(logps, inputs["step_index"], num_steps)  # per-step sums of log-probs
+        logps = completion_logps(model, *(inputs[k] for k in _MODEL_INPUTS), method=self._logps_method)
+        return step_logp_sums(logps, inputs["step_index"], num_steps)  # float64 per-step sums
 
     def _reference_step_logps(self, inputs: dict[str, Tensor], num_steps: int) -> Tensor | None:
         """Per-step reference log-probs `[B, K]`: precomputed, from the reference, or adapters disabled."""
@@ -281,9 +284,8 @@ class ImplicitRewardTrainer(_BaseTrainer):
         num_steps = max(1, int(inputs["num_steps"].max().item()))
         policy = self._step_logps(model, inputs, num_steps)
         reference = self._reference_step_logps(inputs, num_steps)
-        ratios = policy if reference is None else policy - reference.to(policy.dtype)
         mask = step_mask(inputs["num_steps"], num_steps)
-        rewards = self.args.beta * ratios * mask
+        rewards = implicit_step_rewards(policy, reference, self.args.beta, mask)  # float64, as when scoring
         if mode == "eval" and "step_labels" in inputs:
             self._record_step_eval(rewards.detach(), mask, inputs)
         # Each trainer defines `_loss_and_metrics(model, step_rewards, step_mask, inputs) -> (loss, row_stats,
@@ -292,6 +294,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
         loss, row_stats, scalars = self._loss_and_metrics(model, rewards, mask, inputs)
         if loss is None and mode == "train":
             raise RuntimeError(f"{type(self).__name__} has no loss on this training batch (keys {sorted(inputs)})")
+        loss = None if loss is None else loss.float()  # the rewards are float64; the optimizer sees float32
         self._record_metrics(mode, row_stats, scalars)
         return (loss, {"rewards": rewards.detach()}) if return_outputs else loss
 
@@ -417,7 +420,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
             for batch in tqdm(loader, desc=f"Reference log-probs ({name})",
                               disable=not self.accelerator.is_local_main_process):
                 k = max(1, int(batch["num_steps"].max().item()))
-                steps = self._step_logps(model, batch, k).float()
+                steps = self._step_logps(model, batch, k)
                 n = batch["num_steps"]
                 if paired:  # rows are [chosen..., rejected...]: keep each example's pair together, [B, 2, K]
                     half = steps.size(0) // 2
