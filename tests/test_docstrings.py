@@ -12,6 +12,7 @@ import pytest
 
 import trl_implicit_prm
 
+
 def _quiet_deepspeed_accelerator() -> None:
     """DeepSpeed prints "Setting accelerator to CPU" on stdout the first time it is asked; ask before the doctests."""
     try:
@@ -32,13 +33,17 @@ MODULES = sorted(
 
 
 def test_the_walk_finds_the_package():
-    assert {"trl_implicit_prm.rewards", "trl_implicit_prm.inference.computer", "trl_implicit_prm.trainers.ce"} <= set(
-        MODULES
-    )
+    assert {
+        "trl_implicit_prm.rewards",
+        "trl_implicit_prm.inference.computer",
+        "trl_implicit_prm.trainers.ce",
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(
+        importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    )
     assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} docstring examples failed"
