@@ -8,6 +8,7 @@ import json
 from datasets import Dataset
 
 from trl_implicit_prm import CEConfig, CETrainer, ImplicitPRMConfig, ImplicitPRMTrainer
+from trl_implicit_prm.distributed import end_distributed_run
 
 
 def rows(kind: str) -> list[dict]:
@@ -34,6 +35,7 @@ def main() -> None:
     p.add_argument("--per-device-batch", type=int, default=2)
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--precompute", action="store_true", help="precompute the reference log-probs")
+    p.add_argument("--deepspeed-checkpoint", help="also write DeepSpeed's own (sharded) checkpoint to this folder")
     args = p.parse_args()
     common = dict(output_dir=args.output, use_cpu=True, bf16=False, max_steps=args.steps, learning_rate=1e-3,
                   per_device_train_batch_size=args.per_device_batch, gradient_accumulation_steps=args.grad_accum,
@@ -49,6 +51,8 @@ def main() -> None:
     ref_sharded = ref is not None and all(hasattr(p, "ds_id") and p.numel() == 0 for p in ref.parameters())
     trainer.train()
     trainer.save_model(args.output)
+    if args.deepspeed_checkpoint:
+        trainer.model_wrapped.save_checkpoint(args.deepspeed_checkpoint)  # what a save without weights leaves
     if trainer.is_world_process_zero():
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         with open(f"{args.output}/losses.json", "w") as f:
@@ -56,9 +60,7 @@ def main() -> None:
                        "deepspeed": trainer.is_deepspeed_enabled,
                        "zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage
                        if trainer.is_deepspeed_enabled else None, "ref_sharded": ref_sharded}, f)
-    # Leave the process group cleanly: exiting with it alive can abort a rank at interpreter shutdown.
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    end_distributed_run(trainer)  # barrier, teardown, and a multi-process run exits here (status 0)
 
 
 if __name__ == "__main__":
