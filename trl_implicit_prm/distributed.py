@@ -101,9 +101,10 @@ def end_distributed_run(trainer: Any) -> None:
     reference to a finished collective's tensors, which needs the GIL; Python <= 3.13 ends a thread that asks for
     the GIL after finalization began with `pthread_exit`, and unwinding through a `noexcept` C++ destructor calls
     `std::terminate`: "terminate called without an active exception", SIGABRT, and torchrun then kills the other
-    ranks. A barrier does not help (the threads still run at finalization). So, after the barrier and the
-    teardown, we run the `atexit` handlers and flush the streams ourselves, while the interpreter is whole, and
-    leave with `os._exit(0)`, which skips finalization. A single-process run returns normally.
+    ranks. A barrier does not prevent it: the default group's barrier does not order the work of DeepSpeed's
+    own groups, and the threads still run at finalization. So, after the barrier and the teardown, we run the
+    `atexit` handlers and flush the streams ourselves, while the interpreter is whole, and leave with
+    `os._exit(0)`, which skips finalization. A single-process run returns normally.
 
     Call it last: nothing that needs the other processes (train, evaluate, save_model, push_to_hub) works after.
     """
@@ -111,9 +112,8 @@ def end_distributed_run(trainer: Any) -> None:
     multi_process = accelerator.num_processes > 1
     if multi_process:
         accelerator.wait_for_everyone()  # no rank leaves while another still saves or communicates
-    end = getattr(
-        trainer, "end", None
-    )  # transformers >= 5.18: finish the trackers, destroy the process group
+    # transformers >= 5.18: Trainer.end() finishes the trackers and destroys the process group
+    end = getattr(trainer, "end", None)
     if callable(end):
         end()
     else:
