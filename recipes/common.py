@@ -21,6 +21,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser
 from trl_implicit_prm.commands._models import unescape
 from trl_implicit_prm.data import DataFormatError
 from trl_implicit_prm.data.jsonl import read_json_rows
+from trl_implicit_prm.distributed import end_distributed_run
 
 logger = logging.getLogger("recipes")
 
@@ -162,7 +163,8 @@ def is_local(name: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------- training tail
 def train_and_save(trainer: Any, script_args: RecipeArguments) -> dict[str, float]:
-    """Train, save the checkpoint (with `implicit_prm.json`), evaluate if there is an eval set, push if asked."""
+    """Train, save the checkpoint (with `implicit_prm.json`), evaluate if there is an eval set, push if asked, and
+    end the run (`end_distributed_run`: in a multi-process run the process exits here, status 0)."""
     args = trainer.args
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.log_metrics("train", result.metrics)
@@ -180,8 +182,8 @@ def train_and_save(trainer: Any, script_args: RecipeArguments) -> dict[str, floa
         hub_dataset = None if is_local(script_args.dataset_name) else script_args.dataset_name
         trainer.push_to_hub(dataset_name=hub_dataset)
         trainer.accelerator.print(f"Model pushed to https://huggingface.co/{trainer.hub_model_id}")
-    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
-        trainer.end()
+    # Barrier, trackers, process group; a multi-process run exits here with status 0 (see end_distributed_run).
+    end_distributed_run(trainer)
     return metrics
 
 

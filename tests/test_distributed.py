@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,10 +21,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_implicit_prm import ProcessRewardComputer
 from trl_implicit_prm.data import tokenize_example
+from trl_implicit_prm.distributed import WEIGHT_FILES
 from trl_implicit_prm.logps import completion_logps
 from trl_implicit_prm.rewards import step_rewards
 
@@ -40,11 +44,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(cmd: list[str], log: Path) -> None:
+def _run(cmd: list[str], log: Path, expect_ok: bool = True) -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     with open(log, "w") as f:
         proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=600)
-    assert proc.returncode == 0, log.read_text()[-4000:]
+    if expect_ok:
+        assert proc.returncode == 0, log.read_text()[-4000:]
+    return proc.returncode
 
 
 def _train(model_dir: Path, out: Path, trainer: str, launcher: list[str], per_device: int, *extra: str) -> dict:
@@ -149,3 +155,59 @@ def test_zero3_precomputed_reference_matches_the_live_single_process_run(base_mo
     assert info["world_size"] == 2 and info["deepspeed"] and not info["ref_sharded"]  # no reference kept
     single = json.loads((single_process["dpo"] / "losses.json").read_text())
     assert info["losses"] == pytest.approx(single["losses"], abs=1e-5)
+
+
+def test_zero3_config_without_the_gather_flag_refuses_to_train(base_model, tmp_path):
+    """A user's DeepSpeed JSON without `stage3_gather_16bit_weights_on_model_save` would save no weights (only
+    `global_stepN/`): the trainer refuses at start, naming the flag, before any training or saving."""
+    ds_config = tmp_path / "ds_zero3.json"
+    ds_config.write_text(json.dumps({"zero_optimization": {"stage": 3}, "train_batch_size": "auto",
+                                     "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto"}))
+    launch = yaml.safe_load((REPO / "recipes" / "accelerate" / "zero3.yaml").read_text())
+    launch["deepspeed_config"] = {"deepspeed_config_file": str(ds_config), "zero3_init_flag": True}
+    launch.pop("mixed_precision")  # the JSON config decides it; `--mixed_precision no` would conflict
+    config = tmp_path / "zero3-user.yaml"
+    config.write_text(yaml.safe_dump(launch))
+    out = tmp_path / "out"
+    launcher = [str(BIN / "accelerate"), "launch", "--config_file", str(config), "--num_processes", "2",
+                "--main_process_port", str(_free_port())]
+    log = tmp_path / "refused.log"
+    code = _run([*launcher, str(SCRIPT), "--trainer", "ce", "--model", str(base_model), "--output", str(out)], log,
+                expect_ok=False)
+    text = log.read_text()
+    assert code != 0, f"trained and saved without weights: {sorted(p.name for p in out.rglob('*'))}"
+    assert "stage3_gather_16bit_weights_on_model_save: true` (it is missing)" in text
+    assert not (out / "implicit_prm.json").exists()
+
+
+def test_deepspeed_only_checkpoint_fails_to_load_and_the_conversion_it_names_works(base_model, tmp_path):
+    """A real 2-process ZeRO-3 run writes DeepSpeed's sharded checkpoint next to what transformers' fallback leaves
+    (config, tokenizer, implicit_prm.json, no weights). Loading it fails with what it is and the command to
+    convert it; running that command gives weights whose step rewards equal those of the gathered save."""
+    out, only_ds = tmp_path / "zero3-ce", tmp_path / "deepspeed-only"
+    _run([*_accelerate("zero3.yaml", _free_port()), str(SCRIPT), "--trainer", "ce", "--model", str(base_model),
+          "--output", str(out), "--steps", "2", "--deepspeed-checkpoint", str(only_ds)], tmp_path / "train.log")
+    for f in out.iterdir():
+        if f.is_file() and f.name not in WEIGHT_FILES:
+            shutil.copy(f, only_ds / f.name)
+    assert (only_ds / "global_step2").is_dir() and not any((only_ds / w).exists() for w in WEIGHT_FILES)
+    with pytest.raises(OSError, match=r"holds a DeepSpeed ZeRO checkpoint \(global_step2/") as err:
+        ProcessRewardComputer.from_pretrained(str(only_ds), device="cpu")
+    from trl_implicit_prm import CEConfig, CETrainer
+
+    args = CEConfig(output_dir=str(tmp_path / "again"), use_cpu=True, bf16=False, report_to=[])
+    with pytest.raises(OSError, match=r"holds a DeepSpeed ZeRO checkpoint \(global_step2/"):
+        CETrainer(str(only_ds), args=args, train_dataset=_one_row())
+    command = f"python -m deepspeed.utils.zero_to_fp32 {only_ds} {only_ds} --safe_serialization"
+    assert command in str(err.value)
+    _run([sys.executable, *command.split()[1:]], tmp_path / "convert.log")
+    torch.testing.assert_close(_step_rewards(only_ds, base_model), _step_rewards(out, base_model), atol=1e-6, rtol=0)
+    result = ProcessRewardComputer.from_pretrained(str(only_ds), device="cpu").score_one(
+        "Q1: 2 + 3?\n", "2 + 3 = 5.\n\nThe answer is 5.")
+    assert len(result.step_rewards) == 2 and all(math.isfinite(r) for r in result.step_rewards)
+
+
+def _one_row():
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": "Q: 1 + 1?\n", "completion": "1 + 1 = 2.", "label": 1.0}])

@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from trl_implicit_prm.checks import is_finite_positive
+from trl_implicit_prm.distributed import check_not_deepspeed_only
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def load_causal_lm(model: str | os.PathLike | PreTrainedModel, **init_kwargs: An
     """A causal LM from a path / hub id (with `from_pretrained` kwargs), or the given model unchanged."""
     if isinstance(model, nn.Module):
         return model
+    check_not_deepspeed_only(model)  # a ZeRO-3 save without weights: say how to convert it
     kwargs = dict(init_kwargs)
     if "dtype" in kwargs:
         kwargs["dtype"] = resolve_dtype(kwargs["dtype"])

@@ -8,6 +8,7 @@ import json
 from datasets import Dataset
 
 from trl_implicit_prm import CEConfig, CETrainer, ImplicitPRMConfig, ImplicitPRMTrainer
+from trl_implicit_prm.distributed import end_distributed_run
 
 EVAL_ROWS = 5  # in per-device batches of 2: under 2 processes the second step pads with 3 duplicate rows
 
@@ -38,6 +39,7 @@ def main() -> None:
     p.add_argument("--precompute", action="store_true", help="precompute the reference log-probs")
     p.add_argument("--eval", action="store_true",
                    help="after saving, evaluate on the first 5 rows in per-device batches of 2 (CE only)")
+    p.add_argument("--deepspeed-checkpoint", help="also write DeepSpeed's own (sharded) checkpoint to this folder")
     args = p.parse_args()
     common = dict(output_dir=args.output, use_cpu=True, bf16=False, max_steps=args.steps, learning_rate=1e-3,
                   per_device_train_batch_size=args.per_device_batch, gradient_accumulation_steps=args.grad_accum,
@@ -56,6 +58,8 @@ def main() -> None:
     trainer.train()
     trainer.save_model(args.output)
     eval_metrics = trainer.evaluate() if args.eval else None
+    if args.deepspeed_checkpoint:
+        trainer.model_wrapped.save_checkpoint(args.deepspeed_checkpoint)  # what a save without weights leaves
     if trainer.is_world_process_zero():
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         with open(f"{args.output}/losses.json", "w") as f:
@@ -64,9 +68,7 @@ def main() -> None:
                        "zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage
                        if trainer.is_deepspeed_enabled else None, "ref_sharded": ref_sharded,
                        "eval": eval_metrics}, f)
-    # Leave the process group cleanly: exiting with it alive can abort a rank at interpreter shutdown.
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    end_distributed_run(trainer)  # barrier, teardown, and a multi-process run exits here (status 0)
 
 
 if __name__ == "__main__":

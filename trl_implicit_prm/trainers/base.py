@@ -28,6 +28,7 @@ from trl.trainer.utils import disable_dropout_in_model, use_adapter
 
 from trl_implicit_prm.data import ImplicitPRMCollator
 from trl_implicit_prm.data.rendering import measure_prompt_format
+from trl_implicit_prm.distributed import check_zero3_saves_weights
 from trl_implicit_prm.logps import completion_logps, ensure_fused_lm_head
 from trl_implicit_prm.losses import kto_reference_point
 from trl_implicit_prm.modeling import (
@@ -98,6 +99,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
         if train_dataset is None:
             raise ValueError("train_dataset is required")
         self._validate_reference_args(model, ref_model, args)
+        check_zero3_saves_weights(args.deepspeed_plugin, peft=peft_config is not None or is_peft_model(model))
 
         init_kwargs = dict(args.model_init_kwargs or {})
         self._model_id = model if isinstance(model, str) else model_id_of(model)
