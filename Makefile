@@ -30,6 +30,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check trl_implicit_prm tests bench recipes
+	$(VENV)/bin/ruff format --check trl_implicit_prm tests bench recipes
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP)

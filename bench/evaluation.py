@@ -54,7 +54,11 @@ def write_candidates(path: Path, n_candidates: int, per_problem: int, seed: int 
         for p in problems:
             n_right = rng.randint(0, per_problem)
             sols = make_solutions(p, n_right, per_problem - n_right, rng)
-            row = {"problem": p.prompt, "reference": p.answer, "candidates": [{"response": s.steps} for s in sols]}
+            row = {
+                "problem": p.prompt,
+                "reference": p.answer,
+                "candidates": [{"response": s.steps} for s in sols],
+            }
             f.write(json.dumps(row) + "\n")
     return task
 
@@ -80,13 +84,25 @@ def main() -> None:
         task = write_candidates(data, args.candidates, args.per_problem)
         tok = build_tokenizer(vocab_size=400, corpus=tokenizer_corpus(task, 2000))
         for name, seed in (("policy", 0), ("ref", 1)):
-            build_model("llama", tok, hidden_size=args.hidden, num_layers=args.layers, seed=seed).save_pretrained(
-                root / name)
+            build_model(
+                "llama", tok, hidden_size=args.hidden, num_layers=args.layers, seed=seed
+            ).save_pretrained(root / name)
             tok.save_pretrained(root / name)
-        cli = Namespace(model=str(root / "policy"), ref_model=str(root / "ref"), reference_free=None, beta=None,
-                        separator="\n", batch_size=None, dtype=None, device="cpu", data=data,
-                        aggregations=["min", "sum", "mean", "last"], ns=None, output=root / "out.json",
-                        plot=root / "bon.png")
+        cli = Namespace(
+            model=str(root / "policy"),
+            ref_model=str(root / "ref"),
+            reference_free=None,
+            beta=None,
+            separator="\n",
+            batch_size=None,
+            dtype=None,
+            device="cpu",
+            data=data,
+            aggregations=["min", "sum", "mean", "last"],
+            ns=None,
+            output=root / "out.json",
+            plot=root / "bon.png",
+        )
         clock = ForwardClock()
         original = eval_bon.computer_from_args
 
@@ -101,13 +117,20 @@ def main() -> None:
         wall = time.perf_counter() - start
         eval_bon.computer_from_args = original
     outside = 1.0 - clock.seconds / wall
-    report = {"config": vars(args), "wall_seconds": wall, "forward_seconds": clock.seconds,
-              "share_outside_forward": outside, "target": 0.20,
-              "candidates_per_second": args.candidates / wall}
+    report = {
+        "config": vars(args),
+        "wall_seconds": wall,
+        "forward_seconds": clock.seconds,
+        "share_outside_forward": outside,
+        "target": 0.20,
+        "candidates_per_second": args.candidates / wall,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "evaluation.json").write_text(json.dumps(report, indent=2, default=str))
-    print(f"{args.candidates} candidates: wall {wall:.1f}s, model forwards {clock.seconds:.1f}s, "
-          f"outside {100 * outside:.1f}% (target < 20%) {'ok' if outside < 0.20 else 'MISSED'}")
+    print(
+        f"{args.candidates} candidates: wall {wall:.1f}s, model forwards {clock.seconds:.1f}s, "
+        f"outside {100 * outside:.1f}% (target < 20%) {'ok' if outside < 0.20 else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

@@ -74,18 +74,33 @@ def build_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>", model_max_length=4096)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=4096,
+    )
 
 
 def build_model(seed: int, args):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=args.hidden, num_hidden_layers=args.layers,
-                         num_attention_heads=8, num_key_value_heads=8, intermediate_size=args.intermediate,
-                         max_position_embeddings=4096, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                         tie_word_embeddings=False)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        intermediate_size=args.intermediate,
+        max_position_embeddings=4096,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
     return LlamaForCausalLM(config).eval()
 
 
@@ -96,8 +111,10 @@ def make_data(args):
         return " ".join(f"w{rng.randrange(len(SPECIALS), VOCAB)}" for _ in range(n))
 
     prompts = [words(rng.randint(16, 32)) + "\n" for _ in range(args.responses)]
-    responses = [[words(rng.randint(args.step_tokens - 8, args.step_tokens + 8)) for _ in range(args.steps)]
-                 for _ in range(args.responses)]
+    responses = [
+        [words(rng.randint(args.step_tokens - 8, args.step_tokens + 8)) for _ in range(args.steps)]
+        for _ in range(args.responses)
+    ]
     return prompts, responses
 
 
@@ -163,7 +180,9 @@ def run_compact_floor(prc, batches, method=None):
         for b in batches:
             for model in (prc.model, prc.ref_model):
                 chosen = method or prc.logps_method
-                completion_logps(model, b["input_ids"], b["attention_mask"], b["completion_mask"], method=chosen)
+                completion_logps(
+                    model, b["input_ids"], b["attention_mask"], b["completion_mask"], method=chosen
+                )
 
 
 def run_score(prc, prompts, responses):
@@ -190,9 +209,9 @@ def run_prefixes(prc, prompts, responses):
             cmask = torch.zeros_like(ids)
             for b, i in enumerate(batch):
                 row, p = seqs[i]
-                ids[b, :len(row)] = torch.tensor(row)
-                attn[b, :len(row)] = 1
-                cmask[b, p:len(row)] = 1
+                ids[b, : len(row)] = torch.tensor(row)
+                attn[b, : len(row)] = 1
+                cmask[b, p : len(row)] = 1
             logps = []
             for model in (prc.model, prc.ref_model):
                 logps.append(completion_logps(model, ids, attn, cmask, method=prc.logps_method).double())
@@ -212,16 +231,25 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--intermediate", type=int, default=1376)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--prefix-subset", type=int, default=8,
-                        help="responses used for the per-prefix comparison (b)")
+    parser.add_argument(
+        "--prefix-subset", type=int, default=8, help="responses used for the per-prefix comparison (b)"
+    )
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="default: the library's")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--compare-fused", action="store_true",
-                        help="also time TRL's fused LM head (the trainers' path) on the same batches")
+    parser.add_argument(
+        "--compare-fused",
+        action="store_true",
+        help="also time TRL's fused LM head (the trainers' path) on the same batches",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=RESULTS)
-    parser.add_argument("--data-parallel", type=int, default=None, metavar="N",
-                        help="measure (d): the score command with N processes against one process")
+    parser.add_argument(
+        "--data-parallel",
+        type=int,
+        default=None,
+        metavar="N",
+        help="measure (d): the score command with N processes against one process",
+    )
     parser.add_argument("--dp-responses", type=int, default=256, help="responses scored in (d)")
     args = parser.parse_args(argv)
     if args.data_parallel:
@@ -234,15 +262,19 @@ def main(argv=None) -> int:
     load_start = os.getloadavg()
     tokenizer = build_tokenizer()
     policy, reference = build_model(args.seed, args), build_model(args.seed + 1, args)
-    prc = ProcessRewardComputer(policy, tokenizer, ref_model=reference, beta=0.05,
-                                max_batch_tokens=args.max_batch_tokens)
+    prc = ProcessRewardComputer(
+        policy, tokenizer, ref_model=reference, beta=0.05, max_batch_tokens=args.max_batch_tokens
+    )
     prompts, responses = make_data(args)
     batches = floor_batches(prc, prompts, responses)
     n_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     padded = sum(b["input_ids"].numel() for b in batches)
-    print(f"{args.responses} responses x {args.steps} steps: {n_tokens} tokens ({padded} padded) in "
-          f"{len(batches)} batches; logps method {resolve_logps_method(policy, prc.logps_method, prc.device)}; "
-          f"{args.threads} threads; load average {load_start[0]:.2f}", flush=True)
+    print(
+        f"{args.responses} responses x {args.steps} steps: {n_tokens} tokens ({padded} padded) in "
+        f"{len(batches)} batches; logps method {resolve_logps_method(policy, prc.logps_method, prc.device)}; "
+        f"{args.threads} threads; load average {load_start[0]:.2f}",
+        flush=True,
+    )
 
     # Warm-up (first-call allocations, oneDNN kernels) on one small batch, not measured.
     run_score(prc, prompts[:2], responses[:2])
@@ -256,8 +288,11 @@ def main(argv=None) -> int:
         with Measure() as m:
             results = run_score(prc, prompts, responses)
         score_runs.append(m)
-        print(f"  repeat {rep + 1}: floor {floor_runs[-1].seconds:.2f}s (cpu {floor_runs[-1].cpu_seconds:.2f}s), "
-              f"score {score_runs[-1].seconds:.2f}s (cpu {score_runs[-1].cpu_seconds:.2f}s)", flush=True)
+        print(
+            f"  repeat {rep + 1}: floor {floor_runs[-1].seconds:.2f}s (cpu {floor_runs[-1].cpu_seconds:.2f}s), "
+            f"score {score_runs[-1].seconds:.2f}s (cpu {score_runs[-1].cpu_seconds:.2f}s)",
+            flush=True,
+        )
     with Measure() as m_compact:
         run_compact_floor(prc, batches)
     print(f"  log-prob code alone on the same batches: {m_compact.seconds:.2f}s", flush=True)
@@ -284,50 +319,107 @@ def main(argv=None) -> int:
     floor_mem = max(m.peak_delta for m in floor_runs)
     score_mem = max(m.peak_delta for m in score_runs)
     report = {
-        "config": {**{k: v for k, v in vars(args).items() if k != "output"}, "vocab": VOCAB, "tokens": n_tokens,
-                   "padded_tokens": padded, "batches": len(batches), "max_batch_tokens": prc.max_batch_tokens,
-                   "logps_method": resolve_logps_method(policy, prc.logps_method, prc.device),
-                   "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
-                   "load_average_start": load_start[0], "load_average_end": os.getloadavg()[0]},
-        "a_time": {"floor_s": floor_s, "score_s": score_s, "ratio": score_s / floor_s, "target": 1.15,
-                   "floor_runs_s": [m.seconds for m in floor_runs], "score_runs_s": [m.seconds for m in score_runs],
-                   "median_ratio": statistics.median(s.seconds / f.seconds for f, s in zip(floor_runs, score_runs,
-                                                                                           strict=True)),
-                   "floor_cpu_s": min(m.cpu_seconds for m in floor_runs),
-                   "score_cpu_s": min(m.cpu_seconds for m in score_runs),
-                   "cpu_ratio": min(m.cpu_seconds for m in score_runs) / min(m.cpu_seconds for m in floor_runs),
-                   "tokenization_s": encode_s,
-                   "logps_only_s": m_compact.seconds, "ratio_to_logps_only": score_s / m_compact.seconds,
-                   "logps_only_cpu_s": m_compact.cpu_seconds,
-                   "cpu_ratio_to_logps_only": min(m.cpu_seconds for m in score_runs) / m_compact.cpu_seconds},
-        "b_prefix": {"responses": sub.stop, "score_s": m_sub.seconds, "per_prefix_s": m_prefix.seconds,
-                     "speedup": m_prefix.seconds / m_sub.seconds, "expected": 4.0,
-                     "score_cpu_s": m_sub.cpu_seconds, "per_prefix_cpu_s": m_prefix.cpu_seconds,
-                     "cpu_speedup": m_prefix.cpu_seconds / m_sub.cpu_seconds,
-                     "per_prefix_peak_rss_mib": m_prefix.peak_delta / 2**20, "max_q_difference": max_q_diff},
-        "c_memory": {"floor_peak_rss_mib": floor_mem / 2**20, "score_peak_rss_mib": score_mem / 2**20,
-                     "ratio": score_mem / floor_mem, "target": 1.2,
-                     "logps_only_peak_rss_mib": m_compact.peak_delta / 2**20,
-                     "method": "peak RSS above the phase's starting RSS (after gc + malloc_trim), sampled every 2 ms"},
+        "config": {
+            **{k: v for k, v in vars(args).items() if k != "output"},
+            "vocab": VOCAB,
+            "tokens": n_tokens,
+            "padded_tokens": padded,
+            "batches": len(batches),
+            "max_batch_tokens": prc.max_batch_tokens,
+            "logps_method": resolve_logps_method(policy, prc.logps_method, prc.device),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "load_average_start": load_start[0],
+            "load_average_end": os.getloadavg()[0],
+        },
+        "a_time": {
+            "floor_s": floor_s,
+            "score_s": score_s,
+            "ratio": score_s / floor_s,
+            "target": 1.15,
+            "floor_runs_s": [m.seconds for m in floor_runs],
+            "score_runs_s": [m.seconds for m in score_runs],
+            "median_ratio": statistics.median(
+                s.seconds / f.seconds for f, s in zip(floor_runs, score_runs, strict=True)
+            ),
+            "floor_cpu_s": min(m.cpu_seconds for m in floor_runs),
+            "score_cpu_s": min(m.cpu_seconds for m in score_runs),
+            "cpu_ratio": min(m.cpu_seconds for m in score_runs) / min(m.cpu_seconds for m in floor_runs),
+            "tokenization_s": encode_s,
+            "logps_only_s": m_compact.seconds,
+            "ratio_to_logps_only": score_s / m_compact.seconds,
+            "logps_only_cpu_s": m_compact.cpu_seconds,
+            "cpu_ratio_to_logps_only": min(m.cpu_seconds for m in score_runs) / m_compact.cpu_seconds,
+        },
+        "b_prefix": {
+            "responses": sub.stop,
+            "score_s": m_sub.seconds,
+            "per_prefix_s": m_prefix.seconds,
+            "speedup": m_prefix.seconds / m_sub.seconds,
+            "expected": 4.0,
+            "score_cpu_s": m_sub.cpu_seconds,
+            "per_prefix_cpu_s": m_prefix.cpu_seconds,
+            "cpu_speedup": m_prefix.cpu_seconds / m_sub.cpu_seconds,
+            "per_prefix_peak_rss_mib": m_prefix.peak_delta / 2**20,
+            "max_q_difference": max_q_diff,
+        },
+        "c_memory": {
+            "floor_peak_rss_mib": floor_mem / 2**20,
+            "score_peak_rss_mib": score_mem / 2**20,
+            "ratio": score_mem / floor_mem,
+            "target": 1.2,
+            "logps_only_peak_rss_mib": m_compact.peak_delta / 2**20,
+            "method": "peak RSS above the phase's starting RSS (after gc + malloc_trim), sampled every 2 ms",
+        },
         "trl_fused_logps": fused,
         "wall_s": time.perf_counter() - t_start,
         "num_results": len(results),
     }
     rows = [
-        ("(a) score / floor wall time", f"{score_s:.2f}s / {floor_s:.2f}s", f"{score_s / floor_s:.3f}", "<= 1.15"),
-        ("    same, process CPU time", f"{report['a_time']['score_cpu_s']:.2f}s / "
-         f"{report['a_time']['floor_cpu_s']:.2f}s", f"{report['a_time']['cpu_ratio']:.3f}", ""),
-        ("    score / log-prob code alone", f"{score_s:.2f}s / {m_compact.seconds:.2f}s",
-         f"{score_s / m_compact.seconds:.3f}", ""),
-        ("    same, process CPU time", f"{report['a_time']['score_cpu_s']:.2f}s / {m_compact.cpu_seconds:.2f}s",
-         f"{report['a_time']['cpu_ratio_to_logps_only']:.3f}", ""),
+        (
+            "(a) score / floor wall time",
+            f"{score_s:.2f}s / {floor_s:.2f}s",
+            f"{score_s / floor_s:.3f}",
+            "<= 1.15",
+        ),
+        (
+            "    same, process CPU time",
+            f"{report['a_time']['score_cpu_s']:.2f}s / {report['a_time']['floor_cpu_s']:.2f}s",
+            f"{report['a_time']['cpu_ratio']:.3f}",
+            "",
+        ),
+        (
+            "    score / log-prob code alone",
+            f"{score_s:.2f}s / {m_compact.seconds:.2f}s",
+            f"{score_s / m_compact.seconds:.3f}",
+            "",
+        ),
+        (
+            "    same, process CPU time",
+            f"{report['a_time']['score_cpu_s']:.2f}s / {m_compact.cpu_seconds:.2f}s",
+            f"{report['a_time']['cpu_ratio_to_logps_only']:.3f}",
+            "",
+        ),
         ("    tokenization inside score", f"{encode_s * 1000:.0f} ms", f"{encode_s / score_s:.1%}", ""),
-        (f"(b) per-prefix / score ({sub.stop} resp.)", f"{m_prefix.seconds:.2f}s / {m_sub.seconds:.2f}s",
-         f"{m_prefix.seconds / m_sub.seconds:.2f}x", ">= 4x"),
-        ("    same, process CPU time", f"{m_prefix.cpu_seconds:.2f}s / {m_sub.cpu_seconds:.2f}s",
-         f"{m_prefix.cpu_seconds / m_sub.cpu_seconds:.2f}x", ""),
-        ("(c) score / floor peak RSS", f"{score_mem / 2**20:.0f} / {floor_mem / 2**20:.0f} MiB",
-         f"{score_mem / floor_mem:.3f}", "<= 1.2"),
+        (
+            f"(b) per-prefix / score ({sub.stop} resp.)",
+            f"{m_prefix.seconds:.2f}s / {m_sub.seconds:.2f}s",
+            f"{m_prefix.seconds / m_sub.seconds:.2f}x",
+            ">= 4x",
+        ),
+        (
+            "    same, process CPU time",
+            f"{m_prefix.cpu_seconds:.2f}s / {m_sub.cpu_seconds:.2f}s",
+            f"{m_prefix.cpu_seconds / m_sub.cpu_seconds:.2f}x",
+            "",
+        ),
+        (
+            "(c) score / floor peak RSS",
+            f"{score_mem / 2**20:.0f} / {floor_mem / 2**20:.0f} MiB",
+            f"{score_mem / floor_mem:.3f}",
+            "<= 1.2",
+        ),
     ]
     print(f"\n{'measure':40s} {'values':>24s} {'ratio':>9s} {'target':>8s}")
     for name, values, ratio, target in rows:
@@ -373,41 +465,85 @@ def data_parallel(args) -> int:
         bin_dir = Path(sys.executable).parent
 
         def command(processes: int, rows: str, out: str) -> tuple[list[str], dict[str, str]]:
-            score = ["-m", "trl_implicit_prm.cli", "score", "--model", str(tmp / "policy"), "--ref-model",
-                     str(tmp / "reference"), "--input", str(tmp / f"{rows}.jsonl"), "--output", str(tmp / out),
-                     "--device", "cpu"]
+            score = [
+                "-m",
+                "trl_implicit_prm.cli",
+                "score",
+                "--model",
+                str(tmp / "policy"),
+                "--ref-model",
+                str(tmp / "reference"),
+                "--input",
+                str(tmp / f"{rows}.jsonl"),
+                "--output",
+                str(tmp / out),
+                "--device",
+                "cpu",
+            ]
             threads = max(1, args.threads // processes)
-            env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                   "OMP_NUM_THREADS": str(threads)}
+            env = {
+                **os.environ,
+                "PYTHONPATH": str(repo),
+                "HF_HUB_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false",
+                "OMP_NUM_THREADS": str(threads),
+            }
             if processes == 1:
                 return [sys.executable, *score], env
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-            return [str(bin_dir / "accelerate"), "launch", "--config_file",
-                    str(repo / "recipes" / "accelerate" / "multi_gpu.yaml"), "--num_processes", str(processes),
-                    "--mixed_precision", "no", "--main_process_port", str(port), *score], env
+            return [
+                str(bin_dir / "accelerate"),
+                "launch",
+                "--config_file",
+                str(repo / "recipes" / "accelerate" / "multi_gpu.yaml"),
+                "--num_processes",
+                str(processes),
+                "--mixed_precision",
+                "no",
+                "--main_process_port",
+                str(port),
+                *score,
+            ], env
 
         times: dict[int, dict[str, float]] = {}
         for processes in (1, n):
             startup = _timed(*command(processes, "startup", f"startup-{processes}.jsonl"))
             total = _timed(*command(processes, "rows", f"out-{processes}.jsonl"))
-            times[processes] = {"startup_s": startup, "total_s": total, "scoring_s": max(total - startup, 1e-9),
-                                "responses_per_s": args.responses / max(total - startup, 1e-9)}
-            print(f"  {processes} process(es): {total:.1f}s in all, {startup:.1f}s start-up -> "
-                  f"{times[processes]['responses_per_s']:.2f} responses/s", flush=True)
+            times[processes] = {
+                "startup_s": startup,
+                "total_s": total,
+                "scoring_s": max(total - startup, 1e-9),
+                "responses_per_s": args.responses / max(total - startup, 1e-9),
+            }
+            print(
+                f"  {processes} process(es): {total:.1f}s in all, {startup:.1f}s start-up -> "
+                f"{times[processes]['responses_per_s']:.2f} responses/s",
+                flush=True,
+            )
         identical = (tmp / "out-1.jsonl").read_bytes() == (tmp / f"out-{n}.jsonl").read_bytes()
     ratio = times[n]["responses_per_s"] / times[1]["responses_per_s"]
-    result = {"processes": n, "responses": args.responses, "steps": args.steps, "threads_total": args.threads,
-              "one_process": times[1], "n_processes": times[n], "throughput_ratio": ratio,
-              "threads_per_process": {"1": args.threads, str(n): max(1, args.threads // n)},
-              "byte_identical_output": identical,
-              "byte_identity_note": "expected only when every process uses the same number of intra-op threads as "
-                                    "the one-process run (float reductions depend on it)",
-              "cpu_count": os.cpu_count(), "load_average": os.getloadavg()[0]}
-    print(f"\n{'(d) ' + str(n) + ' processes / 1 process, responses/s':40s} "
-          f"{times[n]['responses_per_s']:>10.2f} / {times[1]['responses_per_s']:<10.2f} {ratio:>9.2f}x "
-          f"(byte-identical output: {identical})")
+    result = {
+        "processes": n,
+        "responses": args.responses,
+        "steps": args.steps,
+        "threads_total": args.threads,
+        "one_process": times[1],
+        "n_processes": times[n],
+        "throughput_ratio": ratio,
+        "threads_per_process": {"1": args.threads, str(n): max(1, args.threads // n)},
+        "byte_identical_output": identical,
+        "byte_identity_note": "expected only when every process uses the same number of intra-op threads as "
+        "the one-process run (float reductions depend on it)",
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg()[0],
+    }
+    print(
+        f"\n{'(d) ' + str(n) + ' processes / 1 process, responses/s':40s} "
+        f"{times[n]['responses_per_s']:>10.2f} / {times[1]['responses_per_s']:<10.2f} {ratio:>9.2f}x "
+        f"(byte-identical output: {identical})"
+    )
     report = json.loads(args.output.read_text()) if args.output.is_file() else {}
     report["d_data_parallel"] = result
     args.output.parent.mkdir(parents=True, exist_ok=True)

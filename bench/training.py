@@ -51,6 +51,7 @@ def make_rows(n: int, steps: int, seed: int = 0) -> list[tuple[str, str, str]]:
     words = ["Step", "we", "add", "the", "result", "is", "so", "then", "total", "answer"]
     rows = []
     for i in range(n):
+
         def text(shift: int) -> str:
             parts = []
             for k in range(steps):
@@ -58,15 +59,28 @@ def make_rows(n: int, steps: int, seed: int = 0) -> list[tuple[str, str, str]]:
                 filler = " ".join(words[int(j)] for j in torch.randint(0, len(words), (6,), generator=g))
                 parts.append(f"Step {k + 1}: {filler} {a} + {b} = {a + b + shift}.")
             return "\n\n".join(parts)
+
         rows.append((f"Problem {i}: compute the sums.\n", text(0), text(1)))
     return rows
 
 
 def common_args(out: str, steps: int, batch: int) -> dict:
-    return dict(output_dir=out, use_cpu=True, bf16=False, report_to=[], save_strategy="no", max_steps=steps,
-                per_device_train_batch_size=batch, learning_rate=1e-5, gradient_checkpointing=False,
-                logging_steps=10_000, disable_tqdm=True, train_sampling_strategy="sequential", beta=0.05,
-                dataloader_num_workers=0)
+    return dict(
+        output_dir=out,
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        save_strategy="no",
+        max_steps=steps,
+        per_device_train_batch_size=batch,
+        learning_rate=1e-5,
+        gradient_checkpointing=False,
+        logging_steps=10_000,
+        disable_tqdm=True,
+        train_sampling_strategy="sequential",
+        beta=0.05,
+        dataloader_num_workers=0,
+    )
 
 
 def time_trainer(trainer) -> list[float]:
@@ -116,32 +130,59 @@ def main() -> None:
     warmup = 2
     tok = build_tokenizer(vocab_size=2000)
     rows = make_rows(args.batch * (args.steps + 1), args.reasoning_steps)
-    unpaired = Dataset.from_list([{"prompt": p, "completion": c if i % 2 else r, "label": float(i % 2)}
-                                  for i, (p, c, r) in enumerate(rows)])
+    unpaired = Dataset.from_list(
+        [
+            {"prompt": p, "completion": c if i % 2 else r, "label": float(i % 2)}
+            for i, (p, c, r) in enumerate(rows)
+        ]
+    )
     paired = Dataset.from_list([{"prompt": p, "chosen": c, "rejected": r} for p, c, r in rows])
-    paired_eos = Dataset.from_list([{"prompt": p, "chosen": c + tok.eos_token, "rejected": r + tok.eos_token}
-                                    for p, c, r in rows])
+    paired_eos = Dataset.from_list(
+        [{"prompt": p, "chosen": c + tok.eos_token, "rejected": r + tok.eos_token} for p, c, r in rows]
+    )
 
     def model(seed=0):
-        return build_model("llama", tok, hidden_size=args.hidden, num_layers=args.layers,
-                           num_heads=max(4, args.hidden // 64), seed=seed)
+        return build_model(
+            "llama",
+            tok,
+            hidden_size=args.hidden,
+            num_layers=args.layers,
+            num_heads=max(4, args.hidden // 64),
+            seed=seed,
+        )
 
     from trl import DPOConfig, DPOTrainer
 
     results: dict[str, list[float]] = {"ce_trainer": [], "hand_loop": [], "iprm_dpo": [], "trl_dpo": []}
     for block in range(args.blocks):
         print(f"block {block + 1}/{args.blocks}", flush=True)
-        ce = CETrainer(model(), ref_model=model(1), processing_class=tok, train_dataset=unpaired,
-                       args=CEConfig(**common_args("/tmp/bench-ce", args.steps, args.batch)))
+        ce = CETrainer(
+            model(),
+            ref_model=model(1),
+            processing_class=tok,
+            train_dataset=unpaired,
+            args=CEConfig(**common_args("/tmp/bench-ce", args.steps, args.batch)),
+        )
         results["ce_trainer"].append(median_after_warmup(time_trainer(ce), warmup))
         batch = ce.data_collator([ce.train_dataset[i] for i in range(args.batch)])
-        results["hand_loop"].append(median_after_warmup(hand_loop_times(model(), model(1), batch, args.steps),
-                                                        warmup))
-        ours = ImplicitPRMTrainer(model(), ref_model=model(1), processing_class=tok, train_dataset=paired_eos,
-                                  args=ImplicitPRMConfig(**common_args("/tmp/bench-iprm", args.steps, args.batch)))
+        results["hand_loop"].append(
+            median_after_warmup(hand_loop_times(model(), model(1), batch, args.steps), warmup)
+        )
+        ours = ImplicitPRMTrainer(
+            model(),
+            ref_model=model(1),
+            processing_class=tok,
+            train_dataset=paired_eos,
+            args=ImplicitPRMConfig(**common_args("/tmp/bench-iprm", args.steps, args.batch)),
+        )
         results["iprm_dpo"].append(median_after_warmup(time_trainer(ours), warmup))
-        trl = DPOTrainer(model(), ref_model=model(1), processing_class=tok, train_dataset=paired,
-                         args=DPOConfig(**common_args("/tmp/bench-trl", args.steps, args.batch)))
+        trl = DPOTrainer(
+            model(),
+            ref_model=model(1),
+            processing_class=tok,
+            train_dataset=paired,
+            args=DPOConfig(**common_args("/tmp/bench-trl", args.steps, args.batch)),
+        )
         results["trl_dpo"].append(median_after_warmup(time_trainer(trl), warmup))
 
     med = {k: statistics.median(v) for k, v in results.items()}

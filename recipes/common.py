@@ -39,13 +39,17 @@ class RecipeArguments(ScriptArguments):
 
     ref_model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Reference model πref (path or hub id). Default: the initial policy (a frozen copy, or "
-                          "the base model with adapters disabled under LoRA)."},
+        metadata={
+            "help": "Reference model πref (path or hub id). Default: the initial policy (a frozen copy, or "
+            "the base model with adapters disabled under LoRA)."
+        },
     )
     eval_dataset_name: str | None = field(
         default=None,
-        metadata={"help": "A separate evaluation set (same kinds of sources as dataset_name), e.g. step-labelled "
-                          "rows for step-error metrics. Default: the dataset_test_split of dataset_name, if any."},
+        metadata={
+            "help": "A separate evaluation set (same kinds of sources as dataset_name), e.g. step-labelled "
+            "rows for step-error metrics. Default: the dataset_test_split of dataset_name, if any."
+        },
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom modelling code from the hub when loading the models."}
@@ -65,11 +69,15 @@ def parse_args(config_class: type, script_class: type = RecipeArguments, argv: S
     if not script_args.dataset_name:
         parser.error("dataset_name is required: a hub id or a local .json/.jsonl/.parquet/.csv file")
     if script_args.dataset_streaming:
-        parser.error("dataset_streaming is not supported: the trainers validate and tokenize the whole dataset "
-                     "before training")
+        parser.error(
+            "dataset_streaming is not supported: the trainers validate and tokenize the whole dataset "
+            "before training"
+        )
     if model_args.load_in_4bit or model_args.load_in_8bit:
-        parser.error("load_in_4bit/load_in_8bit are not supported by these recipes: train LoRA adapters on bf16 "
-                     "weights instead (see recipes/configs/llama3.1-8b-ce-lora.yaml)")
+        parser.error(
+            "load_in_4bit/load_in_8bit are not supported by these recipes: train LoRA adapters on bf16 "
+            "weights instead (see recipes/configs/llama3.1-8b-ce-lora.yaml)"
+        )
     # `--step_separator '\n\n'` arrives as backslash-n twice: read escapes as `trl-implicit-prm score` does.
     training_args.step_separator = unescape(training_args.step_separator)
     training_args.model_init_kwargs = {
@@ -95,8 +103,10 @@ def _bad_lines_error(path: str | os.PathLike, bad: Sequence[Any], unit: str) -> 
     where = "" if unit == "line" else "item "
     listed = [f"{path}:{where}{b.number}: {b.reason}" for b in bad[:_MAX_REPORTED]]
     more = [f"... and {len(bad) - _MAX_REPORTED} more"] if len(bad) > _MAX_REPORTED else []
-    return DataFormatError(f"{len(bad)} unreadable row(s) in {path}; fix them or remove them from the file:\n"
-                           + "\n".join(listed + more))
+    return DataFormatError(
+        f"{len(bad)} unreadable row(s) in {path}; fix them or remove them from the file:\n"
+        + "\n".join(listed + more)
+    )
 
 
 def check_json_file(path: str | os.PathLike) -> None:
@@ -116,8 +126,10 @@ def load_data(name: str, config: str | None = None) -> DatasetDict:
     if path.is_file():
         builder = DATA_BUILDERS.get(path.suffix.lower())
         if builder is None:
-            raise ValueError(f"dataset {name!r}: unsupported file type {path.suffix!r}; use one of "
-                             f"{sorted(DATA_BUILDERS)} or a hub id")
+            raise ValueError(
+                f"dataset {name!r}: unsupported file type {path.suffix!r}; use one of "
+                f"{sorted(DATA_BUILDERS)} or a hub id"
+            )
         if builder == "json":
             check_json_file(path)
         return load_dataset(builder, data_files=str(path))
@@ -130,15 +142,19 @@ def load_data(name: str, config: str | None = None) -> DatasetDict:
                 check_json_file(file)
         return load_dataset(str(path), name=config)
     if path.suffix.lower() in DATA_BUILDERS or name.startswith(("/", "./", "../", "~")):
-        raise FileNotFoundError(f"dataset {name!r} looks like a local file, but there is no such file "
-                                f"(working directory: {os.getcwd()})")
+        raise FileNotFoundError(
+            f"dataset {name!r} looks like a local file, but there is no such file "
+            f"(working directory: {os.getcwd()})"
+        )
     return load_dataset(name, name=config)
 
 
 def _split(data: DatasetDict, split: str, source: str) -> Dataset:
     if split not in data:
-        raise ValueError(f"dataset {source!r} has no split {split!r}; it has {sorted(data)}. Set "
-                         "dataset_train_split / dataset_test_split accordingly.")
+        raise ValueError(
+            f"dataset {source!r} has no split {split!r}; it has {sorted(data)}. Set "
+            "dataset_train_split / dataset_test_split accordingly."
+        )
     return data[split]
 
 
@@ -148,12 +164,17 @@ def load_train_eval(script_args: RecipeArguments) -> tuple[Dataset, Dataset | No
     train = _split(data, script_args.dataset_train_split, script_args.dataset_name)
     if script_args.eval_dataset_name:
         evals = load_data(script_args.eval_dataset_name)
-        split = script_args.dataset_test_split if script_args.dataset_test_split in evals else next(iter(evals))
+        split = (
+            script_args.dataset_test_split if script_args.dataset_test_split in evals else next(iter(evals))
+        )
         return train, evals[split]
     if script_args.dataset_test_split in data:
         return train, data[script_args.dataset_test_split]
-    logger.info("no %r split in %s: training without an evaluation set", script_args.dataset_test_split,
-                script_args.dataset_name)
+    logger.info(
+        "no %r split in %s: training without an evaluation set",
+        script_args.dataset_test_split,
+        script_args.dataset_name,
+    )
     return train, None
 
 
@@ -197,42 +218,60 @@ class ScoringArguments:
     )
     ref_model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Reference model. Default: the one recorded in the checkpoint's implicit_prm.json (the "
-                          "adapter-disabled base for a PEFT adapter)."},
+        metadata={
+            "help": "Reference model. Default: the one recorded in the checkpoint's implicit_prm.json (the "
+            "adapter-disabled base for a PEFT adapter)."
+        },
     )
     reference_free: bool | None = field(
         default=None,
-        metadata={"help": "Score without a reference (r = β·log πθ, paper §5.5.2). Default: the checkpoint's."},
+        metadata={
+            "help": "Score without a reference (r = β·log πθ, paper §5.5.2). Default: the checkpoint's."
+        },
     )
     beta: float | None = field(default=None, metadata={"help": "β. Default: the checkpoint's (else 0.05)."})
     step_separator: str | None = field(
         default=None,
-        metadata={"help": "Step separator of string responses (escapes such as \\n are read). Default: the "
-                          "checkpoint's."},
+        metadata={
+            "help": "Step separator of string responses (escapes such as \\n are read). Default: the "
+            "checkpoint's."
+        },
     )
-    dtype: str | None = field(default=None, metadata={"help": "Weights dtype: 'bfloat16', 'float32' or 'auto'."})
-    device: str | None = field(default=None, metadata={"help": "'cuda', 'cpu', ... Default: CUDA if available."})
+    dtype: str | None = field(
+        default=None, metadata={"help": "Weights dtype: 'bfloat16', 'float32' or 'auto'."}
+    )
+    device: str | None = field(
+        default=None, metadata={"help": "'cuda', 'cpu', ... Default: CUDA if available."}
+    )
     batch_size: int | None = field(default=None, metadata={"help": "Maximum responses per forward pass."})
-    max_batch_tokens: int | None = field(default=None, metadata={"help": "Maximum padded tokens per forward pass."})
+    max_batch_tokens: int | None = field(
+        default=None, metadata={"help": "Maximum padded tokens per forward pass."}
+    )
     max_length: int | None = field(default=None, metadata={"help": "Longest prompt + response in tokens."})
     truncation: bool = field(
         default=False, metadata={"help": "Cut responses longer than max_length (flagged) instead of failing."}
     )
     chat_prompt: bool | None = field(
         default=None,
-        metadata={"help": "Render string prompts (e.g. a ProcessBench problem) as one user message with the chat "
-                          "template (true) or as plain text (false). Default: as in training, from the "
-                          "checkpoint's implicit_prm.json."},
+        metadata={
+            "help": "Render string prompts (e.g. a ProcessBench problem) as one user message with the chat "
+            "template (true) or as plain text (false). Default: as in training, from the "
+            "checkpoint's implicit_prm.json."
+        },
     )
     prompt_separator: str | None = field(
         default=None,
-        metadata={"help": "Plain-text prompts end with this before the response (escapes such as \\n are read). "
-                          "Default: the one recorded with the checkpoint."},
+        metadata={
+            "help": "Plain-text prompts end with this before the response (escapes such as \\n are read). "
+            "Default: the one recorded with the checkpoint."
+        },
     )
     append_eos: bool | None = field(
         default=None,
-        metadata={"help": "Append the EOS token to every response (its last step). Default: as in training, from "
-                          "the checkpoint's implicit_prm.json."},
+        metadata={
+            "help": "Append the EOS token to every response (its last step). Default: as in training, from "
+            "the checkpoint's implicit_prm.json."
+        },
     )
 
 
@@ -245,16 +284,29 @@ def build_computer(args: ScoringArguments) -> Any:
         raise ValueError("model_name_or_path is required: the trained implicit PRM to score with")
     separator = unescape(args.prompt_separator) if args.prompt_separator is not None else None
     if args.chat_prompt and separator is not None:
-        raise ValueError("prompt_separator applies to plain-text prompts; do not combine it with chat_prompt=true")
+        raise ValueError(
+            "prompt_separator applies to plain-text prompts; do not combine it with chat_prompt=true"
+        )
     computer = ProcessRewardComputer.from_pretrained(
-        args.model_name_or_path, ref_model=args.ref_model_name_or_path, reference_free=args.reference_free,
-        beta=args.beta, step_separator=args.step_separator and unescape(args.step_separator),
-        device=args.device, dtype=args.dtype,
-        batch_size=args.batch_size, max_length=args.max_length, truncation=args.truncation,
-        max_batch_tokens=args.max_batch_tokens, append_eos=args.append_eos,
+        args.model_name_or_path,
+        ref_model=args.ref_model_name_or_path,
+        reference_free=args.reference_free,
+        beta=args.beta,
+        step_separator=args.step_separator and unescape(args.step_separator),
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        truncation=args.truncation,
+        max_batch_tokens=args.max_batch_tokens,
+        append_eos=args.append_eos,
     )
-    computer.prompt_format = override_prompt_format(computer.prompt_format, chat_prompt=args.chat_prompt,
-                                                    prompt_separator=separator, tokenizer=computer.tokenizer)
+    computer.prompt_format = override_prompt_format(
+        computer.prompt_format,
+        chat_prompt=args.chat_prompt,
+        prompt_separator=separator,
+        tokenizer=computer.tokenizer,
+    )
     return computer
 
 

@@ -38,40 +38,58 @@ from trl_implicit_prm.evaluation import (
 @dataclass
 class EvaluateArguments:
     process_files: list[str] | None = field(
-        default=None, metadata={"help": "ProcessBench-format files, as NAME=PATH or PATH (name: the file stem)."}
+        default=None,
+        metadata={"help": "ProcessBench-format files, as NAME=PATH or PATH (name: the file stem)."},
     )
     tune_on: str | None = field(
-        default=None, metadata={"help": "Split whose records tune τ. Default: the first split (unless threshold)."}
+        default=None,
+        metadata={"help": "Split whose records tune τ. Default: the first split (unless threshold)."},
     )
     threshold: float | None = field(default=None, metadata={"help": "A fixed τ instead of tuning one."})
     bon_file: str | None = field(default=None, metadata={"help": "Best-of-N candidates file (JSONL)."})
     aggregations: list[str] = field(
-        default_factory=lambda: ["min"], metadata={"help": "Step-reward aggregations for best-of-N (min: paper §4.1)."}
+        default_factory=lambda: ["min"],
+        metadata={"help": "Step-reward aggregations for best-of-N (min: paper §4.1)."},
     )
-    ns: list[int] | None = field(default=None, metadata={"help": "Values of N. Default: 1, 2, 4, ... up to all."})
+    ns: list[int] | None = field(
+        default=None, metadata={"help": "Values of N. Default: 1, 2, 4, ... up to all."}
+    )
     methods: list[str] = field(
         default_factory=lambda: ["prm", "majority", "weighted"],
-        metadata={"help": "Best-of-N selections: prm (top score), majority, weighted (σ(score)-weighted vote)."},
+        metadata={
+            "help": "Best-of-N selections: prm (top score), majority, weighted (σ(score)-weighted vote)."
+        },
     )
     output_dir: str = field(default="eval_results", metadata={"help": "Where results.json and the plots go."})
 
 
-def step_errors(args: EvaluateArguments, scoring: ScoringArguments, computer: Any, out: Path) -> dict[str, Any]:
+def step_errors(
+    args: EvaluateArguments, scoring: ScoringArguments, computer: Any, out: Path
+) -> dict[str, Any]:
     splits, loaded = {}, {}
     for item in args.process_files:
         name, _, path = item.rpartition("=")
         name = name or Path(path).stem
         if name in splits:
-            raise ValueError(f"two process files are named {name!r}: give them as NAME=PATH with distinct names")
+            raise ValueError(
+                f"two process files are named {name!r}: give them as NAME=PATH with distinct names"
+            )
         loaded[path] = records = read_process_records(path)
-        results = computer.score([computer.render_prompt(r["problem"]) for r in records],
-                                 [r["steps"] for r in records], show_progress=True)
+        results = computer.score(
+            [computer.render_prompt(r["problem"]) for r in records],
+            [r["steps"] for r in records],
+            show_progress=True,
+        )
         splits[name] = (list(records), [r.step_rewards for r in results])
     tune_on = None if args.threshold is not None else (args.tune_on or next(iter(splits)))
     report = evaluate_splits(splits, tune_on=tune_on, threshold=args.threshold)
     plotted = tune_on or next(iter(splits))
-    plot_f1_vs_threshold(f1_threshold_curve(*splits[plotted]), out / "f1_vs_threshold.png",
-                         chosen_threshold=report["threshold"], title=f"Step-error F1 against τ ({plotted})")
+    plot_f1_vs_threshold(
+        f1_threshold_curve(*splits[plotted]),
+        out / "f1_vs_threshold.png",
+        chosen_threshold=report["threshold"],
+        title=f"Step-error F1 against τ ({plotted})",
+    )
     for name, result in report["splits"].items():
         print(f"{name}: {result.describe()}")
     return {"report": report, "skipped": {p: r.skipped for p, r in loaded.items()}, "files": list(loaded)}
@@ -82,16 +100,25 @@ def best_of_n(args: EvaluateArguments, scoring: ScoringArguments, computer: Any,
     scores = None  # without a model: the candidates' own "scores"
     if computer is not None:
         flat = [(p, c["response"]) for p in problems for c in p["candidates"]]
-        results = iter(computer.score([computer.render_prompt(p["problem"]) for p, _ in flat],
-                                      [response for _, response in flat], show_progress=True))
+        results = iter(
+            computer.score(
+                [computer.render_prompt(p["problem"]) for p, _ in flat],
+                [response for _, response in flat],
+                show_progress=True,
+            )
+        )
         per_problem = [[next(results) for _ in p["candidates"]] for p in problems]
         scores = {how: [[r.aggregate(how) for r in rs] for rs in per_problem] for how in args.aggregations}
     separator = computer.step_separator if computer is not None else (scoring.step_separator or "\n\n")
-    curve = best_of_n_curve(list(problems), scores, ns=args.ns, methods=args.methods, step_separator=separator)
+    curve = best_of_n_curve(
+        list(problems), scores, ns=args.ns, methods=args.methods, step_separator=separator
+    )
     plot_best_of_n(curve, out / "best_of_n.png")
     for method, accuracy in curve["accuracy"].items():
-        print(f"best-of-N {method}: " + ", ".join(f"@{n} {100 * a:.1f}" for n, a in zip(curve["ns"], accuracy,
-                                                                                       strict=True)))
+        print(
+            f"best-of-N {method}: "
+            + ", ".join(f"@{n} {100 * a:.1f}" for n, a in zip(curve["ns"], accuracy, strict=True))
+        )
     return {"curve": curve, "skipped": {args.bon_file: problems.skipped}}
 
 
@@ -117,9 +144,16 @@ def main() -> None:
         results["best_of_n"] = bon["curve"]
         skipped.update(bon["skipped"])
         files.append(args.bon_file)
-    write_results_json(out / "results.json", results, model=scoring.model_name_or_path or "precomputed scores",
-                       data_files=files, beta=computer.beta if computer is not None else None,
-                       aggregation=args.aggregations, threshold=threshold, skipped=skipped)
+    write_results_json(
+        out / "results.json",
+        results,
+        model=scoring.model_name_or_path or "precomputed scores",
+        data_files=files,
+        beta=computer.beta if computer is not None else None,
+        aggregation=args.aggregations,
+        threshold=threshold,
+        skipped=skipped,
+    )
     print(f"Results: {out / 'results.json'}")
 
 

@@ -28,21 +28,34 @@ from trl_implicit_prm.render import save_html
 
 @dataclass
 class ScoreFileArguments:
-    input_file: str | None = field(default=None, metadata={"help": "JSONL or JSON-array file of rows to score."})
-    output_file: str | None = field(default=None, metadata={"help": "Where to write the scored rows (JSONL)."})
+    input_file: str | None = field(
+        default=None, metadata={"help": "JSONL or JSON-array file of rows to score."}
+    )
+    output_file: str | None = field(
+        default=None, metadata={"help": "Where to write the scored rows (JSONL)."}
+    )
     html_file: str | None = field(default=None, metadata={"help": "Optional HTML page of the step rewards."})
-    html_max_rows: int = field(default=200, metadata={"help": "Rows shown in the HTML page (the first ones)."})
+    html_max_rows: int = field(
+        default=200, metadata={"help": "Rows shown in the HTML page (the first ones)."}
+    )
     prompt_column: str = field(default="prompt", metadata={"help": "Column holding the prompt."})
     response_column: str = field(
-        default="response", metadata={"help": "Column holding the response (rows without it may have 'steps')."}
+        default="response",
+        metadata={"help": "Column holding the response (rows without it may have 'steps')."},
     )
 
 
 def _scored(row: dict[str, Any], r: Any) -> dict[str, Any]:
     """The same keys as `trl-implicit-prm score` (sum = outcome_reward)."""
-    return {**row, "step_rewards": r.step_rewards, "q_values": r.q_values, "outcome_reward": r.outcome_reward,
-            **{how: clean_float(r.aggregate(how)) for how in ("min", "mean", "max", "last")},
-            "truncated": r.truncated, "num_truncated_steps": r.num_truncated_steps}
+    return {
+        **row,
+        "step_rewards": r.step_rewards,
+        "q_values": r.q_values,
+        "outcome_reward": r.outcome_reward,
+        **{how: clean_float(r.aggregate(how)) for how in ("min", "mean", "max", "last")},
+        "truncated": r.truncated,
+        "num_truncated_steps": r.num_truncated_steps,
+    }
 
 
 def main() -> None:
@@ -55,10 +68,14 @@ def main() -> None:
     for i, row in enumerate(rows):
         response_column = files.response_column if files.response_column in row else "steps"
         if files.prompt_column not in row or response_column not in row:
-            parser.error(f"{files.input_file}, row {i}: needs {files.prompt_column!r} and {files.response_column!r} "
-                         f"(or 'steps'), it has {sorted(row)}; set prompt_column / response_column")
+            parser.error(
+                f"{files.input_file}, row {i}: needs {files.prompt_column!r} and {files.response_column!r} "
+                f"(or 'steps'), it has {sorted(row)}; set prompt_column / response_column"
+            )
         responses.append(row[response_column])
-    ctx = distributed_context(scoring.device)  # under `accelerate launch`: rows sharded, output in input order
+    ctx = distributed_context(
+        scoring.device
+    )  # under `accelerate launch`: rows sharded, output in input order
     if ctx.world_size > 1 and files.html_file:
         parser.error("html_file needs every result in one process: leave it out under accelerate launch")
     if ctx.world_size > 1 and scoring.device is None:
@@ -67,13 +84,24 @@ def main() -> None:
     prompts = [computer.render_prompt(row[files.prompt_column]) for row in rows]  # as training rendered them
     if not files.html_file:  # resumable: rows already scored by a killed run are skipped
         encoded = computer.encode(prompts, responses)
-        score_to_file(computer, encoded, files.output_file,
-                      lambda i, r: json.dumps(_scored(rows[i], r), ensure_ascii=False, default=str),
-                      manifest=run_manifest(computer, files.input_file, prompt_column=files.prompt_column,
-                                            response_column=files.response_column),
-                      ctx=ctx, show_progress=ctx.is_main)
+        score_to_file(
+            computer,
+            encoded,
+            files.output_file,
+            lambda i, r: json.dumps(_scored(rows[i], r), ensure_ascii=False, default=str),
+            manifest=run_manifest(
+                computer,
+                files.input_file,
+                prompt_column=files.prompt_column,
+                response_column=files.response_column,
+            ),
+            ctx=ctx,
+            show_progress=ctx.is_main,
+        )
         if ctx.is_main:
-            print(f"Scored {len(rows)} responses with {computer} ({ctx.world_size} process(es)): {files.output_file}")
+            print(
+                f"Scored {len(rows)} responses with {computer} ({ctx.world_size} process(es)): {files.output_file}"
+            )
         return
     results = computer.score(prompts, responses, show_progress=True)
     write_rows(files.output_file, [_scored(row, r) for row, r in zip(rows, results, strict=True)])

@@ -22,8 +22,10 @@ from trl_implicit_prm.data import detect_format, rollouts_to_unpaired
 class CERecipeArguments(RecipeArguments):
     rollouts_balance: str | None = field(
         default=None,
-        metadata={"help": "Balance correct/incorrect rollouts before training: 'dataset' or 'instruction' "
-                          "(paper Table 1, CE Dataset-wise / Inst.-wise Balanced). Needs rollout rows."},
+        metadata={
+            "help": "Balance correct/incorrect rollouts before training: 'dataset' or 'instruction' "
+            "(paper Table 1, CE Dataset-wise / Inst.-wise Balanced). Needs rollout rows."
+        },
     )
 
 
@@ -33,10 +35,16 @@ def main() -> None:
         train_dataset, eval_dataset = load_train_eval(script_args)
     if script_args.rollouts_balance:
         if detect_format(train_dataset) != "rollouts":
-            raise ValueError("rollouts_balance needs rollout rows (prompt, completions, correctness); the training "
-                             f"set has columns {train_dataset.column_names}")
-        train_dataset = rollouts_to_unpaired(train_dataset, balance=script_args.rollouts_balance,
-                                             seed=training_args.seed, step_separator=training_args.step_separator)
+            raise ValueError(
+                "rollouts_balance needs rollout rows (prompt, completions, correctness); the training "
+                f"set has columns {train_dataset.column_names}"
+            )
+        train_dataset = rollouts_to_unpaired(
+            train_dataset,
+            balance=script_args.rollouts_balance,
+            seed=training_args.seed,
+            step_separator=training_args.step_separator,
+        )
     trainer = CETrainer(
         model=model_args.model_name_or_path,
         ref_model=script_args.ref_model_name_or_path,

@@ -26,27 +26,49 @@ RECORDS = [
 
 def test_eval_steps_reports_skipped_lines_and_matches_the_library(tiny_dir, tmp_path, capsys):
     val = _write(tmp_path / "val.jsonl", RECORDS)
-    test = _write(tmp_path / "test.jsonl", [
-        *RECORDS[::-1],
-        {"problem": "x", "steps": ["a"], "label": 5},          # line 5: label out of range
-        {"problem": "x", "steps": "not a list", "label": -1},  # line 6: steps not a list
-        "{not json",                                          # line 7
-    ])
+    test = _write(
+        tmp_path / "test.jsonl",
+        [
+            *RECORDS[::-1],
+            {"problem": "x", "steps": ["a"], "label": 5},  # line 5: label out of range
+            {"problem": "x", "steps": "not a list", "label": -1},  # line 6: steps not a list
+            "{not json",  # line 7
+        ],
+    )
     out = tmp_path / "steps.json"
-    args = ["eval-steps", "--model", str(tiny_dir / "llama"), "--ref-model", str(tiny_dir / "llama-ref"),
-            "--data", str(val), str(test), "--tune-on", "val", "--output", str(out), "--plot", str(tmp_path / "f1.png")]
+    args = [
+        "eval-steps",
+        "--model",
+        str(tiny_dir / "llama"),
+        "--ref-model",
+        str(tiny_dir / "llama-ref"),
+        "--data",
+        str(val),
+        str(test),
+        "--tune-on",
+        "val",
+        "--output",
+        str(out),
+        "--plot",
+        str(tmp_path / "f1.png"),
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "oracle threshold" in printed and "skipped rows 3" in printed
     result = json.loads(out.read_text())
     assert result["skipped"]["count"] == 3
-    assert [(r["file"], r["line"]) for r in result["skipped"]["rows"]] == [(str(test), 5), (str(test), 6),
-                                                                           (str(test), 7)]
+    assert [(r["file"], r["line"]) for r in result["skipped"]["rows"]] == [
+        (str(test), 5),
+        (str(test), 6),
+        (str(test), 7),
+    ]
     assert [f["sha256"] for f in result["data_files"]] == [file_sha256(val), file_sha256(test)]
     assert result["model"] == str(tiny_dir / "llama")
     # The figures are those of the library functions on the same scores.
     prc = ProcessRewardComputer.from_pretrained(tiny_dir / "llama", ref_model=tiny_dir / "llama-ref")
-    scores = [r.step_rewards for r in prc.score([r["problem"] for r in RECORDS], [r["steps"] for r in RECORDS])]
+    scores = [
+        r.step_rewards for r in prc.score([r["problem"] for r in RECORDS], [r["steps"] for r in RECORDS])
+    ]
     tuned = evaluate_process_errors(RECORDS, scores)
     assert result["results"]["splits"]["val"]["f1"] == pytest.approx(tuned.f1)
     assert result["threshold"] == pytest.approx(tuned.threshold)
@@ -57,18 +79,46 @@ def test_eval_steps_reports_skipped_lines_and_matches_the_library(tiny_dir, tmp_
 
 def test_eval_bon_scores_each_candidate_and_writes_curve(tiny_dir, tmp_path, capsys):
     problems = [
-        {"problem": "2+3?\n", "reference": "5", "candidates": [
-            {"response": ["2+3=5", "The answer is \\boxed{5}."]}, {"response": "2+3=6\n\nThe answer is \\boxed{6}."},
-            {"response": ["2+3=5", "So \\boxed{5}."]}, {"response": ["2+3=4", "So \\boxed{4}."]}]},
-        {"problem": "1+1?\n", "answer": "2", "candidates": ["1+1=2\n\nThe answer is \\boxed{2}.",
-                                                           "1+1=3\n\nThe answer is \\boxed{3}."]},
+        {
+            "problem": "2+3?\n",
+            "reference": "5",
+            "candidates": [
+                {"response": ["2+3=5", "The answer is \\boxed{5}."]},
+                {"response": "2+3=6\n\nThe answer is \\boxed{6}."},
+                {"response": ["2+3=5", "So \\boxed{5}."]},
+                {"response": ["2+3=4", "So \\boxed{4}."]},
+            ],
+        },
+        {
+            "problem": "1+1?\n",
+            "answer": "2",
+            "candidates": ["1+1=2\n\nThe answer is \\boxed{2}.", "1+1=3\n\nThe answer is \\boxed{3}."],
+        },
         {"problem": "no reference", "candidates": ["x"]},  # line 3: missing reference answer
     ]
     data = _write(tmp_path / "cands.jsonl", problems)
     out = tmp_path / "bon.json"
-    assert main(["eval-bon", "--model", str(tiny_dir / "gpt2"), "--ref-model", str(tiny_dir / "gpt2-ref"),
-                 "--data", str(data), "--output", str(out), "--plot", str(tmp_path / "bon.png"),
-                 "--aggregations", "min", "sum"]) == 0
+    assert (
+        main(
+            [
+                "eval-bon",
+                "--model",
+                str(tiny_dir / "gpt2"),
+                "--ref-model",
+                str(tiny_dir / "gpt2-ref"),
+                "--data",
+                str(data),
+                "--output",
+                str(out),
+                "--plot",
+                str(tmp_path / "bon.png"),
+                "--aggregations",
+                "min",
+                "sum",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "prm:min" in printed and "weighted:sum" in printed and "majority" in printed
     result = json.loads(out.read_text())
@@ -82,7 +132,9 @@ def test_eval_bon_scores_each_candidate_and_writes_curve(tiny_dir, tmp_path, cap
 
 def test_eval_commands_refuse_missing_files(tiny_dir, tmp_path, capsys):
     assert main(["eval-bon", "--model", str(tiny_dir / "gpt2"), "--data", str(tmp_path / "nope.jsonl")]) == 2
-    assert main(["eval-steps", "--model", str(tiny_dir / "gpt2"), "--data", str(tmp_path / "nope.jsonl")]) == 2
+    assert (
+        main(["eval-steps", "--model", str(tiny_dir / "gpt2"), "--data", str(tmp_path / "nope.jsonl")]) == 2
+    )
     assert "no such file" in capsys.readouterr().err
 
 
@@ -92,15 +144,25 @@ def test_prm_scores_give_unscorable_candidates_minus_infinity(tiny_dir):
     assert scorable("2+2=4") and scorable(["a", "b"]) and scorable([{"role": "assistant", "content": "x"}])
     assert not scorable("") and not scorable(["a", "  "]) and not scorable([])
     prc = ProcessRewardComputer.from_pretrained(tiny_dir / "qwen2", ref_model=tiny_dir / "qwen2-ref")
-    problems = [{"problem": "2+2?\n", "candidates": [{"response": ["2+2=4", "So 4."]}, {"response": ""},
-                                                     {"response": "2+2=5\n\nSo 5."}]}]
+    problems = [
+        {
+            "problem": "2+2?\n",
+            "candidates": [
+                {"response": ["2+2=4", "So 4."]},
+                {"response": ""},
+                {"response": "2+2=5\n\nSo 5."},
+            ],
+        }
+    ]
     scores = score_candidates(prc, problems, ["min", "sum"])
     alone = prc.score(["2+2?\n", "2+2?\n"], [["2+2=4", "So 4."], "2+2=5\n\nSo 5."])
     assert scores["min"][0][1] == float("-inf") and scores["sum"][0][1] == float("-inf")
     assert scores["min"][0][0] == pytest.approx(alone[0].aggregate("min"))
     assert scores["sum"][0][2] == pytest.approx(alone[1].outcome_reward)
-    records = [{"problem": "2+2?\n", "steps": ["2+2=4", "So 4."], "label": -1},
-               {"problem": "x\n", "steps": [], "label": -1}]
+    records = [
+        {"problem": "2+2?\n", "steps": ["2+2=4", "So 4."], "label": -1},
+        {"problem": "x\n", "steps": [], "label": -1},
+    ]
     step = score_process_records(prc, records)
     assert step[0] == pytest.approx(alone[0].step_rewards) and step[1] == []
     sig = score_process_records(prc, records, how="q-sigmoid")

@@ -34,14 +34,35 @@ ROWS = [
 def test_score_command_writes_scores_and_html(tiny_dir, tmp_path, capsys):
     inp = write_jsonl(tmp_path / "rows.jsonl", [ROWS[0], "", ROWS[1], ROWS[2]])
     out, page = tmp_path / "out" / "scored.jsonl", tmp_path / "report.html"
-    rc = main(["score", "--model", str(tiny_dir / "llama"), "--ref-model", str(tiny_dir / "llama-ref"), "--beta", "0.5",
-               "--input", str(inp), "--output", str(out), "--html", str(page), "--dtype", "float32",
-               "--separator", r"\n\n", "--device", "cpu"])  # through the `trl-implicit-prm` entry point
+    rc = main(
+        [
+            "score",
+            "--model",
+            str(tiny_dir / "llama"),
+            "--ref-model",
+            str(tiny_dir / "llama-ref"),
+            "--beta",
+            "0.5",
+            "--input",
+            str(inp),
+            "--output",
+            str(out),
+            "--html",
+            str(page),
+            "--dtype",
+            "float32",
+            "--separator",
+            r"\n\n",
+            "--device",
+            "cpu",
+        ]
+    )  # through the `trl-implicit-prm` entry point
     assert rc == 0 and "scored 3 response(s)" in capsys.readouterr().out
     scored = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in scored] == ["a", "b", "c"]
-    prc = ProcessRewardComputer.from_pretrained(tiny_dir / "llama", ref_model=tiny_dir / "llama-ref", beta=0.5,
-                                                device="cpu")
+    prc = ProcessRewardComputer.from_pretrained(
+        tiny_dir / "llama", ref_model=tiny_dir / "llama-ref", beta=0.5, device="cpu"
+    )
     expected = prc.score([r["prompt"] for r in ROWS], [r.get("response", r.get("steps")) for r in ROWS])
     for row, exp in zip(scored, expected, strict=True):
         assert row["step_rewards"] == pytest.approx(exp.step_rewards, abs=1e-6)
@@ -55,15 +76,29 @@ def test_score_command_writes_scores_and_html(tiny_dir, tmp_path, capsys):
 
 
 def test_malformed_rows_are_reported_with_line_numbers(tiny_dir, tmp_path, capsys):
-    lines = [ROWS[0], "{not json", ["a list"], {"response": "x"}, {"prompt": "p", "response": "x", "steps": ["x"]},
-             {"prompt": "p", "response": ["x"]}, {"prompt": "p", "steps": "x"}, ROWS[1]]
+    lines = [
+        ROWS[0],
+        "{not json",
+        ["a list"],
+        {"response": "x"},
+        {"prompt": "p", "response": "x", "steps": ["x"]},
+        {"prompt": "p", "response": ["x"]},
+        {"prompt": "p", "steps": "x"},
+        ROWS[1],
+    ]
     inp = write_jsonl(tmp_path / "rows.jsonl", lines)
     out = tmp_path / "scored.jsonl"
     argv = ["--model", str(tiny_dir / "llama"), "--reference-free", "--input", str(inp), "--output", str(out)]
     assert run_score(argv) == 2
     err = capsys.readouterr().err
-    for line_no, what in [(2, "invalid JSON"), (3, "expected a JSON object"), (4, "missing 'prompt'"),
-                          (5, "expected exactly one of 'response' (a string) or 'steps' (a list of strings), found both"), (6, "'response' must be a string"), (7, "'steps' must be a list")]:
+    for line_no, what in [
+        (2, "invalid JSON"),
+        (3, "expected a JSON object"),
+        (4, "missing 'prompt'"),
+        (5, "expected exactly one of 'response' (a string) or 'steps' (a list of strings), found both"),
+        (6, "'response' must be a string"),
+        (7, "'steps' must be a list"),
+    ]:
         assert f"rows.jsonl:{line_no}: {what}" in err, (line_no, what)
     assert "6 invalid row(s)" in err and not out.exists()
 
@@ -72,12 +107,27 @@ def test_malformed_rows_are_reported_with_line_numbers(tiny_dir, tmp_path, capsy
 
 
 def test_rows_invalid_for_the_model_are_reported(tiny_dir, tmp_path, capsys):
-    inp = write_jsonl(tmp_path / "rows.jsonl", [ROWS[0], {"prompt": "p", "response": " "},
-                                                {"prompt": "p", "steps": ["ok", ""]},
-                                                {"prompt": "p", "response": "word " * 300}])
+    inp = write_jsonl(
+        tmp_path / "rows.jsonl",
+        [
+            ROWS[0],
+            {"prompt": "p", "response": " "},
+            {"prompt": "p", "steps": ["ok", ""]},
+            {"prompt": "p", "response": "word " * 300},
+        ],
+    )
     out = tmp_path / "scored.jsonl"
-    argv = ["--model", str(tiny_dir / "llama"), "--reference-free", "--input", str(inp), "--output", str(out),
-            "--max-length", "64"]
+    argv = [
+        "--model",
+        str(tiny_dir / "llama"),
+        "--reference-free",
+        "--input",
+        str(inp),
+        "--output",
+        str(out),
+        "--max-length",
+        "64",
+    ]
     assert run_score(argv) == 2
     err = capsys.readouterr().err
     assert "rows.jsonl:2:" in err and "non-empty completion" in err

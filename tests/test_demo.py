@@ -27,9 +27,12 @@ def test_reduced_demo_report_schema(quick_report):
         assert (out / name).is_file(), name
     saved = json.loads((out / "report.json").read_text())
     assert saved["seed"] == 0 and saved["config"]["n_terms"] == 4
-    assert set(saved["timings_seconds"]) >= {"1 reference policy (fine-tune on correct solutions)",
-                                             "2 sample and grade rollouts", "3a implicit PRM, CE (outcome labels)",
-                                             "5b evaluate (step-error F1, best-of-N)"}
+    assert set(saved["timings_seconds"]) >= {
+        "1 reference policy (fine-tune on correct solutions)",
+        "2 sample and grade rollouts",
+        "3a implicit PRM, CE (outcome labels)",
+        "5b evaluate (step-error F1, best-of-N)",
+    }
     models = saved["summary"]["models"]
     assert {CE, REF} <= set(models) and STEP not in models  # the reduced run trains CE only
     for row in models.values():
@@ -44,7 +47,9 @@ def test_reduced_demo_report_schema(quick_report):
     curve = saved["best_of_n"][CE]
     assert curve["ns"][-1] == saved["config"]["bon_n"] and "prm:min" in curve["accuracy"]
     assert "majority" in curve["accuracy"] and "weighted:min" in curve["accuracy"]
-    assert {"ce_f1", "ce_f1_at_least_0.80", "ce_bon_above_pass@1", "ce_bon_above_majority"} <= set(saved["claims"])
+    assert {"ce_f1", "ce_f1_at_least_0.80", "ce_bon_above_pass@1", "ce_bon_above_majority"} <= set(
+        saved["claims"]
+    )
     assert saved["rollouts"]["n_used"] > 0
     assert (out / "bon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (out / "steps.html").read_text()

@@ -53,15 +53,43 @@ def _run(cmd: list[str], log: Path, expect_ok: bool = True) -> int:
     return proc.returncode
 
 
-def _train(model_dir: Path, out: Path, trainer: str, launcher: list[str], per_device: int, *extra: str) -> dict:
-    _run([*launcher, str(SCRIPT), "--trainer", trainer, "--model", str(model_dir), "--output", str(out),
-          "--steps", "2", "--per-device-batch", str(per_device), *extra], out.with_suffix(".log"))
+def _train(
+    model_dir: Path, out: Path, trainer: str, launcher: list[str], per_device: int, *extra: str
+) -> dict:
+    _run(
+        [
+            *launcher,
+            str(SCRIPT),
+            "--trainer",
+            trainer,
+            "--model",
+            str(model_dir),
+            "--output",
+            str(out),
+            "--steps",
+            "2",
+            "--per-device-batch",
+            str(per_device),
+            *extra,
+        ],
+        out.with_suffix(".log"),
+    )
     return json.loads((out / "losses.json").read_text())
 
 
 def _accelerate(config: str, port: int) -> list[str]:
-    return [str(BIN / "accelerate"), "launch", "--config_file", str(REPO / "recipes" / "accelerate" / config),
-            "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(port)]
+    return [
+        str(BIN / "accelerate"),
+        "launch",
+        "--config_file",
+        str(REPO / "recipes" / "accelerate" / config),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        str(port),
+    ]
 
 
 def _step_rewards(checkpoint: Path, reference: Path) -> torch.Tensor:
@@ -69,9 +97,11 @@ def _step_rewards(checkpoint: Path, reference: Path) -> torch.Tensor:
     policy = AutoModelForCausalLM.from_pretrained(checkpoint)
     ref = AutoModelForCausalLM.from_pretrained(reference)
     out = []
-    for prompt, completion in [("Q3: 4 + 5?\n", "4 + 5 = 9.\n\nThe answer is 9."),
-                               ("Q9: 3 + 6?\n", "3 + 6 = 10.\n\nThe answer is 10."),
-                               ("Q1: 2 + 3?\n", "2 + 3 = 5.\n\nSo 5.\n\nThe answer is 5.")]:
+    for prompt, completion in [
+        ("Q3: 4 + 5?\n", "4 + 5 = 9.\n\nThe answer is 9."),
+        ("Q9: 3 + 6?\n", "3 + 6 = 10.\n\nThe answer is 10."),
+        ("Q1: 2 + 3?\n", "2 + 3 = 5.\n\nSo 5.\n\nThe answer is 5."),
+    ]:
         ex = tokenize_example(tok, prompt, completion)
         ids, cmask = torch.tensor([ex["input_ids"]]), torch.tensor([ex["completion_mask"]])
         attn = torch.ones_like(ids)
@@ -92,12 +122,18 @@ def _script_eval_rows() -> list[dict]:
 def _per_row_reward_metrics(checkpoint: Path, rows: list[dict]) -> dict[str, float]:
     """rewards/positive, negative and accuracies of unpaired rows, from the checkpoint's outcome rewards."""
     prc = ProcessRewardComputer.from_pretrained(checkpoint, device="cpu")
-    rewards = [r.outcome_reward for r in prc.score([r["prompt"] for r in rows], [r["completion"] for r in rows])]
+    rewards = [
+        r.outcome_reward for r in prc.score([r["prompt"] for r in rows], [r["completion"] for r in rows])
+    ]
     positive = [r["label"] >= 0.5 for r in rows]
     pos = [x for x, p in zip(rewards, positive, strict=True) if p]
     neg = [x for x, p in zip(rewards, positive, strict=True) if not p]
     correct = sum((x > 0) == p for x, p in zip(rewards, positive, strict=True))
-    return {"positive": sum(pos) / len(pos), "negative": sum(neg) / len(neg), "accuracies": correct / len(rows)}
+    return {
+        "positive": sum(pos) / len(pos),
+        "negative": sum(neg) / len(neg),
+        "accuracies": correct / len(rows),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +174,9 @@ def test_ddp_two_processes_match_single_process(base_model, single_process, tmp_
     assert info["world_size"] == 2 and not info["deepspeed"]
     single = json.loads((single_process["ce"] / "losses.json").read_text())
     assert info["losses"] == pytest.approx(single["losses"], abs=1e-5)
-    torch.testing.assert_close(_step_rewards(out, base_model), _step_rewards(single_process["ce"], base_model),
-                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        _step_rewards(out, base_model), _step_rewards(single_process["ce"], base_model), atol=1e-4, rtol=0
+    )
     # Evaluation on 5 rows, 2 per process: the padded duplicates of the last step are not counted, and the
     # metrics are the per-row values of the saved checkpoint.
     truth = _per_row_reward_metrics(out, _script_eval_rows())
@@ -147,7 +184,9 @@ def test_ddp_two_processes_match_single_process(base_model, single_process, tmp_
         assert info["eval"][f"eval_rewards/{metric}"] == pytest.approx(value, abs=1e-5), metric
 
 
-def test_zero3_precomputed_reference_matches_the_live_single_process_run(base_model, single_process, tmp_path):
+def test_zero3_precomputed_reference_matches_the_live_single_process_run(
+    base_model, single_process, tmp_path
+):
     """Paired rows with different step counts on the two processes: the precomputed per-step reference log-probs
     are padded, gathered and split back per example correctly (losses equal the live reference's)."""
     out = tmp_path / "zero3-dpo-precomputed"
@@ -161,19 +200,38 @@ def test_zero3_config_without_the_gather_flag_refuses_to_train(base_model, tmp_p
     """A user's DeepSpeed JSON without `stage3_gather_16bit_weights_on_model_save` would save no weights (only
     `global_stepN/`): the trainer refuses at start, naming the flag, before any training or saving."""
     ds_config = tmp_path / "ds_zero3.json"
-    ds_config.write_text(json.dumps({"zero_optimization": {"stage": 3}, "train_batch_size": "auto",
-                                     "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto"}))
+    ds_config.write_text(
+        json.dumps(
+            {
+                "zero_optimization": {"stage": 3},
+                "train_batch_size": "auto",
+                "train_micro_batch_size_per_gpu": "auto",
+                "gradient_accumulation_steps": "auto",
+            }
+        )
+    )
     launch = yaml.safe_load((REPO / "recipes" / "accelerate" / "zero3.yaml").read_text())
     launch["deepspeed_config"] = {"deepspeed_config_file": str(ds_config), "zero3_init_flag": True}
     launch.pop("mixed_precision")  # the JSON config decides it; `--mixed_precision no` would conflict
     config = tmp_path / "zero3-user.yaml"
     config.write_text(yaml.safe_dump(launch))
     out = tmp_path / "out"
-    launcher = [str(BIN / "accelerate"), "launch", "--config_file", str(config), "--num_processes", "2",
-                "--main_process_port", str(_free_port())]
+    launcher = [
+        str(BIN / "accelerate"),
+        "launch",
+        "--config_file",
+        str(config),
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(_free_port()),
+    ]
     log = tmp_path / "refused.log"
-    code = _run([*launcher, str(SCRIPT), "--trainer", "ce", "--model", str(base_model), "--output", str(out)], log,
-                expect_ok=False)
+    code = _run(
+        [*launcher, str(SCRIPT), "--trainer", "ce", "--model", str(base_model), "--output", str(out)],
+        log,
+        expect_ok=False,
+    )
     text = log.read_text()
     assert code != 0, f"trained and saved without weights: {sorted(p.name for p in out.rglob('*'))}"
     assert "stage3_gather_16bit_weights_on_model_save: true` (it is missing)" in text
@@ -185,8 +243,23 @@ def test_deepspeed_only_checkpoint_fails_to_load_and_the_conversion_it_names_wor
     (config, tokenizer, implicit_prm.json, no weights). Loading it fails with what it is and the command to
     convert it; running that command gives weights whose step rewards equal those of the gathered save."""
     out, only_ds = tmp_path / "zero3-ce", tmp_path / "deepspeed-only"
-    _run([*_accelerate("zero3.yaml", _free_port()), str(SCRIPT), "--trainer", "ce", "--model", str(base_model),
-          "--output", str(out), "--steps", "2", "--deepspeed-checkpoint", str(only_ds)], tmp_path / "train.log")
+    _run(
+        [
+            *_accelerate("zero3.yaml", _free_port()),
+            str(SCRIPT),
+            "--trainer",
+            "ce",
+            "--model",
+            str(base_model),
+            "--output",
+            str(out),
+            "--steps",
+            "2",
+            "--deepspeed-checkpoint",
+            str(only_ds),
+        ],
+        tmp_path / "train.log",
+    )
     for f in out.iterdir():
         if f.is_file() and f.name not in WEIGHT_FILES:
             shutil.copy(f, only_ds / f.name)
@@ -201,9 +274,12 @@ def test_deepspeed_only_checkpoint_fails_to_load_and_the_conversion_it_names_wor
     command = f"python -m deepspeed.utils.zero_to_fp32 {only_ds} {only_ds} --safe_serialization"
     assert command in str(err.value)
     _run([sys.executable, *command.split()[1:]], tmp_path / "convert.log")
-    torch.testing.assert_close(_step_rewards(only_ds, base_model), _step_rewards(out, base_model), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        _step_rewards(only_ds, base_model), _step_rewards(out, base_model), atol=1e-6, rtol=0
+    )
     result = ProcessRewardComputer.from_pretrained(str(only_ds), device="cpu").score_one(
-        "Q1: 2 + 3?\n", "2 + 3 = 5.\n\nThe answer is 5.")
+        "Q1: 2 + 3?\n", "2 + 3 = 5.\n\nThe answer is 5."
+    )
     assert len(result.step_rewards) == 2 and all(math.isfinite(r) for r in result.step_rewards)
 
 

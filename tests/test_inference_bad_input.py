@@ -16,8 +16,9 @@ STEPS = ["First, 2 + 3 = 5.", "Then, 5 + 4 = 9.", "The answer is 9."]
 
 @pytest.fixture(scope="module")
 def prc(tiny_dir):
-    return ProcessRewardComputer.from_pretrained(tiny_dir / "llama", ref_model=tiny_dir / "llama-ref", beta=0.5,
-                                                 device="cpu")
+    return ProcessRewardComputer.from_pretrained(
+        tiny_dir / "llama", ref_model=tiny_dir / "llama-ref", beta=0.5, device="cpu"
+    )
 
 
 def test_mismatched_lengths_and_non_lists(prc):
@@ -70,9 +71,14 @@ def test_response_longer_than_max_length(tiny_dir, prc, tokenizer):
     full = tokenize_example(prc.tokenizer, PROMPT, STEPS)
     first_step_end = max(i for i, k in enumerate(full["step_index"]) if k == 0) + 1
     max_length = first_step_end + 3  # a few tokens into step 1 (0-based)
-    short = ProcessRewardComputer(prc.model, prc.tokenizer, ref_model=prc.ref_model, beta=0.5, max_length=max_length)
-    with pytest.raises(ResponseTooLongError, match=rf"responses\[0\]: prompt \+ response take {len(full['input_ids'])} "
-                                                   rf"tokens, more than max_length={max_length}.*truncation=True"):
+    short = ProcessRewardComputer(
+        prc.model, prc.tokenizer, ref_model=prc.ref_model, beta=0.5, max_length=max_length
+    )
+    with pytest.raises(
+        ResponseTooLongError,
+        match=rf"responses\[0\]: prompt \+ response take {len(full['input_ids'])} "
+        rf"tokens, more than max_length={max_length}.*truncation=True",
+    ):
         short.score([PROMPT], [STEPS])
 
     result = short.score_one(PROMPT, STEPS, truncation=True)
@@ -83,26 +89,33 @@ def test_response_longer_than_max_length(tiny_dir, prc, tokenizer):
     assert result.step_rewards == pytest.approx(expected, abs=1e-5)
     assert result.to_dict()["truncated"] is True
     # Truncation at construction time; a complete response is unaffected by the flag.
-    lenient = ProcessRewardComputer(prc.model, prc.tokenizer, ref_model=prc.ref_model, beta=0.5,
-                                    max_length=max_length, truncation=True)
+    lenient = ProcessRewardComputer(
+        prc.model, prc.tokenizer, ref_model=prc.ref_model, beta=0.5, max_length=max_length, truncation=True
+    )
     assert lenient.score_one(PROMPT, STEPS).truncated
     assert not lenient.score_one(PROMPT, "Short.").truncated
 
     with pytest.raises(ResponseTooLongError, match=r"prompts\[0\]: the prompt alone takes .* max_length=4"):
-        ProcessRewardComputer(prc.model, prc.tokenizer, max_length=4, reference_free=True,
-                              truncation=True).score([PROMPT], ["a."])
+        ProcessRewardComputer(
+            prc.model, prc.tokenizer, max_length=4, reference_free=True, truncation=True
+        ).score([PROMPT], ["a."])
 
 
 def test_default_max_length_is_the_model_context(tiny_dir):
-    prc = ProcessRewardComputer.from_pretrained(tiny_dir / "gpt2", ref_model=tiny_dir / "gpt2-ref", device="cpu")
+    prc = ProcessRewardComputer.from_pretrained(
+        tiny_dir / "gpt2", ref_model=tiny_dir / "gpt2-ref", device="cpu"
+    )
     assert prc.max_length == 1024  # n_positions of the tiny GPT-2 (tokenizer allows 2048)
     long_response = "\n\n".join(f"Step {k}: {k} + {k} = {2 * k}." for k in range(200))
     with pytest.raises(ResponseTooLongError, match="more than max_length=1024"):
         prc.score_one(PROMPT, long_response)
     result = prc.score_one(PROMPT, long_response, truncation=True)
     assert result.truncated and len(result.steps) + len(result.unscored_steps) == 200
-    assert 0 < len(result.steps) < 200 and len(result.tokens) + tokenize_example(
-        prc.tokenizer, PROMPT, long_response)["prompt_length"] == 1024
+    assert (
+        0 < len(result.steps) < 200
+        and len(result.tokens) + tokenize_example(prc.tokenizer, PROMPT, long_response)["prompt_length"]
+        == 1024
+    )
 
 
 def test_reference_with_a_different_vocabulary(tiny_dir, tmp_path):
@@ -130,8 +143,9 @@ def test_reference_required_or_exclusive(tiny_dir):
     with pytest.raises(ValueError, match=r"no reference model.*ref_model=\.\.\..*reference_free=True"):
         ProcessRewardComputer.from_pretrained(tiny_dir / "llama", device="cpu")
     with pytest.raises(ValueError, match=r"either ref_model=\.\.\. or reference_free=True"):
-        ProcessRewardComputer.from_pretrained(tiny_dir / "llama", ref_model=tiny_dir / "llama-ref",
-                                              reference_free=True)
+        ProcessRewardComputer.from_pretrained(
+            tiny_dir / "llama", ref_model=tiny_dir / "llama-ref", reference_free=True
+        )
 
 
 def test_bad_options(tiny_dir, tokenizer):

@@ -35,7 +35,9 @@ def test_ce_loss_by_hand_with_soft_labels():
     # Gradient of CE with respect to r is σ(r) − l.
     r_req = r.clone().requires_grad_(True)
     ce_loss(r_req, labels).sum().backward()
-    assert r_req.grad.tolist() == pytest.approx([sig(x) - lab for x, lab in zip(r.tolist(), labels.tolist(), strict=True)], abs=1e-6)
+    assert r_req.grad.tolist() == pytest.approx(
+        [sig(x) - lab for x, lab in zip(r.tolist(), labels.tolist(), strict=True)], abs=1e-6
+    )
 
 
 def test_dpo_and_nca_by_hand():
@@ -53,7 +55,11 @@ def test_kto_by_hand_and_reference_point():
     r = torch.tensor([2.0, 0.0, 0.5])
     labels = torch.tensor([1.0, 0.0, 0.5])
     got = kto_loss(r, labels, z0, desirable_weight=2.0, undesirable_weight=0.5).tolist()
-    want = [2.0 * (1 - sig(1.0)), 0.5 * (1 - sig(1.0)), 0.5 * 2.0 * (1 - sig(-0.5)) + 0.5 * 0.5 * (1 - sig(0.5))]
+    want = [
+        2.0 * (1 - sig(1.0)),
+        0.5 * (1 - sig(1.0)),
+        0.5 * 2.0 * (1 - sig(-0.5)) + 0.5 * 0.5 * (1 - sig(0.5)),
+    ]
     assert got == pytest.approx(want, abs=1e-6)
 
 
@@ -72,7 +78,11 @@ def test_step_kto_averages_over_labelled_steps_only():
 
 def _preference_rows(eos: str) -> list[dict]:
     return [
-        {"prompt": "Q: 2 + 3?\n", "chosen": "2 + 3 = 5.\n\nThe answer is 5." + eos, "rejected": "2 + 3 = 6." + eos},
+        {
+            "prompt": "Q: 2 + 3?\n",
+            "chosen": "2 + 3 = 5.\n\nThe answer is 5." + eos,
+            "rejected": "2 + 3 = 6." + eos,
+        },
         {"prompt": "Q: 4 * 2?\n", "chosen": "4 * 2 = 8." + eos, "rejected": "4 * 2 = 6.\n\nSo 6." + eos},
         {"prompt": "Q: 9 - 1?\n", "chosen": "9 - 1 = 8" + eos, "rejected": "9 - 1 = 10.\n\n10" + eos},
     ]
@@ -80,7 +90,9 @@ def _preference_rows(eos: str) -> list[dict]:
 
 def _sum_logps(model, batch) -> torch.Tensor:
     with torch.no_grad():
-        return completion_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]).sum(-1)
+        return completion_logps(
+            model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+        ).sum(-1)
 
 
 @pytest.mark.parametrize("trl_loss,ours", [("sigmoid", dpo_loss), ("nca_pair", nca_loss)])
@@ -91,10 +103,23 @@ def test_dpo_and_nca_match_trl(tiny_dir, tokenizer, tmp_path, trl_loss, ours):
     policy = AutoModelForCausalLM.from_pretrained(tiny_dir / "llama")
     ref = AutoModelForCausalLM.from_pretrained(tiny_dir / "llama-ref")
     beta = 0.3
-    args = DPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, beta=beta, loss_type=[trl_loss],
-                     report_to=[], per_device_train_batch_size=3, disable_dropout=True)
-    trainer = DPOTrainer(policy, ref_model=ref, args=args, processing_class=tokenizer,
-                         train_dataset=Dataset.from_list(_preference_rows("")))
+    args = DPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        beta=beta,
+        loss_type=[trl_loss],
+        report_to=[],
+        per_device_train_batch_size=3,
+        disable_dropout=True,
+    )
+    trainer = DPOTrainer(
+        policy,
+        ref_model=ref,
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=Dataset.from_list(_preference_rows("")),
+    )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
     trainer.model.train()
     trl_value = trainer._compute_loss(trainer.model, batch, return_outputs=False)
@@ -119,10 +144,20 @@ def test_kto_matches_trl(tiny_dir, tokenizer, tmp_path):
     for r in _preference_rows(""):
         rows.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True})
         rows.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False})
-    args = KTOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, beta=beta, desirable_weight=lam_d,
-                     undesirable_weight=lam_u, report_to=[], per_device_train_batch_size=6, disable_dropout=True)
-    trainer = KTOTrainer(policy, ref_model=ref, args=args, processing_class=tokenizer,
-                         train_dataset=Dataset.from_list(rows))
+    args = KTOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        beta=beta,
+        desirable_weight=lam_d,
+        undesirable_weight=lam_u,
+        report_to=[],
+        per_device_train_batch_size=6,
+        disable_dropout=True,
+    )
+    trainer = KTOTrainer(
+        policy, ref_model=ref, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(rows)
+    )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(6)])
     trainer.model.train()
     trl_value = trainer._compute_loss(trainer.model, batch, return_outputs=False)
@@ -130,7 +165,9 @@ def test_kto_matches_trl(tiny_dir, tokenizer, tmp_path):
     main = {k: batch[k] for k in ("input_ids", "attention_mask", "completion_mask")}
     mismatched = {k: batch[f"KL_{k}"] for k in ("input_ids", "attention_mask", "completion_mask")}
     rewards = beta * (_sum_logps(trainer.model, main) - _sum_logps(trainer.ref_model, main))
-    z0 = kto_reference_point(_sum_logps(trainer.model, mismatched), _sum_logps(trainer.ref_model, mismatched), beta)
+    z0 = kto_reference_point(
+        _sum_logps(trainer.model, mismatched), _sum_logps(trainer.ref_model, mismatched), beta
+    )
     labels = torch.as_tensor(batch["label"], dtype=torch.float32)
     ours = kto_loss(rewards, labels, z0, desirable_weight=lam_d, undesirable_weight=lam_u).mean()
     assert ours.item() == pytest.approx(trl_value.item(), abs=1e-6)

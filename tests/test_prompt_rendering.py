@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_implicit_prm import CEConfig, CETrainer
 from trl_implicit_prm.cli import build_parser, main
+from trl_implicit_prm.commands._errors import CommandError
 from trl_implicit_prm.commands._models import computer_from_args
 from trl_implicit_prm.data import DataFormatError, tokenize_example
 from trl_implicit_prm.data.rendering import (
@@ -335,7 +336,7 @@ def test_cli_overrides(text_ckpt, tiny_dir, tmp_path, capsys):
     assert prc.prompt_format == PromptFormat("text", separator="\n\n") and prc.append_eos is False
     chat = computer_from_args(build_parser().parse_args([*base, "--chat-prompt"]))
     assert chat.prompt_format.is_chat
-    with pytest.raises(SystemExit) as exit_info:
+    # Contradictory flags: a user error (the command prints it and exits 2, see tests/test_cli_bad_input.py).
+    with pytest.raises(CommandError, match="--prompt-separator applies to plain-text prompts"):
         computer_from_args(build_parser().parse_args([*base, "--chat-prompt", "--prompt-separator", "x"]))
-    assert exit_info.value.code == 2 and "--prompt-separator" in capsys.readouterr().err
     assert override_prompt_format(None) is None

@@ -30,8 +30,11 @@ TINY = CONFIGS / "tiny-cpu.yaml"
 BIN = Path(sys.executable).parent
 TRAIN_SCRIPTS = {"ce": "train_ce.py", "dpo": "train_dpo.py", "step_kto": "train_step_kto.py"}
 TRAINER_NAMES = {"ce": "CETrainer", "dpo": "ImplicitPRMTrainer", "step_kto": "StepKTOTrainer"}
-TRAINING_ROWS = {"ce": 16, "dpo": 8, "step_kto": 8}  # 8 rollouts of 2 responses -> 16 rows / 8 pairs; 8 step rows
-
+TRAINING_ROWS = {
+    "ce": 16,
+    "dpo": 8,
+    "step_kto": 8,
+}  # 8 rollouts of 2 responses -> 16 rows / 8 pairs; 8 step rows
 
 
 def _load(name: str):
@@ -55,8 +58,15 @@ def _free_port() -> int:
 
 
 def _run(cmd: list[str], log: Path, cache: Path) -> str:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_DATASETS_CACHE": str(cache),
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "WANDB_DISABLED": "true"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_DATASETS_CACHE": str(cache),
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        "WANDB_DISABLED": "true",
+    }
     with open(log, "w") as f:
         proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=600)
     text = log.read_text()
@@ -79,8 +89,18 @@ def _run_script(script: str, *argv: str) -> str:
 def _launcher(kind: str) -> list[str]:
     if kind == "single":
         return [sys.executable]
-    return [str(BIN / "accelerate"), "launch", "--config_file", str(RECIPES / "accelerate" / "zero3.yaml"),
-            "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(_free_port())]
+    return [
+        str(BIN / "accelerate"),
+        "launch",
+        "--config_file",
+        str(RECIPES / "accelerate" / "zero3.yaml"),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+    ]
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -101,15 +121,32 @@ def data(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("recipe-data")
     rollouts, steps, bench, bon = [], [], [], []
     for i, a, b, prompt in _problems():
-        good, bad = [f"{a} + {b} = {a + b}.", f"The answer is {a + b}."], [f"{a} + {b} = {a + b + 1}.",
-                                                                         f"The answer is {a + b + 1}."]
-        rollouts.append({"prompt": prompt, "completions": ["\n\n".join(good), "\n\n".join(bad)],
-                         "correctness": [True, False]})
-        steps.append({"prompt": prompt, "completions": good if i % 2 else bad,
-                      "labels": [True, True] if i % 2 else [False, False]})
+        good, bad = (
+            [f"{a} + {b} = {a + b}.", f"The answer is {a + b}."],
+            [f"{a} + {b} = {a + b + 1}.", f"The answer is {a + b + 1}."],
+        )
+        rollouts.append(
+            {
+                "prompt": prompt,
+                "completions": ["\n\n".join(good), "\n\n".join(bad)],
+                "correctness": [True, False],
+            }
+        )
+        steps.append(
+            {
+                "prompt": prompt,
+                "completions": good if i % 2 else bad,
+                "labels": [True, True] if i % 2 else [False, False],
+            }
+        )
         bench.append({"problem": prompt, "steps": good if i % 2 else bad, "label": -1 if i % 2 else 0})
-        bon.append({"problem": prompt, "reference": str(a + b),
-                    "candidates": ["\n\n".join(bad), "\n\n".join(good), {"response": good, "answer": str(a + b)}]})
+        bon.append(
+            {
+                "problem": prompt,
+                "reference": str(a + b),
+                "candidates": ["\n\n".join(bad), "\n\n".join(good), {"response": good, "answer": str(a + b)}],
+            }
+        )
     return {
         "rollouts": _write_jsonl(root / "rollouts.jsonl", rollouts),
         "steps": _write_jsonl(root / "steps.jsonl", steps),
@@ -129,9 +166,18 @@ def trained(tiny_dir, data, tmp_path_factory):
         if (recipe, launcher) not in done:
             out = root / f"{recipe}-{launcher}"
             dataset = data["steps"] if recipe == "step_kto" else data["rollouts"]
-            cmd = [*_launcher(launcher), str(RECIPES / TRAIN_SCRIPTS[recipe]), "--config", str(TINY),
-                   "--model_name_or_path", str(tiny_dir / "llama"), "--dataset_name", str(dataset),
-                   "--output_dir", str(out)]
+            cmd = [
+                *_launcher(launcher),
+                str(RECIPES / TRAIN_SCRIPTS[recipe]),
+                "--config",
+                str(TINY),
+                "--model_name_or_path",
+                str(tiny_dir / "llama"),
+                "--dataset_name",
+                str(dataset),
+                "--output_dir",
+                str(out),
+            ]
             if recipe == "ce" and launcher == "single":  # a step-labelled eval set gives the step metrics
                 cmd += ["--eval_dataset_name", str(data["steps"])]
             _run(cmd, root / f"{recipe}-{launcher}.log", root / "cache")
@@ -180,10 +226,30 @@ def test_single_process_ce_run_evaluates_on_step_labels(trained):
 
 def test_lora_recipe_saves_an_adapter_that_scores_against_its_base(tiny_dir, data, tmp_path):
     out = tmp_path / "lora"
-    _run([sys.executable, str(RECIPES / "train_ce.py"), "--config", str(TINY), "--model_name_or_path",
-          str(tiny_dir / "llama"), "--dataset_name", str(data["rollouts"]), "--output_dir", str(out),
-          "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--rollouts_balance", "instruction"],
-         tmp_path / "lora.log", tmp_path / "cache")
+    _run(
+        [
+            sys.executable,
+            str(RECIPES / "train_ce.py"),
+            "--config",
+            str(TINY),
+            "--model_name_or_path",
+            str(tiny_dir / "llama"),
+            "--dataset_name",
+            str(data["rollouts"]),
+            "--output_dir",
+            str(out),
+            "--use_peft",
+            "true",
+            "--lora_r",
+            "4",
+            "--lora_alpha",
+            "8",
+            "--rollouts_balance",
+            "instruction",
+        ],
+        tmp_path / "lora.log",
+        tmp_path / "cache",
+    )
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     prm, result = _score_one(out)
     assert prm.adapter_reference and len(result.step_rewards) == 3
@@ -192,19 +258,39 @@ def test_lora_recipe_saves_an_adapter_that_scores_against_its_base(tiny_dir, dat
 # ----------------------------------------------------------------------------------------- score and evaluate
 def test_score_recipe_writes_scored_rows_and_html(trained, tmp_path):
     checkpoint = trained("ce", "single")
-    rows = _write_jsonl(tmp_path / "rows.jsonl", [
-        {"id": "a", "prompt": "Q1: 2 + 3?\n", "response": "2 + 3 = 5.\n\nThe answer is 5."},
-        {"id": "b", "prompt": [{"role": "user", "content": "Q2: 1 + 1?"}], "response": ["1 + 1 = 3.", "So 3."]},
-        {"id": "c", "prompt": "Q3: 4 + 4?\n", "steps": ["4 + 4 = 8.", "So 8.", "The answer is 8."]},
-    ])
+    rows = _write_jsonl(
+        tmp_path / "rows.jsonl",
+        [
+            {"id": "a", "prompt": "Q1: 2 + 3?\n", "response": "2 + 3 = 5.\n\nThe answer is 5."},
+            {
+                "id": "b",
+                "prompt": [{"role": "user", "content": "Q2: 1 + 1?"}],
+                "response": ["1 + 1 = 3.", "So 3."],
+            },
+            {"id": "c", "prompt": "Q3: 4 + 4?\n", "steps": ["4 + 4 = 8.", "So 8.", "The answer is 8."]},
+        ],
+    )
     out, html = tmp_path / "scored.jsonl", tmp_path / "scored.html"
-    _run_script("score.py", "--model_name_or_path", str(checkpoint), "--input_file", str(rows), "--output_file",
-                str(out), "--html_file", str(html), "--device", "cpu")
+    _run_script(
+        "score.py",
+        "--model_name_or_path",
+        str(checkpoint),
+        "--input_file",
+        str(rows),
+        "--output_file",
+        str(out),
+        "--html_file",
+        str(html),
+        "--device",
+        "cpu",
+    )
     scored = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in scored] == ["a", "b", "c"]
     assert [len(r["step_rewards"]) for r in scored] == [2, 2, 3]
     for r in scored:
-        assert r["min"] == min(r["step_rewards"]) and r["outcome_reward"] == pytest.approx(sum(r["step_rewards"]))
+        assert r["min"] == min(r["step_rewards"]) and r["outcome_reward"] == pytest.approx(
+            sum(r["step_rewards"])
+        )
         assert r["truncated"] is False
     assert "first error?" in html.read_text()
 
@@ -212,17 +298,39 @@ def test_score_recipe_writes_scored_rows_and_html(trained, tmp_path):
 def test_evaluate_recipe_tunes_on_one_split_and_writes_json_and_plots(trained, data, tmp_path):
     checkpoint = trained("ce", "single")
     out = tmp_path / "eval"
-    log = _run_script("evaluate.py", "--model_name_or_path", str(checkpoint), "--process_files",
-                      f"dev={data['bench_dev']}", f"test={data['bench_test']}", "--tune_on", "dev", "--bon_file",
-                      str(data["bon"]), "--aggregations", "min", "sum", "--device", "cpu", "--output_dir", str(out))
+    log = _run_script(
+        "evaluate.py",
+        "--model_name_or_path",
+        str(checkpoint),
+        "--process_files",
+        f"dev={data['bench_dev']}",
+        f"test={data['bench_test']}",
+        "--tune_on",
+        "dev",
+        "--bon_file",
+        str(data["bon"]),
+        "--aggregations",
+        "min",
+        "sum",
+        "--device",
+        "cpu",
+        "--output_dir",
+        str(out),
+    )
     results = json.loads((out / "results.json").read_text())
     steps = results["results"]["process_errors"]
-    assert steps["tuned_on"] == "dev" and steps["splits"]["dev"]["oracle"] and not steps["splits"]["test"]["oracle"]
+    assert (
+        steps["tuned_on"] == "dev"
+        and steps["splits"]["dev"]["oracle"]
+        and not steps["splits"]["test"]["oracle"]
+    )
     assert steps["splits"]["test"]["n_erroneous"] == 2 and steps["splits"]["test"]["n_correct"] == 2
     bon = results["results"]["best_of_n"]
     assert bon["ns"] == [1, 2] and {"prm:min", "prm:sum", "majority", "weighted:min"} <= set(bon["accuracy"])
     assert results["beta"] == 0.1 and len(results["data_files"]) == 3
-    assert (out / "best_of_n.png").stat().st_size > 1000 and (out / "f1_vs_threshold.png").stat().st_size > 1000
+    assert (out / "best_of_n.png").stat().st_size > 1000 and (
+        out / "f1_vs_threshold.png"
+    ).stat().st_size > 1000
     assert "oracle threshold" in log
 
 
@@ -231,10 +339,16 @@ def _config_classes(name: str):
     from trl_implicit_prm import CEConfig, ImplicitPRMConfig, StepKTOConfig
 
     if name == "tiny-cpu.yaml":
-        return [(CEConfig, CERecipeArguments), (ImplicitPRMConfig, common.RecipeArguments),
-                (StepKTOConfig, common.RecipeArguments)]
-    kinds = {"-ce": (CEConfig, CERecipeArguments), "-dpo": (ImplicitPRMConfig, common.RecipeArguments),
-             "-step-kto": (StepKTOConfig, common.RecipeArguments)}
+        return [
+            (CEConfig, CERecipeArguments),
+            (ImplicitPRMConfig, common.RecipeArguments),
+            (StepKTOConfig, common.RecipeArguments),
+        ]
+    kinds = {
+        "-ce": (CEConfig, CERecipeArguments),
+        "-dpo": (ImplicitPRMConfig, common.RecipeArguments),
+        "-step-kto": (StepKTOConfig, common.RecipeArguments),
+    }
     return [pair for suffix, pair in kinds.items() if re.search(rf"{suffix}(-lora)?\.yaml$", name)]
 
 
@@ -254,7 +368,10 @@ def test_every_config_is_known():
 
 @pytest.mark.parametrize("name", ALL_CONFIGS)
 def test_config_parses_into_its_trainer_config(name):
-    overrides = ["--use_cpu", "true"]  # this machine has no GPU: TrainingArguments refuses bf16 without use_cpu
+    overrides = [
+        "--use_cpu",
+        "true",
+    ]  # this machine has no GPU: TrainingArguments refuses bf16 without use_cpu
     if name == "tiny-cpu.yaml":
         overrides += ["--model_name_or_path", "tiny", "--dataset_name", "rows.jsonl"]
     for config_class, script_class in _config_classes(name):
@@ -265,7 +382,7 @@ def test_config_parses_into_its_trainer_config(name):
 
 @pytest.mark.parametrize("name", PAPER_CONFIGS)
 def test_paper_configs_hold_the_paper_values(name):
-    (config_class, script_class), = _config_classes(name)
+    ((config_class, script_class),) = _config_classes(name)
     script_args, args, model_args = _parse(name, config_class, script_class, "--use_cpu", "true")
     processes = yaml.safe_load((RECIPES / "accelerate" / "zero3.yaml").read_text())["num_processes"]
     assert processes == 8
@@ -278,8 +395,15 @@ def test_paper_configs_hold_the_paper_values(name):
     assert not args.reference_free and not args.precompute_ref_log_probs
     # every paper value says where it comes from
     lines = {line.split(":")[0]: line for line in (CONFIGS / name).read_text().splitlines() if ":" in line}
-    for key in ("beta", "learning_rate", "num_train_epochs", "per_device_train_batch_size",
-                "gradient_accumulation_steps", "max_length", "bf16"):
+    for key in (
+        "beta",
+        "learning_rate",
+        "num_train_epochs",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "max_length",
+        "bf16",
+    ):
         assert "§" in lines[key], f"{name}: {key} has no paper section"
     if name.endswith("step-kto.yaml"):  # stage two starts from the DPO recipe's output
         assert model_args.model_name_or_path == "outputs/llama3.1-8b-implicit-prm-dpo"
@@ -305,11 +429,21 @@ def test_lora_config_is_one_gpu_and_says_it_is_not_from_the_paper():
 def test_tiny_config_runs_on_cpu_and_needs_a_model():
     from trl_implicit_prm import CEConfig
 
-    _, args, _ = _parse("tiny-cpu.yaml", CEConfig, CERecipeArguments, "--model_name_or_path", "m",
-                        "--dataset_name", "d.jsonl")
+    _, args, _ = _parse(
+        "tiny-cpu.yaml", CEConfig, CERecipeArguments, "--model_name_or_path", "m", "--dataset_name", "d.jsonl"
+    )
     assert args.use_cpu and not args.bf16 and args.max_steps == 2 and args.step_separator == "\n\n"
-    _, args, _ = _parse("tiny-cpu.yaml", CEConfig, CERecipeArguments, "--model_name_or_path", "m",
-                        "--dataset_name", "d.jsonl", "--step_separator", r"\n")  # as typed in a shell
+    _, args, _ = _parse(
+        "tiny-cpu.yaml",
+        CEConfig,
+        CERecipeArguments,
+        "--model_name_or_path",
+        "m",
+        "--dataset_name",
+        "d.jsonl",
+        "--step_separator",
+        r"\n",
+    )  # as typed in a shell
     assert args.step_separator == "\n"
     with pytest.raises(SystemExit):
         _parse("tiny-cpu.yaml", CEConfig, CERecipeArguments, "--dataset_name", "d.jsonl")

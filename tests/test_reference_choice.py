@@ -52,9 +52,9 @@ def _args(cls, tmp_path, **kw):
     return cls(**{**base, **kw})
 
 
-def _ref_scores(policy, tokenizer, ref, beta=0.1):
+def _ref_scores(policy, tokenizer, ref, beta=0.1, append_eos=False):
     return (
-        ProcessRewardComputer(policy, tokenizer, ref_model=ref, beta=beta)
+        ProcessRewardComputer(policy, tokenizer, ref_model=ref, beta=beta, append_eos=append_eos)
         .score_one(PROMPT, RESPONSE)
         .step_rewards
     )
@@ -76,7 +76,8 @@ def test_trainer_ref_model_none_after_precompute_is_refused_not_reference_free(t
     # from_trainer reloads the reference recorded for the metadata: the scores are the true log-ratios.
     prc = ProcessRewardComputer.from_trainer(trainer)
     ref = AutoModelForCausalLM.from_pretrained(tiny_dir / "llama-ref")
-    expected = _ref_scores(trainer.model, tokenizer, ref)
+    expected = _ref_scores(trainer.model, tokenizer, ref, append_eos=True)
+    assert prc.append_eos is True  # as training rendered the completions
     assert prc.score_one(PROMPT, RESPONSE).step_rewards == pytest.approx(expected, abs=1e-6)
     assert not prc.reference_free
 
@@ -132,12 +133,14 @@ def test_from_trainer_uses_the_trainers_own_reference(kind, tiny_dir, tokenizer,
     if kind == "reference_free":
         assert prc.reference_free
         expected = (
-            ProcessRewardComputer(trainer.model, tokenizer, beta=0.1, reference_free=True)
+            ProcessRewardComputer(trainer.model, tokenizer, beta=0.1, reference_free=True, append_eos=True)
             .score_one(PROMPT, RESPONSE)
             .step_rewards
         )
     else:
-        expected = _ref_scores(trainer.model, tokenizer, initial)
+        expected = _ref_scores(trainer.model, tokenizer, initial, append_eos=True)
+    # Training appended EOS to string completions (as TRL does), so from_trainer scores with it too.
+    assert prc.append_eos is True
     assert got == pytest.approx(expected, abs=1e-6)
     assert prc.beta == 0.1 and prc.step_separator == "\n\n"
 

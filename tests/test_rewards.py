@@ -33,9 +33,18 @@ def naive_logps(model, input_ids, attention_mask, completion_mask):
 
 def _tiny_llama(vocab: int, seed: int) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32,
-                      pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=32,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     model = LlamaForCausalLM(cfg).double().eval()
     # Random init is near-uniform; sharpen the heads so policy and reference really differ.
     with torch.no_grad():
@@ -53,7 +62,7 @@ def test_proposition_3_1_by_enumeration(method, vocab, horizon):
     ids = torch.tensor([prompt + list(c) for c in conts])
     attn = torch.ones_like(ids)
     cmask = torch.zeros_like(ids)
-    cmask[:, len(prompt):] = 1
+    cmask[:, len(prompt) :] = 1
     with torch.no_grad():
         lp_pol = completion_logps(policy, ids, attn, cmask, method=method).double()
         lp_ref = completion_logps(ref, ids, attn, cmask, method=method).double()
@@ -75,16 +84,18 @@ def test_proposition_3_1_by_enumeration(method, vocab, horizon):
             for prefix, rows in prefix_of.items():
                 rows_t = torch.tensor(rows)
                 # log πref(continuation | x, y≤t) = sum of reference log-probs after position pos
-                log_ref_cont = naive_ref[rows_t, pos + 1:].sum(-1)
+                log_ref_cont = naive_ref[rows_t, pos + 1 :].sum(-1)
                 rhs = beta * torch.logsumexp(log_ref_cont + seq_log_ratio[rows_t], 0)
                 lhs = q[rows_t, pos]
                 assert torch.allclose(lhs, rhs.expand_as(lhs), atol=1e-5), (beta, t, prefix)
 
 
 def _padded_batch(tokenizer, padding_side="right"):
-    texts = [("Problem: 2 + 3?\n", "Step 1: 2 + 3 = 5.\n\nThe answer is 5."),
-             ("Q: é?\n", "ки 12 * 3 = 36.\n\n結果 36"),
-             ("Hi\n", "x")]
+    texts = [
+        ("Problem: 2 + 3?\n", "Step 1: 2 + 3 = 5.\n\nThe answer is 5."),
+        ("Q: é?\n", "ки 12 * 3 = 36.\n\n結果 36"),
+        ("Hi\n", "x"),
+    ]
     rows = []
     for p, c in texts:
         p_ids = tokenizer(p)["input_ids"]
@@ -144,8 +155,12 @@ def test_step_rewards_sum_to_outcome_reward(model_and_ref, tokenizer):
         step_index[b, pos] = torch.div(torch.arange(len(pos)) * 3, len(pos), rounding_mode="floor")
     num_steps = torch.tensor([3, 3, 1])
     with torch.no_grad():
-        tr = token_rewards(completion_logps(policy, ids, attn, cmask), completion_logps(ref, ids, attn, cmask),
-                           cmask, beta=0.05)
+        tr = token_rewards(
+            completion_logps(policy, ids, attn, cmask),
+            completion_logps(ref, ids, attn, cmask),
+            cmask,
+            beta=0.05,
+        )
     sr = step_rewards(tr, step_index)
     assert sr.shape == (3, 3)
     torch.testing.assert_close(sr.sum(-1), outcome_rewards(tr), atol=1e-6, rtol=0)
@@ -158,12 +173,10 @@ def test_step_rewards_sum_to_outcome_reward(model_and_ref, tokenizer):
 
 
 def test_step_rewards_and_aggregations_by_hand():
-    tr = torch.tensor([[0.0, 1.0, 2.0, -4.0, 0.5, 0.0],
-                       [0.0, 0.0, -1.0, 3.0, 0.0, 0.0],
-                       [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
-    step_index = torch.tensor([[-1, 0, 0, 1, 2, -1],
-                               [-1, -1, 0, 1, -1, -1],
-                               [-1, -1, -1, -1, -1, -1]])
+    tr = torch.tensor(
+        [[0.0, 1.0, 2.0, -4.0, 0.5, 0.0], [0.0, 0.0, -1.0, 3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
+    )
+    step_index = torch.tensor([[-1, 0, 0, 1, 2, -1], [-1, -1, 0, 1, -1, -1], [-1, -1, -1, -1, -1, -1]])
     sr = step_rewards(tr, step_index, num_steps=3)
     assert sr.tolist() == [[3.0, -4.0, 0.5], [-1.0, 3.0, 0.0], [0.0, 0.0, 0.0]]
     mask = step_mask(torch.tensor([3, 2, 0]), 3)

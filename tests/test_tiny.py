@@ -19,7 +19,9 @@ def test_tokenizer_round_trip_and_merges_across_separators(tiny_dir):
     assert "".join(pieces) == text
     # BPE merged the period with the separator that follows it: spans must come from offsets, not prefixes.
     assert ".\n\n" in pieces
-    chat = tok.apply_chat_template([{"role": "user", "content": "2+3?"}], tokenize=False, add_generation_prompt=True)
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": "2+3?"}], tokenize=False, add_generation_prompt=True
+    )
     assert chat.startswith(tok.bos_token) and chat.endswith("<|assistant|>\n")
 
 

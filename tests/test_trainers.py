@@ -32,28 +32,47 @@ def bad(a: int, b: int) -> str:
 
 
 def paired_rows(eos: str = "") -> list[dict]:
-    return [{"prompt": f"Q: {a} + {b}?\n", "chosen": good(a, b) + eos, "rejected": bad(a, b) + eos}
-            for a, b in PROBLEMS]
+    return [
+        {"prompt": f"Q: {a} + {b}?\n", "chosen": good(a, b) + eos, "rejected": bad(a, b) + eos}
+        for a, b in PROBLEMS
+    ]
 
 
 def unpaired_rows() -> list[dict]:
-    return [{"prompt": f"Q: {a} + {b}?\n", "completion": (good if i % 2 else bad)(a, b), "label": float(i % 2)}
-            for i, (a, b) in enumerate(PROBLEMS)]
+    return [
+        {"prompt": f"Q: {a} + {b}?\n", "completion": (good if i % 2 else bad)(a, b), "label": float(i % 2)}
+        for i, (a, b) in enumerate(PROBLEMS)
+    ]
 
 
 def stepwise_rows() -> list[dict]:
     rows = []
     for i, (a, b) in enumerate(PROBLEMS):
         steps = (good if i % 2 else bad)(a, b).split("\n\n")
-        rows.append({"prompt": f"Q: {a} + {b}?\n", "completions": steps, "labels": [bool(i % 2)] * len(steps)})
+        rows.append(
+            {"prompt": f"Q: {a} + {b}?\n", "completions": steps, "labels": [bool(i % 2)] * len(steps)}
+        )
     return rows
 
 
 def config(cls, tmp_path, **overrides):
-    base = dict(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, report_to=[], logging_steps=1,
-                save_strategy="no", gradient_checkpointing=False, per_device_train_batch_size=6,
-                per_device_eval_batch_size=6, learning_rate=5e-3, max_steps=4, beta=0.1, seed=0,
-                train_sampling_strategy="sequential", disable_tqdm=True)
+    base = dict(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        gradient_checkpointing=False,
+        per_device_train_batch_size=6,
+        per_device_eval_batch_size=6,
+        learning_rate=5e-3,
+        max_steps=4,
+        beta=0.1,
+        seed=0,
+        train_sampling_strategy="sequential",
+        disable_tqdm=True,
+    )
     base.update(overrides)
     return cls(**base)
 
@@ -91,8 +110,11 @@ def test_loss_goes_down_on_a_fixed_batch_and_parameters_change(name, tiny_dir, t
     assert len(logs) == 4
     # Rewards of positive and negative responses are logged (names follow TRL: chosen/rejected for pairs).
     assert trainer.model.is_gradient_checkpointing == (name == "ce_gradient_checkpointing")
-    keys = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins") if name in ("dpo", "nca") \
+    keys = (
+        ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
+        if name in ("dpo", "nca")
         else ("rewards/positive", "rewards/negative", "rewards/accuracies")
+    )
     assert all(k in logs[-1] for k in keys), logs[-1]
 
 
@@ -103,7 +125,9 @@ def test_peft_trains_only_adapters_and_reference_stays_bit_identical(tiny_dir, t
     model = AutoModelForCausalLM.from_pretrained(tiny_dir / "qwen2")
     args = config(CEConfig, tmp_path, learning_rate=5e-2)
     peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
-    trainer = CETrainer(model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=peft_config)
+    trainer = CETrainer(
+        model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=peft_config
+    )
     assert trainer.ref_model is None  # the reference is the base model with adapters disabled
     peft_model = trainer.model
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(6)])
@@ -120,7 +144,9 @@ def test_peft_trains_only_adapters_and_reference_stays_bit_identical(tiny_dir, t
         if "lora_" in k:
             continue
         assert torch.equal(v, params_before[k]), f"base weight {k} changed"
-    assert any(not torch.equal(v, params_before[k]) for k, v in peft_model.named_parameters() if "lora_B" in k)
+    assert any(
+        not torch.equal(v, params_before[k]) for k, v in peft_model.named_parameters() if "lora_B" in k
+    )
     assert torch.equal(ref_logps(), ref_before)
     with torch.no_grad():
         policy = completion_logps(peft_model, *inputs)
@@ -131,20 +157,38 @@ def test_first_step_matches_trl_dpo_trainer(tiny_dir, tokenizer, tmp_path):
     """lr=0: same model, reference and data -> same first loss and chosen/rejected rewards as TRL's DPOTrainer."""
     from trl import DPOConfig, DPOTrainer
 
-    common = dict(use_cpu=True, bf16=False, report_to=[], logging_steps=1, save_strategy="no", max_steps=1,
-                  learning_rate=0.0, per_device_train_batch_size=6, beta=0.1, gradient_checkpointing=False,
-                  train_sampling_strategy="sequential", disable_tqdm=True, seed=0)
+    common = dict(
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        max_steps=1,
+        learning_rate=0.0,
+        per_device_train_batch_size=6,
+        beta=0.1,
+        gradient_checkpointing=False,
+        train_sampling_strategy="sequential",
+        disable_tqdm=True,
+        seed=0,
+    )
     ref = AutoModelForCausalLM.from_pretrained(tiny_dir / "gpt2-ref")
-    trl_trainer = DPOTrainer(AutoModelForCausalLM.from_pretrained(tiny_dir / "gpt2"), ref_model=ref,
-                             args=DPOConfig(output_dir=str(tmp_path / "trl"), loss_type=["sigmoid"], **common),
-                             train_dataset=Dataset.from_list(paired_rows()), processing_class=tokenizer)
+    trl_trainer = DPOTrainer(
+        AutoModelForCausalLM.from_pretrained(tiny_dir / "gpt2"),
+        ref_model=ref,
+        args=DPOConfig(output_dir=str(tmp_path / "trl"), loss_type=["sigmoid"], **common),
+        train_dataset=Dataset.from_list(paired_rows()),
+        processing_class=tokenizer,
+    )
     trl_trainer.train()
-    ours = ImplicitPRMTrainer(AutoModelForCausalLM.from_pretrained(tiny_dir / "gpt2"),
-                              ref_model=AutoModelForCausalLM.from_pretrained(tiny_dir / "gpt2-ref"),
-                              args=ImplicitPRMConfig(output_dir=str(tmp_path / "ours"), loss_type="dpo", **common),
-                              # TRL appends EOS to non-conversational completions; give ours the same text.
-                              train_dataset=Dataset.from_list(paired_rows(eos=tokenizer.eos_token)),
-                              processing_class=tokenizer)
+    ours = ImplicitPRMTrainer(
+        AutoModelForCausalLM.from_pretrained(tiny_dir / "gpt2"),
+        ref_model=AutoModelForCausalLM.from_pretrained(tiny_dir / "gpt2-ref"),
+        args=ImplicitPRMConfig(output_dir=str(tmp_path / "ours"), loss_type="dpo", **common),
+        # TRL appends EOS to non-conversational completions; give ours the same text.
+        train_dataset=Dataset.from_list(paired_rows(eos=tokenizer.eos_token)),
+        processing_class=tokenizer,
+    )
     ours.train()
     a, b = trl_trainer.state.log_history[0], ours.state.log_history[0]
     for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
@@ -191,26 +235,47 @@ def test_bad_input_is_refused_before_training(tiny_dir, tokenizer, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_dir / "llama")
     args = config(ImplicitPRMConfig, tmp_path)
     with pytest.raises(ValueError, match="stepwise rows, which this trainer cannot train on"):
-        ImplicitPRMTrainer(model, args=args, train_dataset=Dataset.from_list(stepwise_rows()),
-                           processing_class=tokenizer)
+        ImplicitPRMTrainer(
+            model, args=args, train_dataset=Dataset.from_list(stepwise_rows()), processing_class=tokenizer
+        )
     with pytest.raises(ValueError, match="paired rows, which this trainer cannot train on"):
-        StepKTOTrainer(model, args=config(StepKTOConfig, tmp_path), processing_class=tokenizer,
-                       train_dataset=Dataset.from_list(paired_rows()))
+        StepKTOTrainer(
+            model,
+            args=config(StepKTOConfig, tmp_path),
+            processing_class=tokenizer,
+            train_dataset=Dataset.from_list(paired_rows()),
+        )
     all_positive = [{"prompt": "Q\n", "completions": ["a", "b"], "correctness": [True, True]}] * 3
     with pytest.raises(ValueError, match=r"no \(correct, incorrect\) pair.*all-positive"):
-        ImplicitPRMTrainer(model, args=args, train_dataset=Dataset.from_list(all_positive),
-                           processing_class=tokenizer)
+        ImplicitPRMTrainer(
+            model, args=args, train_dataset=Dataset.from_list(all_positive), processing_class=tokenizer
+        )
     with pytest.raises(ValueError, match="reference_free=True scores with the policy alone"):
-        CETrainer(model, ref_model=tiny_dir / "llama-ref", args=config(CEConfig, tmp_path, reference_free=True),
-                  train_dataset=Dataset.from_list(unpaired_rows()), processing_class=tokenizer)
-    other_vocab = AutoModelForCausalLM.from_config(model.config.__class__(**{**model.config.to_dict(),
-                                                                            "vocab_size": 123}))
+        CETrainer(
+            model,
+            ref_model=tiny_dir / "llama-ref",
+            args=config(CEConfig, tmp_path, reference_free=True),
+            train_dataset=Dataset.from_list(unpaired_rows()),
+            processing_class=tokenizer,
+        )
+    other_vocab = AutoModelForCausalLM.from_config(
+        model.config.__class__(**{**model.config.to_dict(), "vocab_size": 123})
+    )
     with pytest.raises(ValueError, match="vocabulary"):
-        CETrainer(model, ref_model=other_vocab, args=config(CEConfig, tmp_path),
-                  train_dataset=Dataset.from_list(unpaired_rows()), processing_class=tokenizer)
+        CETrainer(
+            model,
+            ref_model=other_vocab,
+            args=config(CEConfig, tmp_path),
+            train_dataset=Dataset.from_list(unpaired_rows()),
+            processing_class=tokenizer,
+        )
     with pytest.raises(ValueError, match="column 'label'"):
-        CETrainer(model, args=config(CEConfig, tmp_path), processing_class=tokenizer,
-                  train_dataset=Dataset.from_list([{"prompt": "Q", "completion": "a", "label": "yes"}]))
+        CETrainer(
+            model,
+            args=config(CEConfig, tmp_path),
+            processing_class=tokenizer,
+            train_dataset=Dataset.from_list([{"prompt": "Q", "completion": "a", "label": "yes"}]),
+        )
     with pytest.raises(ValueError, match="kto_reference_point='mismatched'"):
         config(StepKTOConfig, tmp_path, precompute_ref_log_probs=True)
     with pytest.raises(ValueError, match="per_device_train_batch_size >= 2"):
@@ -221,8 +286,13 @@ def test_step_labelled_eval_set_reports_step_error_f1(tiny_dir, tokenizer, tmp_p
     data = Dataset.from_list(unpaired_rows())
     args = config(CEConfig, tmp_path, max_steps=1)
     model = AutoModelForCausalLM.from_pretrained(tiny_dir / "llama")
-    trainer = CETrainer(model, args=args, train_dataset=data, processing_class=tokenizer,
-                        eval_dataset={"steps": Dataset.from_list(stepwise_rows())})
+    trainer = CETrainer(
+        model,
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        eval_dataset={"steps": Dataset.from_list(stepwise_rows())},
+    )
     metrics = trainer.evaluate()
     for key in ("eval_steps_steps/f1", "eval_steps_steps/f1_oracle_threshold", "eval_steps_loss"):
         assert key in metrics, sorted(metrics)

@@ -48,8 +48,9 @@ def test_fused_lm_head_contract(tiny_dir):
     assert out.log_probs[0, 0] == 0 and (out.log_probs[0, 1:] < 0).all()
     with torch.no_grad():
         full = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), -1)
-    torch.testing.assert_close(out.log_probs[0, 1:].double(), full[torch.arange(1, 4), ids[0, 2:]], atol=1e-5,
-                               rtol=0)
+    torch.testing.assert_close(
+        out.log_probs[0, 1:].double(), full[torch.arange(1, 4), ids[0, 2:]], atol=1e-5, rtol=0
+    )
 
 
 def test_helpers_we_import_keep_their_signatures():
@@ -60,5 +61,7 @@ def test_helpers_we_import_keep_their_signatures():
     assert list(inspect.signature(prepare_fsdp).parameters)[:2] == ["model", "accelerator"]
     assert list(inspect.signature(use_adapter).parameters) == ["model", "adapter_name"]
     assert list(inspect.signature(disable_gradient_checkpointing).parameters)[:2] == [
-        "model", "gradient_checkpointing_kwargs"]
+        "model",
+        "gradient_checkpointing_kwargs",
+    ]
     assert list(inspect.signature(disable_dropout_in_model).parameters) == ["model"]

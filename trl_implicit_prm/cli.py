@@ -25,8 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="trl-implicit-prm",
         description="Implicit process reward models: train on outcome labels, score every step.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log at INFO level, and show the traceback of a user error")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log at INFO level, and show the traceback of a user error",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"trl_implicit_prm.commands.{name}")
@@ -41,20 +45,31 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from trl_implicit_prm.commands._errors import CommandError
     from trl_implicit_prm.data import DataFormatError
 
-    return (CommandError, DataFormatError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-            PermissionError)
+    return (
+        CommandError,
+        DataFormatError,
+        FileNotFoundError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args._run(args) or 0)
     except user_errors() as err:
         if args.verbose:
             traceback.print_exc()
-        message = str(err) if not isinstance(err, OSError) or not err.filename else f"{err.strerror}: {err.filename}"
+        message = (
+            str(err)
+            if not isinstance(err, OSError) or not err.filename
+            else f"{err.strerror}: {err.filename}"
+        )
         print(f"{args._prog}: error: {message}", file=sys.stderr)
         return 2
 

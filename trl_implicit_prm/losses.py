@@ -57,7 +57,11 @@ def dpo_loss(chosen_rewards: Tensor, rejected_rewards: Tensor) -> Tensor:
 
 def nca_loss(chosen_rewards: Tensor, rejected_rewards: Tensor) -> Tensor:
     """NCA (pairwise form): `−log σ(r_w) − ½·log σ(−r_w) − ½·log σ(−r_l)`."""
-    return -F.logsigmoid(chosen_rewards) - 0.5 * F.logsigmoid(-chosen_rewards) - 0.5 * F.logsigmoid(-rejected_rewards)
+    return (
+        -F.logsigmoid(chosen_rewards)
+        - 0.5 * F.logsigmoid(-chosen_rewards)
+        - 0.5 * F.logsigmoid(-rejected_rewards)
+    )
 
 
 def kto_reference_point(
@@ -80,9 +84,15 @@ def kto_reference_point(
     is None, and the caller decides (the trainers keep the latest estimate, from an earlier batch, and refuse
     when there is none).
     """
-    ratios = mismatched_policy_logps if mismatched_ref_logps is None else mismatched_policy_logps - mismatched_ref_logps
+    ratios = (
+        mismatched_policy_logps
+        if mismatched_ref_logps is None
+        else mismatched_policy_logps - mismatched_ref_logps
+    )
     ratios = (beta * ratios).detach()
-    stats = torch.stack([ratios.double().sum(), ratios.new_tensor(float(ratios.numel()), dtype=torch.float64)])
+    stats = torch.stack(
+        [ratios.double().sum(), ratios.new_tensor(float(ratios.numel()), dtype=torch.float64)]
+    )
     if sum_over_processes is not None:
         stats = sum_over_processes(stats)
     if stats[1].item() == 0:

@@ -124,7 +124,9 @@ def load_tokenizer(source: str | os.PathLike, **kwargs: Any) -> PreTrainedTokeni
         logger.warning(
             "%s: %s rebuilt the tokenizer with a different %s than the saved tokenizer.json; loading the saved "
             "tokenizer.json as is, so token ids match those the model was trained on.",
-            source, type(tok).__name__, " and ".join(changed),
+            source,
+            type(tok).__name__,
+            " and ".join(changed),
         )
         tok = PreTrainedTokenizerFast.from_pretrained(str(source), **kwargs)
     return tok
@@ -189,7 +191,9 @@ def try_tokenizer(location: str | os.PathLike | None) -> PreTrainedTokenizerBase
         return None
 
 
-def find_tokenizer(model: nn.Module, source: str | os.PathLike | None = None) -> PreTrainedTokenizerBase | None:
+def find_tokenizer(
+    model: nn.Module, source: str | os.PathLike | None = None
+) -> PreTrainedTokenizerBase | None:
     """The tokenizer saved with a model: in `source` (its path) or in `config._name_or_path`, when one is there."""
     return next((t for t in map(try_tokenizer, (source, model_id_of(model))) if t is not None), None)
 
@@ -312,8 +316,10 @@ def read_metadata(model_dir: str | os.PathLike) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as err:
         raise MetadataError(f"{path}: cannot be read ({err})") from None
     if not text.strip():
-        raise MetadataError(f"{path}: the file is empty; re-save the checkpoint or delete the file and pass beta, "
-                            "ref_model and step_separator explicitly")
+        raise MetadataError(
+            f"{path}: the file is empty; re-save the checkpoint or delete the file and pass beta, "
+            "ref_model and step_separator explicitly"
+        )
     try:
         fields = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as err:

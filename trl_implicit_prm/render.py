@@ -33,8 +33,13 @@ from typing import Any
 __all__ = ["color_for", "render_html", "save_html"]
 
 # RdBu anchors (ColorBrewer), from -1 to +1.
-_ANCHORS = ((-1.0, (178, 24, 43)), (-0.5, (239, 138, 98)), (0.0, (247, 247, 247)), (0.5, (103, 169, 207)),
-            (1.0, (33, 102, 172)))
+_ANCHORS = (
+    (-1.0, (178, 24, 43)),
+    (-0.5, (239, 138, 98)),
+    (0.0, (247, 247, 247)),
+    (0.5, (103, 169, 207)),
+    (1.0, (33, 102, 172)),
+)
 
 _CSS = """
 .iprm { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; max-width: 1100px;
@@ -104,7 +109,9 @@ def _prompt_text(prompt: Any) -> str:
     if isinstance(prompt, str):
         return prompt
     if isinstance(prompt, list | tuple):
-        return "\n".join(f"[{m.get('role', '?')}] {m.get('content', '')}" for m in prompt if isinstance(m, dict))
+        return "\n".join(
+            f"[{m.get('role', '?')}] {m.get('content', '')}" for m in prompt if isinstance(m, dict)
+        )
     return str(prompt)
 
 
@@ -121,13 +128,18 @@ def _token_html(text: str, reward: float, scale: float, breaks_before: int) -> s
             out.append('<span class="iprm-nl">↵</span>' + ("\n" if pos - 1 < breaks_before else ""))
         out.append(_esc(part))
         pos += len(part) + 1
-    return (f'<span style="background:{_css_color(reward, scale)};color:{_ink(reward, scale)}" '
-            f'title="token reward {_fmt(reward)}">{"".join(out)}</span>')
+    return (
+        f'<span style="background:{_css_color(reward, scale)};color:{_ink(reward, scale)}" '
+        f'title="token reward {_fmt(reward)}">{"".join(out)}</span>'
+    )
 
 
 def _step_tokens(result: Any, k: int, token_scale: float) -> str:
-    tokens, rewards, steps = _get(result, "tokens") or [], _get(result, "token_rewards") or [], \
-        _get(result, "token_steps") or []
+    tokens, rewards, steps = (
+        _get(result, "tokens") or [],
+        _get(result, "token_rewards") or [],
+        _get(result, "token_steps") or [],
+    )
     picked = [(t, r) for t, r, s in zip(tokens, rewards, steps, strict=False) if s == k]
     if not picked:
         return _esc(_get(result, "steps")[k])
@@ -139,25 +151,34 @@ def _step_tokens(result: Any, k: int, token_scale: float) -> str:
     return "".join(out)
 
 
-def _example_html(i: int, result: Any, prompt: Any, threshold: float, step_scale: float,
-                  token_scale: float) -> str:
+def _example_html(
+    i: int, result: Any, prompt: Any, threshold: float, step_scale: float, token_scale: float
+) -> str:
     steps, rewards, qs = _get(result, "steps"), _get(result, "step_rewards"), _get(result, "q_values") or []
     outcome = float(_get(result, "outcome_reward", sum(rewards)))
     first = next((k for k, r in enumerate(rewards) if r < threshold), -1)
-    head = [f'<span class="iprm-id">#{i}</span>',
-            f'<span>outcome reward <b class="iprm-num">{_fmt(outcome)}</b></span>',
-            f'<span>min step <span class="iprm-num">{_fmt(min(rewards)) if rewards else "nan"}</span></span>',
-            f"<span>{len(rewards)} steps</span>",
-            f"<span>first step below {threshold:g}: <b>{'none' if first < 0 else f'step {first + 1}'}</b></span>"]
+    head = [
+        f'<span class="iprm-id">#{i}</span>',
+        f'<span>outcome reward <b class="iprm-num">{_fmt(outcome)}</b></span>',
+        f'<span>min step <span class="iprm-num">{_fmt(min(rewards)) if rewards else "nan"}</span></span>',
+        f"<span>{len(rewards)} steps</span>",
+        f"<span>first step below {threshold:g}: <b>{'none' if first < 0 else f'step {first + 1}'}</b></span>",
+    ]
     parts = [f'<section class="iprm-example"><div class="iprm-head">{"".join(head)}</div>']
     if prompt is not None:
-        parts.append(f'<details class="iprm-prompt" open><summary>Prompt</summary><pre>'
-                     f"{_esc(_prompt_text(prompt))}</pre></details>")
+        parts.append(
+            f'<details class="iprm-prompt" open><summary>Prompt</summary><pre>'
+            f"{_esc(_prompt_text(prompt))}</pre></details>"
+        )
     unscored = list(_get(result, "unscored_steps") or [])
     if _get(result, "truncated", False):
-        parts.append(f'<div class="iprm-warn">Truncated to fit max_length: {_get(result, "num_truncated_steps", 0)}'
-                     f" step(s) lost tokens, {len(unscored)} step(s) not scored at all.</div>")
-    partial = bool(_get(result, "truncated", False)) and _get(result, "num_truncated_steps", 0) > len(unscored)
+        parts.append(
+            f'<div class="iprm-warn">Truncated to fit max_length: {_get(result, "num_truncated_steps", 0)}'
+            f" step(s) lost tokens, {len(unscored)} step(s) not scored at all.</div>"
+        )
+    partial = bool(_get(result, "truncated", False)) and _get(result, "num_truncated_steps", 0) > len(
+        unscored
+    )
     for k, (text, r) in enumerate(zip(steps, rewards, strict=True)):
         q = qs[k] if k < len(qs) else math.nan
         tag = '<div><span class="iprm-tag">first error?</span></div>' if k == first else ""
@@ -172,8 +193,10 @@ def _example_html(i: int, result: Any, prompt: Any, threshold: float, step_scale
             f'<div class="iprm-text">{_step_tokens(result, k, token_scale)}</div></div>'
         )
     for j, text in enumerate(unscored):
-        parts.append(f'<div class="iprm-step iprm-unscored"><div class="iprm-meta">step {len(steps) + j + 1}<br>'
-                     f'not scored (truncated)</div><div class="iprm-text">{_esc(text)}</div></div>')
+        parts.append(
+            f'<div class="iprm-step iprm-unscored"><div class="iprm-meta">step {len(steps) + j + 1}<br>'
+            f'not scored (truncated)</div><div class="iprm-text">{_esc(text)}</div></div>'
+        )
     parts.append("</section>")
     return "".join(parts)
 
@@ -197,8 +220,9 @@ def render_html(
     """
     results = list(results)
     if prompts is not None and len(prompts) != len(results):
-        raise ValueError(f"prompts must be aligned with results: got {len(prompts)} prompts for "
-                         f"{len(results)} results")
+        raise ValueError(
+            f"prompts must be aligned with results: got {len(prompts)} prompts for {len(results)} results"
+        )
     step_scale = _scale([r for res in results for r in _get(res, "step_rewards")])
     token_scale = _scale([r for res in results for r in (_get(res, "token_rewards") or [])])
     legend = (
@@ -214,11 +238,13 @@ def render_html(
         _example_html(i + 1, res, None if prompts is None else prompts[i], threshold, step_scale, token_scale)
         for i, res in enumerate(results)
     )
-    fragment = (f'<div class="iprm"><style>{_CSS}</style><h1>{_esc(title)}</h1>{legend}{body}</div>')
+    fragment = f'<div class="iprm"><style>{_CSS}</style><h1>{_esc(title)}</h1>{legend}{body}</div>'
     if not full_page:
         return fragment
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
-            f"</head><body>{fragment}</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
+        f"</head><body>{fragment}</body></html>\n"
+    )
 
 
 def save_html(results: Sequence[Any], path: str | os.PathLike, **kwargs: Any) -> Path:

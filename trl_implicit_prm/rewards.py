@@ -60,13 +60,16 @@ __all__ = [
 Aggregation = Literal["min", "sum", "mean", "last", "max"]
 AGGREGATIONS: tuple[str, ...] = ("min", "sum", "mean", "last", "max")
 
+
 def token_log_ratios(policy_logps: Tensor, ref_logps: Tensor | None, completion_mask: Tensor) -> Tensor:
     """`ρ_t = log πθ(y_t) − log πref(y_t)` on completion tokens, zero elsewhere; `ref_logps=None` is reference-free."""
     ratios = policy_logps if ref_logps is None else policy_logps - ref_logps.to(policy_logps.dtype)
     return ratios * completion_mask.to(ratios.dtype)
 
 
-def token_rewards(policy_logps: Tensor, ref_logps: Tensor | None, completion_mask: Tensor, beta: float) -> Tensor:
+def token_rewards(
+    policy_logps: Tensor, ref_logps: Tensor | None, completion_mask: Tensor, beta: float
+) -> Tensor:
     """Token-level implicit rewards `β·ρ_t`, aligned with `input_ids`, zero outside the completion."""
     return beta * token_log_ratios(policy_logps, ref_logps, completion_mask)
 
@@ -156,11 +159,17 @@ def aggregate_steps(step_rewards: Tensor, mask: Tensor, how: Aggregation = "min"
     if how == "sum":
         return (step_rewards * mask).sum(dim=-1)
     if how == "mean":
-        return (step_rewards * mask).sum(dim=-1) / counts.clamp(min=1) + _nan_where_empty(counts, step_rewards)
+        return (step_rewards * mask).sum(dim=-1) / counts.clamp(min=1) + _nan_where_empty(
+            counts, step_rewards
+        )
     if how == "min":
-        return step_rewards.masked_fill(~mask, float("inf")).amin(dim=-1) + _nan_where_empty(counts, step_rewards)
+        return step_rewards.masked_fill(~mask, float("inf")).amin(dim=-1) + _nan_where_empty(
+            counts, step_rewards
+        )
     if how == "max":
-        return step_rewards.masked_fill(~mask, float("-inf")).amax(dim=-1) + _nan_where_empty(counts, step_rewards)
+        return step_rewards.masked_fill(~mask, float("-inf")).amax(dim=-1) + _nan_where_empty(
+            counts, step_rewards
+        )
     if how == "last":
         q = step_q_values(step_rewards * mask)
         last = q.gather(1, (counts - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
@@ -169,5 +178,8 @@ def aggregate_steps(step_rewards: Tensor, mask: Tensor, how: Aggregation = "min"
 
 
 def _nan_where_empty(counts: Tensor, like: Tensor) -> Tensor:
-    return torch.where(counts == 0, torch.full_like(counts, float("nan"), dtype=like.dtype),
-                       torch.zeros_like(counts, dtype=like.dtype))
+    return torch.where(
+        counts == 0,
+        torch.full_like(counts, float("nan"), dtype=like.dtype),
+        torch.zeros_like(counts, dtype=like.dtype),
+    )

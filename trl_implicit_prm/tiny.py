@@ -63,8 +63,31 @@ _SPLIT_PATTERN = (
 def default_corpus(n_lines: int = 3000, seed: int = 0) -> Iterator[str]:
     """Yield synthetic step-by-step arithmetic text with the separators the library uses."""
     rng = random.Random(seed)
-    words = ["Step", "We", "compute", "add", "subtract", "multiply", "the", "result", "is", "so", "answer",
-             "then", "first", "next", "total", "Let", "ки", "шаг", "число", "結果", "ステップ", "é", "ß"]
+    words = [
+        "Step",
+        "We",
+        "compute",
+        "add",
+        "subtract",
+        "multiply",
+        "the",
+        "result",
+        "is",
+        "so",
+        "answer",
+        "then",
+        "first",
+        "next",
+        "total",
+        "Let",
+        "ки",
+        "шаг",
+        "число",
+        "結果",
+        "ステップ",
+        "é",
+        "ß",
+    ]
     seps = ["\n\n", "\n", " ки\n"]
     for _ in range(n_lines):
         steps = []
@@ -108,7 +131,9 @@ def build_tokenizer(
     tok.post_processor = processors.Sequence(
         [
             processors.ByteLevel(trim_offsets=False),
-            processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, bos_id)]),
+            processors.TemplateProcessing(
+                single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, bos_id)]
+            ),
         ]
     )
     fast = PreTrainedTokenizerFast(
@@ -150,15 +175,27 @@ def build_model(
     inter = intermediate_size or 4 * hidden_size
     if architecture == "gpt2":
         config = AutoConfig.for_model(
-            "gpt2", vocab_size=vocab, n_embd=hidden_size, n_layer=num_layers, n_head=num_heads,
-            n_inner=inter, n_positions=max_position_embeddings, **ids,
+            "gpt2",
+            vocab_size=vocab,
+            n_embd=hidden_size,
+            n_layer=num_layers,
+            n_head=num_heads,
+            n_inner=inter,
+            n_positions=max_position_embeddings,
+            **ids,
         )
     else:
         config = AutoConfig.for_model(
-            architecture, vocab_size=vocab, hidden_size=hidden_size, num_hidden_layers=num_layers,
-            num_attention_heads=num_heads, num_key_value_heads=max(1, num_heads // 2),
-            intermediate_size=inter, max_position_embeddings=max_position_embeddings,
-            tie_word_embeddings=False, **ids,
+            architecture,
+            vocab_size=vocab,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=max(1, num_heads // 2),
+            intermediate_size=inter,
+            max_position_embeddings=max_position_embeddings,
+            tie_word_embeddings=False,
+            **ids,
         )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)

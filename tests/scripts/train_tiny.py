@@ -37,22 +37,45 @@ def main() -> None:
     p.add_argument("--per-device-batch", type=int, default=2)
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--precompute", action="store_true", help="precompute the reference log-probs")
-    p.add_argument("--eval", action="store_true",
-                   help="after saving, evaluate on the first 5 rows in per-device batches of 2 (CE only)")
-    p.add_argument("--deepspeed-checkpoint", help="also write DeepSpeed's own (sharded) checkpoint to this folder")
+    p.add_argument(
+        "--eval",
+        action="store_true",
+        help="after saving, evaluate on the first 5 rows in per-device batches of 2 (CE only)",
+    )
+    p.add_argument(
+        "--deepspeed-checkpoint", help="also write DeepSpeed's own (sharded) checkpoint to this folder"
+    )
     args = p.parse_args()
-    common = dict(output_dir=args.output, use_cpu=True, bf16=False, max_steps=args.steps, learning_rate=1e-3,
-                  per_device_train_batch_size=args.per_device_batch, gradient_accumulation_steps=args.grad_accum,
-                  report_to=[], logging_steps=1, save_strategy="no", gradient_checkpointing=False,
-                  train_sampling_strategy="sequential", seed=0, beta=0.1,
-                  precompute_ref_log_probs=args.precompute, per_device_eval_batch_size=2)
+    common = dict(
+        output_dir=args.output,
+        use_cpu=True,
+        bf16=False,
+        max_steps=args.steps,
+        learning_rate=1e-3,
+        per_device_train_batch_size=args.per_device_batch,
+        gradient_accumulation_steps=args.grad_accum,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
+        gradient_checkpointing=False,
+        train_sampling_strategy="sequential",
+        seed=0,
+        beta=0.1,
+        precompute_ref_log_probs=args.precompute,
+        per_device_eval_batch_size=2,
+    )
     if args.trainer == "dpo":
-        trainer = ImplicitPRMTrainer(args.model, args=ImplicitPRMConfig(**common),
-                                     train_dataset=Dataset.from_list(rows("dpo")))
+        trainer = ImplicitPRMTrainer(
+            args.model, args=ImplicitPRMConfig(**common), train_dataset=Dataset.from_list(rows("dpo"))
+        )
     else:
         eval_dataset = Dataset.from_list(rows("ce")[:EVAL_ROWS]) if args.eval else None
-        trainer = CETrainer(args.model, args=CEConfig(**common), train_dataset=Dataset.from_list(rows("ce")),
-                            eval_dataset=eval_dataset)
+        trainer = CETrainer(
+            args.model,
+            args=CEConfig(**common),
+            train_dataset=Dataset.from_list(rows("ce")),
+            eval_dataset=eval_dataset,
+        )
     ref = getattr(trainer.ref_model, "module", trainer.ref_model)
     ref_sharded = ref is not None and all(hasattr(p, "ds_id") and p.numel() == 0 for p in ref.parameters())
     trainer.train()
@@ -63,11 +86,19 @@ def main() -> None:
     if trainer.is_world_process_zero():
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         with open(f"{args.output}/losses.json", "w") as f:
-            json.dump({"losses": losses, "world_size": trainer.accelerator.num_processes,
-                       "deepspeed": trainer.is_deepspeed_enabled,
-                       "zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage
-                       if trainer.is_deepspeed_enabled else None, "ref_sharded": ref_sharded,
-                       "eval": eval_metrics}, f)
+            json.dump(
+                {
+                    "losses": losses,
+                    "world_size": trainer.accelerator.num_processes,
+                    "deepspeed": trainer.is_deepspeed_enabled,
+                    "zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage
+                    if trainer.is_deepspeed_enabled
+                    else None,
+                    "ref_sharded": ref_sharded,
+                    "eval": eval_metrics,
+                },
+                f,
+            )
     end_distributed_run(trainer)  # barrier, teardown, and a multi-process run exits here (status 0)
 
 

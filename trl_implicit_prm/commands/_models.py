@@ -66,28 +66,60 @@ def positive_int(text: str) -> int:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --ref-model, --reference-free, --beta, --separator, --chat-prompt, --prompt-separator,
     --append-eos, --batch-size, --dtype, --device."""
-    parser.add_argument("--model", required=True, help="checkpoint directory, hub id or PEFT adapter directory")
-    parser.add_argument("--ref-model", default=None,
-                        help="reference model (default: the one recorded with the checkpoint; for an adapter, "
-                             "its base model with adapters disabled)")
-    parser.add_argument("--reference-free", action="store_true", default=None,
-                        help="score without a reference (rho = log pi_theta)")
-    parser.add_argument("--beta", type=positive_finite_float, default=None, help="beta (default: checkpoint metadata, else 0.05)")
-    parser.add_argument("--separator", default=None,
-                        help=r"step separator, backslash escapes allowed: '\n\n' (default: checkpoint metadata, "
-                             r"else '\n\n')")
-    parser.add_argument("--chat-prompt", action=argparse.BooleanOptionalAction, default=None,
-                        help="render string prompts (a ProcessBench 'problem') as one user message with the chat "
-                             "template (--chat-prompt) or as plain text (--no-chat-prompt); default: as in "
-                             "training, from the checkpoint's implicit_prm.json")
-    parser.add_argument("--prompt-separator", default=None,
-                        help=r"plain-text prompts end with this before the response, backslash escapes allowed "
-                             r"(e.g. '\n'); default: the one recorded with the checkpoint")
-    parser.add_argument("--append-eos", action=argparse.BooleanOptionalAction, default=None,
-                        help="append the EOS token to every response (its last step); default: as in training, "
-                             "from the checkpoint's implicit_prm.json")
-    parser.add_argument("--batch-size", type=positive_int, default=None, help="at most this many responses per batch")
-    parser.add_argument("--dtype", default=None, help="model dtype, e.g. bfloat16 (default: the checkpoint's)")
+    parser.add_argument(
+        "--model", required=True, help="checkpoint directory, hub id or PEFT adapter directory"
+    )
+    parser.add_argument(
+        "--ref-model",
+        default=None,
+        help="reference model (default: the one recorded with the checkpoint; for an adapter, "
+        "its base model with adapters disabled)",
+    )
+    parser.add_argument(
+        "--reference-free",
+        action="store_true",
+        default=None,
+        help="score without a reference (rho = log pi_theta)",
+    )
+    parser.add_argument(
+        "--beta",
+        type=positive_finite_float,
+        default=None,
+        help="beta (default: checkpoint metadata, else 0.05)",
+    )
+    parser.add_argument(
+        "--separator",
+        default=None,
+        help=r"step separator, backslash escapes allowed: '\n\n' (default: checkpoint metadata, "
+        r"else '\n\n')",
+    )
+    parser.add_argument(
+        "--chat-prompt",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="render string prompts (a ProcessBench 'problem') as one user message with the chat "
+        "template (--chat-prompt) or as plain text (--no-chat-prompt); default: as in "
+        "training, from the checkpoint's implicit_prm.json",
+    )
+    parser.add_argument(
+        "--prompt-separator",
+        default=None,
+        help=r"plain-text prompts end with this before the response, backslash escapes allowed "
+        r"(e.g. '\n'); default: the one recorded with the checkpoint",
+    )
+    parser.add_argument(
+        "--append-eos",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="append the EOS token to every response (its last step); default: as in training, "
+        "from the checkpoint's implicit_prm.json",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=None, help="at most this many responses per batch"
+    )
+    parser.add_argument(
+        "--dtype", default=None, help="model dtype, e.g. bfloat16 (default: the checkpoint's)"
+    )
     parser.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
 
 
@@ -101,22 +133,31 @@ def check_device_and_dtype(args: argparse.Namespace) -> None:
         try:
             resolve_dtype(args.dtype)
         except ValueError:
-            raise CommandError(f"--dtype {args.dtype!r}: not a torch dtype; pass e.g. bfloat16, float16, "
-                               "float32 or auto") from None
+            raise CommandError(
+                f"--dtype {args.dtype!r}: not a torch dtype; pass e.g. bfloat16, float16, float32 or auto"
+            ) from None
     if args.device is None:
         return
     try:
         device = torch.device(args.device)
     except (RuntimeError, ValueError) as err:
-        raise CommandError(f"--device {args.device!r}: not a device ({err}); pass e.g. cpu, cuda or cuda:0") from None
+        raise CommandError(
+            f"--device {args.device!r}: not a device ({err}); pass e.g. cpu, cuda or cuda:0"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise CommandError(f"--device {args.device!r}: CUDA is not available on this machine; pass --device cpu")
+            raise CommandError(
+                f"--device {args.device!r}: CUDA is not available on this machine; pass --device cpu"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise CommandError(f"--device {args.device!r}: this machine has {torch.cuda.device_count()} CUDA "
-                               f"device(s), numbered from 0")
+            raise CommandError(
+                f"--device {args.device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s), numbered from 0"
+            )
     elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise CommandError(f"--device {args.device!r}: MPS is not available on this machine; pass --device cpu")
+        raise CommandError(
+            f"--device {args.device!r}: MPS is not available on this machine; pass --device cpu"
+        )
 
 
 @dataclass
@@ -144,8 +185,10 @@ def _model_location(model: str) -> tuple[str, bool]:
     if path.exists():
         return str(path), True
     if model.startswith(("/", ".", "~")) or model.count("/") > 1 or not model.strip():
-        raise CommandError(f"--model {model!r}: no such directory (expected a checkpoint directory, a PEFT "
-                           "adapter directory or a hub id)")
+        raise CommandError(
+            f"--model {model!r}: no such directory (expected a checkpoint directory, a PEFT "
+            "adapter directory or a hub id)"
+        )
     return model, False
 
 
@@ -185,14 +228,26 @@ def preflight(args: argparse.Namespace) -> Preflight:
         except (OSError, ValueError) as err:
             raise CommandError(f"--model {args.model!r}: no model config could be loaded ({err})") from None
         max_length = default_max_length(SimpleNamespace(config=config), tokenizer)
-    separator = unescape(args.separator) if args.separator is not None else metadata.get("step_separator",
-                                                                                       DEFAULT_SEPARATOR)
+    separator = (
+        unescape(args.separator)
+        if args.separator is not None
+        else metadata.get("step_separator", DEFAULT_SEPARATOR)
+    )
     prompt_format, append_eos = _rendering(args, metadata, str(Path(location) / METADATA_FILE), tokenizer)
-    return Preflight(tokenizer, separator, max_length, getattr(args, "max_length", None) is not None, metadata,
-                     prompt_format, append_eos)
+    return Preflight(
+        tokenizer,
+        separator,
+        max_length,
+        getattr(args, "max_length", None) is not None,
+        metadata,
+        prompt_format,
+        append_eos,
+    )
 
 
-def _rendering(args: argparse.Namespace, metadata: dict[str, Any], source: str, tokenizer: Any) -> tuple[Any, bool]:
+def _rendering(
+    args: argparse.Namespace, metadata: dict[str, Any], source: str, tokenizer: Any
+) -> tuple[Any, bool]:
     """(prompt format, append EOS): as recorded with the checkpoint, unless the rendering flags say otherwise."""
     from trl_implicit_prm.data.rendering import (
         append_eos_from_metadata,
@@ -204,14 +259,18 @@ def _rendering(args: argparse.Namespace, metadata: dict[str, Any], source: str, 
     separator = getattr(args, "prompt_separator", None)
     separator = unescape(separator) if separator is not None else None
     if chat and separator is not None:
-        raise CommandError("--prompt-separator applies to plain-text prompts; do not combine it with --chat-prompt")
+        raise CommandError(
+            "--prompt-separator applies to plain-text prompts; do not combine it with --chat-prompt"
+        )
     try:
         recorded = prompt_format_from_metadata(metadata, source)
         eos = getattr(args, "append_eos", None)
         append_eos = eos if eos is not None else append_eos_from_metadata(metadata, source)
     except ValueError as err:
         raise CommandError(str(err)) from None
-    return override_prompt_format(recorded, chat_prompt=chat, prompt_separator=separator, tokenizer=tokenizer), append_eos
+    return override_prompt_format(
+        recorded, chat_prompt=chat, prompt_separator=separator, tokenizer=tokenizer
+    ), append_eos
 
 
 def computer_from_args(args: argparse.Namespace, pre: Preflight | None = None, **overrides: Any) -> Any:
@@ -224,12 +283,23 @@ def computer_from_args(args: argparse.Namespace, pre: Preflight | None = None, *
 
     if pre is None:
         pre = preflight(args)
-    overrides = {"tokenizer": pre.tokenizer, "max_length": pre.max_length, "append_eos": pre.append_eos, **overrides}
+    overrides = {
+        "tokenizer": pre.tokenizer,
+        "max_length": pre.max_length,
+        "append_eos": pre.append_eos,
+        **overrides,
+    }
     separator = pre.step_separator
     try:
         prc = ProcessRewardComputer.from_pretrained(
-            args.model, ref_model=args.ref_model, reference_free=args.reference_free, beta=args.beta,
-            step_separator=separator, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
+            args.model,
+            ref_model=args.ref_model,
+            reference_free=args.reference_free,
+            beta=args.beta,
+            step_separator=separator,
+            batch_size=args.batch_size,
+            dtype=args.dtype,
+            device=args.device,
             **overrides,
         )
     except (ValueError, OSError) as err:

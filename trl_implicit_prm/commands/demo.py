@@ -11,18 +11,29 @@ from pathlib import Path
 from trl_implicit_prm.commands._errors import CommandError
 
 NAME = "demo"
-HELP = ("Train implicit PRMs from outcome labels on a synthetic reasoning task and show that they find the "
-        "first wrong step (writes report.json, report.md, bon.png, steps.html).")
+HELP = (
+    "Train implicit PRMs from outcome labels on a synthetic reasoning task and show that they find the "
+    "first wrong step (writes report.json, report.md, bon.png, steps.html)."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default="demo_output", help="where the report and models go")
     parser.add_argument("--seed", type=int, default=0, help="seed of the task, sampling and training")
-    parser.add_argument("--n-terms", type=int, default=4, help="operands per problem (3..8): steps = n_terms - 1")
+    parser.add_argument(
+        "--n-terms", type=int, default=4, help="operands per problem (3..8): steps = n_terms - 1"
+    )
     parser.add_argument("--operators", default="+-*", help="operators the problems use, e.g. '+-*' or '+-'")
-    parser.add_argument("--quick", action="store_true", help="a reduced run (about a minute) for a first look")
-    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="override any DemoConfig field, e.g. --set sft_epochs=4 bon_n=8")
+    parser.add_argument(
+        "--quick", action="store_true", help="a reduced run (about a minute) for a first look"
+    )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override any DemoConfig field, e.g. --set sft_epochs=4 bon_n=8",
+    )
 
 
 def _has_non_finite(value: object) -> bool:
@@ -34,7 +45,12 @@ def _has_non_finite(value: object) -> bool:
 def run(args: argparse.Namespace) -> int:
     from trl_implicit_prm.demo.pipeline import DemoConfig, run_demo
 
-    fields = {"output_dir": args.output_dir, "seed": args.seed, "n_terms": args.n_terms, "operators": args.operators}
+    fields = {
+        "output_dir": args.output_dir,
+        "seed": args.seed,
+        "n_terms": args.n_terms,
+        "operators": args.operators,
+    }
     for item in args.set:
         key, _, value = item.partition("=")
         if key not in DemoConfig.__dataclass_fields__:

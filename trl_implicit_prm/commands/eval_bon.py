@@ -38,19 +38,34 @@ HELP = "best-of-N accuracy of PRM selection and (weighted) majority voting on a 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--data", required=True, type=Path, help="candidates JSONL/JSON file")
-    parser.add_argument("--aggregations", nargs="+", default=["min", "sum", "mean", "last"], choices=AGGREGATIONS,
-                        help="how step rewards become one score per candidate (default: min sum mean last)")
+    parser.add_argument(
+        "--aggregations",
+        nargs="+",
+        default=["min", "sum", "mean", "last"],
+        choices=AGGREGATIONS,
+        help="how step rewards become one score per candidate (default: min sum mean last)",
+    )
     parser.add_argument("--ns", nargs="+", type=int, default=None, help="values of N (default 1, 2, 4, ...)")
-    parser.add_argument("--max-length", type=positive_int, default=None,
-                        help="token limit per problem + candidate (default: the model's context)")
-    parser.add_argument("--truncation", action="store_true",
-                        help="score the part of a too-long candidate that fits, instead of leaving its problem "
-                             "out (counted)")
+    parser.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        help="token limit per problem + candidate (default: the model's context)",
+    )
+    parser.add_argument(
+        "--truncation",
+        action="store_true",
+        help="score the part of a too-long candidate that fits, instead of leaving its problem out (counted)",
+    )
     parser.add_argument("--output", type=Path, default=Path("eval_bon.json"), help="results JSON")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of accuracy against N")
-    parser.add_argument("--scores-file", type=Path, default=None,
-                        help="write per-candidate scores here and resume from them after a kill (the default "
-                             "under accelerate launch: <output>.candidate_scores.jsonl)")
+    parser.add_argument(
+        "--scores-file",
+        type=Path,
+        default=None,
+        help="write per-candidate scores here and resume from them after a kill (the default "
+        "under accelerate launch: <output>.candidate_scores.jsonl)",
+    )
 
 
 def screen_problems(loaded: Any, pre: Preflight, truncation: bool) -> tuple[list[dict[str, Any]], list[Any]]:
@@ -67,7 +82,9 @@ def screen_problems(loaded: Any, pre: Preflight, truncation: bool) -> tuple[list
             if problem is not None:
                 break
             if scorable(candidate["response"]):
-                _, problem = encode_checked(pre, record["problem"], candidate["response"], truncation=truncation)
+                _, problem = encode_checked(
+                    pre, record["problem"], candidate["response"], truncation=truncation
+                )
                 if problem is not None:
                     problem = f"candidate {k}: {problem}"
         if problem is None:
@@ -107,8 +124,14 @@ def run(args: argparse.Namespace) -> int:
     prc = computer_from_args(args, pre, truncation=args.truncation)
     if ctx.world_size > 1 or args.scores_file is not None:  # data-parallel and resumable
         scores_file = args.scores_file or args.output.with_name(args.output.name + ".candidate_scores.jsonl")
-        scores = score_candidates_to_file(prc, problems, args.aggregations, scores_file, ctx=ctx,
-                                          manifest=run_manifest(prc, args.data, model=str(args.model)))
+        scores = score_candidates_to_file(
+            prc,
+            problems,
+            args.aggregations,
+            scores_file,
+            ctx=ctx,
+            manifest=run_manifest(prc, args.data, model=str(args.model)),
+        )
         if not ctx.is_main:
             return 0
     else:
@@ -119,10 +142,20 @@ def run(args: argparse.Namespace) -> int:
     for method in curve["methods"]:
         print(f"{method:<{width}}" + "".join(f"{100 * a:>8.1f}" for a in curve["accuracy"][method]))
     print(f"{'pass@N':<{width}}" + "".join(f"{100 * a:>8.1f}" for a in curve["pass_at_n"]))
-    print(f"pass@1 {100 * curve['pass_at_1']:.1f}; {curve['n_problems']} problems; skipped rows {len(skipped)}")
+    print(
+        f"pass@1 {100 * curve['pass_at_1']:.1f}; {curve['n_problems']} problems; skipped rows {len(skipped)}"
+    )
     if args.plot is not None:
         plot_best_of_n(curve, args.plot, title=f"Best-of-N, {Path(args.model).name}")
-    write_results_json(args.output, curve, model=args.model, data_files=[args.data], beta=prc.beta,
-                       aggregation=",".join(args.aggregations), threshold=None, skipped=skipped)
+    write_results_json(
+        args.output,
+        curve,
+        model=args.model,
+        data_files=[args.data],
+        beta=prc.beta,
+        aggregation=",".join(args.aggregations),
+        threshold=None,
+        skipped=skipped,
+    )
     print(f"results written to {args.output}")
     return 0

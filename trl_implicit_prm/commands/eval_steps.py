@@ -36,17 +36,34 @@ HELP = "step-error F1 (ProcessBench protocol) of a PRM on one or more split file
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--data", nargs="+", required=True, type=Path, help="ProcessBench JSONL/JSON files, one per split")
-    parser.add_argument("--tune-on", default=None,
-                        help="split (file stem or path) to tune the threshold on; default: the first file")
-    parser.add_argument("--threshold", type=finite_float, default=None, help="use this threshold instead of tuning")
-    parser.add_argument("--score", choices=["step", "q-sigmoid"], default="step",
-                        help="per-step score: the step reward, or sigmoid of the cumulative q at the step's end")
-    parser.add_argument("--max-length", type=positive_int, default=None,
-                        help="token limit per problem + steps (default: the model's context); longer records are "
-                             "left out and counted")
+    parser.add_argument(
+        "--data", nargs="+", required=True, type=Path, help="ProcessBench JSONL/JSON files, one per split"
+    )
+    parser.add_argument(
+        "--tune-on",
+        default=None,
+        help="split (file stem or path) to tune the threshold on; default: the first file",
+    )
+    parser.add_argument(
+        "--threshold", type=finite_float, default=None, help="use this threshold instead of tuning"
+    )
+    parser.add_argument(
+        "--score",
+        choices=["step", "q-sigmoid"],
+        default="step",
+        help="per-step score: the step reward, or sigmoid of the cumulative q at the step's end",
+    )
+    parser.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        help="token limit per problem + steps (default: the model's context); longer records are "
+        "left out and counted",
+    )
     parser.add_argument("--output", type=Path, default=Path("eval_steps.json"), help="results JSON")
-    parser.add_argument("--plot", type=Path, default=None, help="PNG of F1 against the threshold (tuned split)")
+    parser.add_argument(
+        "--plot", type=Path, default=None, help="PNG of F1 against the threshold (tuned split)"
+    )
 
 
 def _split_name(path: Path, stems: list[str]) -> str:
@@ -67,8 +84,9 @@ def screen_records(loaded: Any, pre: Preflight) -> tuple[list[dict[str, Any]], l
         if record["steps"]:
             problem = content_problem(record["problem"], "problem", record["steps"], "steps")
             if problem is None:
-                _, problem = encode_checked(pre, record["problem"], record["steps"], truncation=False,
-                                            truncation_flag=False)
+                _, problem = encode_checked(
+                    pre, record["problem"], record["steps"], truncation=False, truncation_flag=False
+                )
         if problem is None:
             kept.append(record)
         else:
@@ -76,7 +94,9 @@ def screen_records(loaded: Any, pre: Preflight) -> tuple[list[dict[str, Any]], l
     return kept, skipped
 
 
-def check_classes(splits: dict[str, list[dict[str, Any]]], paths: dict[str, Path], tune_on: str | None) -> None:
+def check_classes(
+    splits: dict[str, list[dict[str, Any]]], paths: dict[str, Path], tune_on: str | None
+) -> None:
     """Refuse a split without an erroneous or without a correct record: its F1 is undefined."""
     problems = []
     for name, records in splits.items():
@@ -87,8 +107,10 @@ def check_classes(splits: dict[str, list[dict[str, Any]]], paths: dict[str, Path
             problems.append(f"split {name!r} ({paths[name]}) has {what} after skipping invalid ones")
     if problems:
         hint = " (or pass --threshold instead of tuning)" if tune_on is not None else ""
-        raise CommandError("; ".join(problems) + ": step-error F1 needs both erroneous (label >= 0) and correct "
-                           f"(label -1) records in every split; remove such files from --data{hint}")
+        raise CommandError(
+            "; ".join(problems) + ": step-error F1 needs both erroneous (label >= 0) and correct "
+            f"(label -1) records in every split; remove such files from --data{hint}"
+        )
 
 
 def _load_splits(args: argparse.Namespace, names: list[str], pre: Preflight):
@@ -113,16 +135,22 @@ def _print_table(result: dict[str, Any]) -> None:
             tag = f"  (threshold tuned on {tuned_on})"
         else:
             tag = ""
-        print(f"{name:<24}{100 * res.acc_erroneous:>16.1f}{100 * res.acc_correct:>14.1f}{100 * res.f1:>8.1f}{tag}")
+        print(
+            f"{name:<24}{100 * res.acc_erroneous:>16.1f}{100 * res.acc_correct:>14.1f}{100 * res.f1:>8.1f}{tag}"
+        )
     held_out = [name for name, res in result["splits"].items() if not res.oracle]
     if tuned_on is None:
         summary = f"threshold {result['threshold']:.4g} (given); mean F1 {100 * result['mean_f1']:.1f}"
     elif held_out:
-        summary = (f"threshold {result['threshold']:.4g} (tuned on {tuned_on}); held-out mean F1 "
-                   f"{100 * result['mean_f1_held_out']:.1f} over {len(held_out)} split(s)")
+        summary = (
+            f"threshold {result['threshold']:.4g} (tuned on {tuned_on}); held-out mean F1 "
+            f"{100 * result['mean_f1_held_out']:.1f} over {len(held_out)} split(s)"
+        )
     else:
-        summary = (f"threshold {result['threshold']:.4g} (tuned on {tuned_on}); no held-out split: the F1 above "
-                   "is an oracle one")
+        summary = (
+            f"threshold {result['threshold']:.4g} (tuned on {tuned_on}); no held-out split: the F1 above "
+            "is an oracle one"
+        )
     print(summary)
 
 
@@ -157,17 +185,31 @@ def run(args: argparse.Namespace) -> int:
     print(f"skipped rows {n_skipped}")
     if args.plot is not None:
         rows, scores = splits[tune_on if tune_on in splits else names[0]]
-        plot_f1_vs_threshold(f1_threshold_curve(rows, scores), args.plot, chosen_threshold=result["threshold"])
+        plot_f1_vs_threshold(
+            f1_threshold_curve(rows, scores), args.plot, chosen_threshold=result["threshold"]
+        )
     split_dicts = {}
     for name, res in result["splits"].items():
         split_dicts[name] = res.to_dict()
         if tuned is not None and not res.oracle:
             split_dicts[name]["threshold_kind"] = f"threshold tuned on {tuned}"
-    payload = {"splits": split_dicts, "mean_f1_held_out": result.get("mean_f1_held_out"),
-               "tuned_on": result.get("tuned_on"), "score": args.score}
+    payload = {
+        "splits": split_dicts,
+        "mean_f1_held_out": result.get("mean_f1_held_out"),
+        "tuned_on": result.get("tuned_on"),
+        "score": args.score,
+    }
     if tuned is None:  # a given threshold: every split is held out
         payload["mean_f1"] = result["mean_f1"]
-    write_results_json(args.output, payload, model=args.model, data_files=list(args.data), beta=prc.beta,
-                       aggregation=args.score, threshold=result["threshold"], skipped=skipped)
+    write_results_json(
+        args.output,
+        payload,
+        model=args.model,
+        data_files=list(args.data),
+        beta=prc.beta,
+        aggregation=args.score,
+        threshold=result["threshold"],
+        skipped=skipped,
+    )
     print(f"results written to {args.output}")
     return 0

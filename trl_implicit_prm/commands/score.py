@@ -48,26 +48,53 @@ HELP = "score responses step by step with an implicit PRM checkpoint (JSONL in, 
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_KEYS = ("step_rewards", "q_values", "outcome_reward", "min", "mean", "max", "last", "truncated",
-               "num_truncated_steps")
+OUTPUT_KEYS = (
+    "step_rewards",
+    "q_values",
+    "outcome_reward",
+    "min",
+    "mean",
+    "max",
+    "last",
+    "truncated",
+    "num_truncated_steps",
+)
 _MAX_REPORTED = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--input", required=True, type=Path, help="JSONL rows with 'prompt' and 'response' or 'steps'")
+    parser.add_argument(
+        "--input", required=True, type=Path, help="JSONL rows with 'prompt' and 'response' or 'steps'"
+    )
     parser.add_argument("--output", required=True, type=Path, help="JSONL file to write the scored rows to")
     parser.add_argument("--html", type=Path, default=None, help="also write an HTML page of the step rewards")
-    parser.add_argument("--threshold", type=finite_float, default=0.0,
-                        help="in the HTML, mark the first step whose reward is below this (default 0)")
-    parser.add_argument("--max-batch-tokens", type=positive_int, default=None,
-                        help="at most this many padded tokens per batch (default 16384)")
-    parser.add_argument("--max-length", type=positive_int, default=None,
-                        help="token limit per prompt + response (default: the model's context)")
-    parser.add_argument("--truncation", action="store_true",
-                        help="cut responses longer than --max-length (flagged 'truncated') instead of failing")
-    parser.add_argument("--skip-invalid", action="store_true",
-                        help="leave malformed rows out (counted) instead of stopping")
+    parser.add_argument(
+        "--threshold",
+        type=finite_float,
+        default=0.0,
+        help="in the HTML, mark the first step whose reward is below this (default 0)",
+    )
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=positive_int,
+        default=None,
+        help="at most this many padded tokens per batch (default 16384)",
+    )
+    parser.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        help="token limit per prompt + response (default: the model's context)",
+    )
+    parser.add_argument(
+        "--truncation",
+        action="store_true",
+        help="cut responses longer than --max-length (flagged 'truncated') instead of failing",
+    )
+    parser.add_argument(
+        "--skip-invalid", action="store_true", help="leave malformed rows out (counted) instead of stopping"
+    )
 
 
 def _row_problem(row: Any) -> str | None:
@@ -81,8 +108,10 @@ def _row_problem(row: Any) -> str | None:
         found = "both" if has_response else "neither"
         return f"expected exactly one of 'response' (a string) or 'steps' (a list of strings), found {found}"
     if has_response and not isinstance(row["response"], str):
-        return (f"'response' must be a string, got {type(row['response']).__name__}; put a list of steps under "
-                "'steps'")
+        return (
+            f"'response' must be a string, got {type(row['response']).__name__}; put a list of steps under "
+            "'steps'"
+        )
     if has_steps and not isinstance(row["steps"], list):
         return f"'steps' must be a list of strings, got {type(row['steps']).__name__}"
     return None
@@ -152,12 +181,20 @@ def _finite(value: Any) -> Any:
 def _scored_row(row: dict[str, Any], result: Any) -> tuple[dict[str, Any], bool]:
     """The output row (strict JSON) and whether a non-finite score was written as null."""
     aggregates = result.aggregates()
-    scores = {"step_rewards": list(result.step_rewards), "q_values": list(result.q_values),
-              "outcome_reward": result.outcome_reward, "min": aggregates["min"], "mean": aggregates["mean"],
-              "max": aggregates["max"], "last": aggregates["last"]}
+    scores = {
+        "step_rewards": list(result.step_rewards),
+        "q_values": list(result.q_values),
+        "outcome_reward": result.outcome_reward,
+        "min": aggregates["min"],
+        "mean": aggregates["mean"],
+        "max": aggregates["max"],
+        "last": aggregates["last"],
+    }
     clean = {key: _finite(value) for key, value in scores.items()}
-    return ({**row, **clean, "truncated": result.truncated, "num_truncated_steps": result.num_truncated_steps},
-            clean != scores)
+    return (
+        {**row, **clean, "truncated": result.truncated, "num_truncated_steps": result.num_truncated_steps},
+        clean != scores,
+    )
 
 
 def _report(errors: list[str]) -> None:
@@ -176,8 +213,11 @@ def run(args: argparse.Namespace) -> int:
     errors = [message for _, message in sorted(errors + bad, key=lambda item: item[0])]
     if errors and not args.skip_invalid:
         _report(errors)
-        print(f"{len(errors)} invalid row(s) in {args.input}; nothing scored (use --skip-invalid to leave "
-              "them out)", file=sys.stderr)
+        print(
+            f"{len(errors)} invalid row(s) in {args.input}; nothing scored (use --skip-invalid to leave "
+            "them out)",
+            file=sys.stderr,
+        )
         return 2
     if errors:
         _report(errors)
@@ -187,8 +227,10 @@ def run(args: argparse.Namespace) -> int:
 
     ctx = distributed_context(args.device)  # several processes under `accelerate launch`: each scores a share
     if ctx.world_size > 1 and args.html is not None:
-        raise CommandError("--html needs every result in one process: score with `accelerate launch` without "
-                           "--html, then render a few rows in one process")
+        raise CommandError(
+            "--html needs every result in one process: score with `accelerate launch` without "
+            "--html, then render a few rows in one process"
+        )
     if ctx.world_size > 1 and args.device is None:
         args.device = ctx.device
     prc = computer_from_args(args, pre, truncation=args.truncation, max_batch_tokens=args.max_batch_tokens)
@@ -210,25 +252,41 @@ def run(args: argparse.Namespace) -> int:
     if overwritten:
         logger.warning("input keys overwritten by the scores: %s", sorted(overwritten))
     if non_finite:
-        logger.warning("%d row(s) of %s have non-finite scores, written as null: lines %s", len(non_finite),
-                       args.input, ", ".join(map(str, non_finite[:_MAX_REPORTED])))
+        logger.warning(
+            "%d row(s) of %s have non-finite scores, written as null: lines %s",
+            len(non_finite),
+            args.input,
+            ", ".join(map(str, non_finite[:_MAX_REPORTED])),
+        )
     if args.html is not None:
         from ..render import save_html
 
-        save_html(results, args.html, prompts=[row["prompt"] for row in kept], threshold=args.threshold,
-                  title=f"Step rewards of {args.model}")
+        save_html(
+            results,
+            args.html,
+            prompts=[row["prompt"] for row in kept],
+            threshold=args.threshold,
+            title=f"Step rewards of {args.model}",
+        )
     truncated = sum(r.truncated for r in results)
-    print(f"scored {len(results)} response(s) -> {args.output}"
-          + (f" ({truncated} truncated)" if truncated else "")
-          + (f"; {len(non_finite)} with non-finite scores written as null" if non_finite else "")
-          + (f"; left out {len(errors)} invalid row(s)" if errors else "")
-          + (f"; HTML: {args.html}" if args.html is not None else ""))
+    print(
+        f"scored {len(results)} response(s) -> {args.output}"
+        + (f" ({truncated} truncated)" if truncated else "")
+        + (f"; {len(non_finite)} with non-finite scores written as null" if non_finite else "")
+        + (f"; left out {len(errors)} invalid row(s)" if errors else "")
+        + (f"; HTML: {args.html}" if args.html is not None else "")
+    )
     return 0
 
 
-
-def _score_to_file(args: argparse.Namespace, prc: Any, kept: list[dict[str, Any]], encoded: list[Any],
-                   errors: list[str], ctx: Any) -> int:
+def _score_to_file(
+    args: argparse.Namespace,
+    prc: Any,
+    kept: list[dict[str, Any]],
+    encoded: list[Any],
+    errors: list[str],
+    ctx: Any,
+) -> int:
     """Score with every process of `ctx` (see :mod:`trl_implicit_prm.inference.sharding`): resumable, in order."""
     from ..inference.sharding import run_manifest, score_to_file
 
@@ -237,8 +295,15 @@ def _score_to_file(args: argparse.Namespace, prc: Any, kept: list[dict[str, Any]
     def serialize(i: int, result: Any) -> str:
         return json.dumps(_scored_row(kept[i], result)[0], ensure_ascii=False, allow_nan=False)
 
-    counts = score_to_file(prc, encoded, args.output, serialize, manifest=manifest, ctx=ctx,
-                           show_progress=ctx.is_main and len(encoded) > 100)
+    counts = score_to_file(
+        prc,
+        encoded,
+        args.output,
+        serialize,
+        manifest=manifest,
+        ctx=ctx,
+        show_progress=ctx.is_main and len(encoded) > 100,
+    )
     if not ctx.is_main:
         return 0
     non_finite = _count_null_scores(args.output)  # every process's rows, resumed ones included
@@ -248,12 +313,14 @@ def _score_to_file(args: argparse.Namespace, prc: Any, kept: list[dict[str, Any]
     if overwritten:
         logger.warning("input keys overwritten by the scores: %s", overwritten)
     truncated = sum(e.truncated for e in encoded)
-    print(f"scored {counts['rows']} response(s) -> {args.output}"
-          + (f" with {ctx.world_size} processes" if ctx.world_size > 1 else "")
-          + (f" ({counts['resumed']} already done by an earlier run)" if counts["resumed"] else "")
-          + (f" ({truncated} truncated)" if truncated else "")
-          + (f"; {non_finite} with non-finite scores written as null" if non_finite else "")
-          + (f"; left out {len(errors)} invalid row(s)" if errors else ""))
+    print(
+        f"scored {counts['rows']} response(s) -> {args.output}"
+        + (f" with {ctx.world_size} processes" if ctx.world_size > 1 else "")
+        + (f" ({counts['resumed']} already done by an earlier run)" if counts["resumed"] else "")
+        + (f" ({truncated} truncated)" if truncated else "")
+        + (f"; {non_finite} with non-finite scores written as null" if non_finite else "")
+        + (f"; left out {len(errors)} invalid row(s)" if errors else "")
+    )
     return 0
 
 

@@ -178,7 +178,9 @@ class ImplicitPRMCollator:
         )
         batch["num_steps"] = torch.tensor(
             [
-                int(row["num_steps"]) if "num_steps" in row else int(max(max(row["step_index"], default=-1) + 1, 0))
+                int(row["num_steps"])
+                if "num_steps" in row
+                else int(max(max(row["step_index"], default=-1) + 1, 0))
                 for row in rows
             ],
             dtype=torch.long,

@@ -443,7 +443,9 @@ def validate_dataset(
     if isinstance(dataset, list):
         if kind is None:
             if not dataset:
-                raise DataFormatError("cannot detect the format of an empty list of rows; pass validate_dataset(rows, kind=...)")
+                raise DataFormatError(
+                    "cannot detect the format of an empty list of rows; pass validate_dataset(rows, kind=...)"
+                )
             kind = detect_format(dataset[0])
         _check_kind(kind)
         for i, row in enumerate(dataset):

@@ -469,15 +469,18 @@ def tokenize_dataset(
             validate_row({c: batch[c][i] for c in format_columns}, kind, index, step_separator=step_separator)
         if kind == "paired":
             items = [
-                _render(tokenizer, batch["prompt"][i], batch[side][i], step_separator, side, index, cache, eos)
+                _render(
+                    tokenizer, batch["prompt"][i], batch[side][i], step_separator, side, index, cache, eos
+                )
                 for side in ("chosen", "rejected")
                 for i, index in enumerate(indices)
             ]
         else:
             column = "completion" if kind == "unpaired" else "completions"
             items = [
-                _render(tokenizer, batch["prompt"][i], batch[column][i], step_separator, column, index, cache,
-                        eos)
+                _render(
+                    tokenizer, batch["prompt"][i], batch[column][i], step_separator, column, index, cache, eos
+                )
                 for i, index in enumerate(indices)
             ]
         spans = _encode(tokenizer, items, max_length)
@@ -536,6 +539,9 @@ def tokenize_dataset(
                 logger.warning(
                     "truncated the %scompletion of %d of %d rows to max_length=%d: a response-level label then "
                     "applies to a response whose answer may be cut; raise max_length to keep whole responses",
-                    prefix, truncated, len(result), max_length,
+                    prefix,
+                    truncated,
+                    len(result),
+                    max_length,
                 )
     return result

@@ -16,8 +16,17 @@ from typing import Any
 from trl_implicit_prm.demo.grading import grade
 from trl_implicit_prm.demo.task import Problem, Solution, format_prompt
 
-__all__ = ["EXPORT_FILES", "export_all", "read_jsonl", "to_paired", "to_processbench", "to_rollouts", "to_stepwise",
-           "to_unpaired", "write_jsonl"]
+__all__ = [
+    "EXPORT_FILES",
+    "export_all",
+    "read_jsonl",
+    "to_paired",
+    "to_processbench",
+    "to_rollouts",
+    "to_stepwise",
+    "to_unpaired",
+    "write_jsonl",
+]
 
 
 def _completion(item: Solution | str) -> str:

@@ -88,9 +88,19 @@ class DemoConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
         """A reduced demo (for tests and a first look): smaller sets, fewer epochs."""
-        small = dict(n_sft_problems=1000, n_train_problems=1000, batch_size=64, learning_rate=2e-4,
-                     train_dpo=False, train_step_kto=False,
-                     n_val_problems=80, n_test_problems=120, n_bon_problems=30, bon_n=8, html_examples=2)
+        small = dict(
+            n_sft_problems=1000,
+            n_train_problems=1000,
+            batch_size=64,
+            learning_rate=2e-4,
+            train_dpo=False,
+            train_step_kto=False,
+            n_val_problems=80,
+            n_test_problems=120,
+            n_bon_problems=30,
+            bon_n=8,
+            html_examples=2,
+        )
         return cls(**{**small, **overrides})
 
 
@@ -113,11 +123,25 @@ class _Stages:
 
 
 def _train_args(cls: type, out: Path, cfg: DemoConfig, **extra: Any) -> Any:
-    return cls(output_dir=str(out), use_cpu=True, bf16=False, report_to=[], save_strategy="no",
-               gradient_checkpointing=False, per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.prm_epochs,
-               learning_rate=cfg.learning_rate, lr_scheduler_type="constant", beta=cfg.beta, seed=cfg.seed,
-               logging_steps=10, step_separator=STEP_SEPARATOR, max_length=256, disable_tqdm=not cfg.progress,
-               **extra)
+    return cls(
+        output_dir=str(out),
+        use_cpu=True,
+        bf16=False,
+        report_to=[],
+        save_strategy="no",
+        gradient_checkpointing=False,
+        per_device_train_batch_size=cfg.batch_size,
+        num_train_epochs=cfg.prm_epochs,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="constant",
+        beta=cfg.beta,
+        seed=cfg.seed,
+        logging_steps=10,
+        step_separator=STEP_SEPARATOR,
+        max_length=256,
+        disable_tqdm=not cfg.progress,
+        **extra,
+    )
 
 
 def _train_prm(kind: str, reference_dir: Path, rows: list[dict], out: Path, cfg: DemoConfig) -> Path:
@@ -135,8 +159,9 @@ def _train_prm(kind: str, reference_dir: Path, rows: list[dict], out: Path, cfg:
         "dpo": (ImplicitPRMTrainer, ImplicitPRMConfig),
         "step_kto": (StepKTOTrainer, StepKTOConfig),
     }[kind]
-    trainer = trainer_cls(str(reference_dir), args=_train_args(config_cls, out, cfg),
-                          train_dataset=Dataset.from_list(rows))
+    trainer = trainer_cls(
+        str(reference_dir), args=_train_args(config_cls, out, cfg), train_dataset=Dataset.from_list(rows)
+    )
     trainer.train()
     trainer.save_model(str(out))
     return out
@@ -153,13 +178,24 @@ def _injected_records(problems: list[Problem], rng: random.Random) -> list[tuple
     return out
 
 
-def _sampled_records(problems: list[Problem], samples: list[list[Solution]]) -> list[tuple[Problem, Solution]]:
+def _sampled_records(
+    problems: list[Problem], samples: list[list[Solution]]
+) -> list[tuple[Problem, Solution]]:
     """Per problem, its first fully correct sample and its first sample with a wrong step, when it has them."""
     out = []
     for p, sols in zip(problems, samples, strict=True):
         right = next((s for s in sols if s.first_error == -1 and s.steps), None)
-        wrong = next((s for s in sols if s.first_error is not None and s.first_error >= 0 and s.steps
-                      and all(step.strip() for step in s.steps)), None)
+        wrong = next(
+            (
+                s
+                for s in sols
+                if s.first_error is not None
+                and s.first_error >= 0
+                and s.steps
+                and all(step.strip() for step in s.steps)
+            ),
+            None,
+        )
         out.extend((p, s) for s in (right, wrong) if s is not None)
     return out
 
@@ -181,24 +217,40 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     stages = _Stages(cfg.progress)
     rng = random.Random(cfg.seed)
-    task = ArithmeticTask(n_terms=cfg.n_terms, operators=cfg.operators, max_value=cfg.max_value, seed=cfg.seed)
-    cuts = [cfg.n_sft_problems, cfg.n_sft_eval_problems, cfg.n_train_problems, cfg.n_val_problems,
-            cfg.n_test_problems, cfg.n_bon_problems]
+    task = ArithmeticTask(
+        n_terms=cfg.n_terms, operators=cfg.operators, max_value=cfg.max_value, seed=cfg.seed
+    )
+    cuts = [
+        cfg.n_sft_problems,
+        cfg.n_sft_eval_problems,
+        cfg.n_train_problems,
+        cfg.n_val_problems,
+        cfg.n_test_problems,
+        cfg.n_bon_problems,
+    ]
     problems = task.make_problems(sum(cuts), seed=cfg.seed)
     splits, start = [], 0
     for n in cuts:
-        splits.append(problems[start:start + n])
+        splits.append(problems[start : start + n])
         start += n
     sft_set, sft_eval_set, train_set, val_set, test_set, bon_set = splits
 
     # 1. reference policy
     def reference_policy() -> Path:
         tok = build_tokenizer(vocab_size=cfg.vocab_size, corpus=tokenizer_corpus(task, 2000, seed=cfg.seed))
-        model = build_model("llama", tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                            num_heads=4, seed=cfg.seed)
-        history = finetune_on_solutions(model, tok, sft_set, epochs=cfg.sft_epochs, seed=cfg.seed,
-                                        progress=cfg.progress, stop_at_accuracy=cfg.sft_stop_accuracy,
-                                        eval_problems=sft_eval_set)
+        model = build_model(
+            "llama", tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=4, seed=cfg.seed
+        )
+        history = finetune_on_solutions(
+            model,
+            tok,
+            sft_set,
+            epochs=cfg.sft_epochs,
+            seed=cfg.seed,
+            progress=cfg.progress,
+            stop_at_accuracy=cfg.sft_stop_accuracy,
+            eval_problems=sft_eval_set,
+        )
         path = out / "models" / "reference"
         model.save_pretrained(path)
         tok.save_pretrained(path)
@@ -214,9 +266,18 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     tok = load_tokenizer(ref_dir)
 
     # 2. outcome-labelled rollouts
-    rollouts = stages.run("2 sample and grade rollouts", lambda: sample_solutions(
-        policy, tok, train_set, cfg.samples_per_problem, temperature=cfg.temperature, seed=cfg.seed,
-        progress=cfg.progress))
+    rollouts = stages.run(
+        "2 sample and grade rollouts",
+        lambda: sample_solutions(
+            policy,
+            tok,
+            train_set,
+            cfg.samples_per_problem,
+            temperature=cfg.temperature,
+            seed=cfg.seed,
+            progress=cfg.progress,
+        ),
+    )
     usable = [[s for s in sols if s.steps and all(step.strip() for step in s.steps)] for sols in rollouts]
     n_sampled = sum(len(s) for s in rollouts)
     n_dropped = n_sampled - sum(len(s) for s in usable)
@@ -225,10 +286,14 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     train_pairs = [(p, sols) for p, sols in zip(train_set, usable, strict=True) if sols]
     flat = [s for _, sols in train_pairs for s in sols]
     rollout_stats = {
-        "n_sampled": n_sampled, "n_dropped_empty": n_dropped, "n_used": len(flat),
+        "n_sampled": n_sampled,
+        "n_dropped_empty": n_dropped,
+        "n_used": len(flat),
         "fraction_correct": sum(s.is_correct for s in flat) / max(1, len(flat)),
-        "first_error_histogram": {str(k): sum(1 for s in flat if s.first_error == k)
-                                  for k in sorted({s.first_error for s in flat}, key=lambda x: (x is None, x))},
+        "first_error_histogram": {
+            str(k): sum(1 for s in flat if s.first_error == k)
+            for k in sorted({s.first_error for s in flat}, key=lambda x: (x is None, x))
+        },
     }
     export_all(out / "data", train_pairs)
     unpaired = [row for p, sols in train_pairs for row in to_unpaired(p, sols)]
@@ -236,59 +301,99 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     stepwise = [to_stepwise(p, s) for p, sols in train_pairs for s in sols if s.first_error is not None]
 
     # 3-4. PRMs from outcome labels, and the step-supervised upper bound
-    prm_dirs = {"ce": stages.run("3a implicit PRM, CE (outcome labels)",
-                                 lambda: _train_prm("ce", ref_dir, unpaired, out / "models" / "ce", cfg))}
+    prm_dirs = {
+        "ce": stages.run(
+            "3a implicit PRM, CE (outcome labels)",
+            lambda: _train_prm("ce", ref_dir, unpaired, out / "models" / "ce", cfg),
+        )
+    }
     if paired and cfg.train_dpo:
-        prm_dirs["dpo"] = stages.run("3b implicit PRM, DPO (outcome labels)",
-                                     lambda: _train_prm("dpo", ref_dir, paired, out / "models" / "dpo", cfg))
+        prm_dirs["dpo"] = stages.run(
+            "3b implicit PRM, DPO (outcome labels)",
+            lambda: _train_prm("dpo", ref_dir, paired, out / "models" / "dpo", cfg),
+        )
     if cfg.train_step_kto:
-        prm_dirs["step_kto"] = stages.run("4 step-supervised PRM, StepKTO (true step labels)",
-                                          lambda: _train_prm("step_kto", ref_dir, stepwise,
-                                                             out / "models" / "step_kto", cfg))
+        prm_dirs["step_kto"] = stages.run(
+            "4 step-supervised PRM, StepKTO (true step labels)",
+            lambda: _train_prm("step_kto", ref_dir, stepwise, out / "models" / "step_kto", cfg),
+        )
 
     # 5. evaluation: the policy's own held-out solutions (first error located by recomputation), as in
     # ProcessBench, and solutions with an injected error.
-    held_out = stages.run("5a sample held-out solutions and best-of-N candidates", lambda: sample_solutions(
-        policy, tok, [*val_set, *test_set, *bon_set], cfg.bon_n, temperature=cfg.temperature, seed=cfg.seed + 1,
-        progress=cfg.progress))
-    val_samples, test_samples = held_out[:len(val_set)], held_out[len(val_set):len(val_set) + len(test_set)]
-    bon_samples = held_out[len(val_set) + len(test_set):]
+    held_out = stages.run(
+        "5a sample held-out solutions and best-of-N candidates",
+        lambda: sample_solutions(
+            policy,
+            tok,
+            [*val_set, *test_set, *bon_set],
+            cfg.bon_n,
+            temperature=cfg.temperature,
+            seed=cfg.seed + 1,
+            progress=cfg.progress,
+        ),
+    )
+    val_samples, test_samples = (
+        held_out[: len(val_set)],
+        held_out[len(val_set) : len(val_set) + len(test_set)],
+    )
+    bon_samples = held_out[len(val_set) + len(test_set) :]
     eval_sets = {
         "sampled": (_sampled_records(val_set, val_samples), _sampled_records(test_set, test_samples)),
         "injected": (_injected_records(val_set, rng), _injected_records(test_set, rng)),
     }
-    computers = {"reference (no training)": ProcessRewardComputer.from_pretrained(ref_dir, reference_free=True,
-                                                                                 beta=cfg.beta,
-                                                                                 step_separator=STEP_SEPARATOR)}
+    computers = {
+        "reference (no training)": ProcessRewardComputer.from_pretrained(
+            ref_dir, reference_free=True, beta=cfg.beta, step_separator=STEP_SEPARATOR
+        )
+    }
     names = {"ce": "implicit PRM (CE)", "dpo": "implicit PRM (DPO)", "step_kto": "step-supervised (StepKTO)"}
     for key, path in prm_dirs.items():
-        computers[names[key]] = ProcessRewardComputer.from_pretrained(path, ref_model=ref_dir,
-                                                                      step_separator=STEP_SEPARATOR)
+        computers[names[key]] = ProcessRewardComputer.from_pretrained(
+            path, ref_model=ref_dir, step_separator=STEP_SEPARATOR
+        )
 
     def evaluate() -> dict[str, Any]:
         results: dict[str, Any] = {"step_error": {}, "best_of_n": {}, "_scored_test": {}}
-        bon_problems = [{"problem": p.prompt, "reference": p.answer,
-                         "candidates": [{"response": s.steps, "answer": s.final_answer} for s in sols]}
-                        for p, sols in zip(bon_set, bon_samples, strict=True)]
-        records = {set_name: ([to_processbench(p, s) for p, s in val_items],
-                              [to_processbench(p, s) for p, s in test_items])
-                   for set_name, (val_items, test_items) in eval_sets.items()}
+        bon_problems = [
+            {
+                "problem": p.prompt,
+                "reference": p.answer,
+                "candidates": [{"response": s.steps, "answer": s.final_answer} for s in sols],
+            }
+            for p, sols in zip(bon_set, bon_samples, strict=True)
+        ]
+        records = {
+            set_name: (
+                [to_processbench(p, s) for p, s in val_items],
+                [to_processbench(p, s) for p, s in test_items],
+            )
+            for set_name, (val_items, test_items) in eval_sets.items()
+        }
         for name, prc in computers.items():
             results["step_error"][name] = {}
             for set_name, (val_records, test_records) in records.items():
                 test_scored = _score_steps(prc, eval_sets[set_name][1])
-                split = evaluate_splits({"validation": (val_records, score_process_records(prc, val_records)),
-                                         "test": (test_records, [r.step_rewards for r in test_scored])},
-                                        tune_on="validation")
-                results["step_error"][name][set_name] = {k: v.to_dict() for k, v in split["splits"].items()} | {
-                    "threshold": split["threshold"], "n_test_records": len(test_records)}
+                split = evaluate_splits(
+                    {
+                        "validation": (val_records, score_process_records(prc, val_records)),
+                        "test": (test_records, [r.step_rewards for r in test_scored]),
+                    },
+                    tune_on="validation",
+                )
+                results["step_error"][name][set_name] = {
+                    k: v.to_dict() for k, v in split["splits"].items()
+                } | {"threshold": split["threshold"], "n_test_records": len(test_records)}
                 results["_scored_test"].setdefault(set_name, {})[name] = test_scored
-            results["best_of_n"][name] = best_of_n_curve(bon_problems, score_candidates(prc, bon_problems, ["min"]))
+            results["best_of_n"][name] = best_of_n_curve(
+                bon_problems, score_candidates(prc, bon_problems, ["min"])
+            )
         return results
 
     results = stages.run("5b evaluate (step-error F1, best-of-N)", evaluate)
-    results["extra"] = {"reference_policy": json.loads((ref_dir / "sft_history.json").read_text()),
-                        "rollouts": rollout_stats,
-                        "training_rows": {"unpaired": len(unpaired), "paired": len(paired), "stepwise": len(stepwise)}}
+    results["extra"] = {
+        "reference_policy": json.loads((ref_dir / "sft_history.json").read_text()),
+        "rollouts": rollout_stats,
+        "training_rows": {"unpaired": len(unpaired), "paired": len(paired), "stepwise": len(stepwise)},
+    }
     report = write_report(out, cfg, results, eval_sets, stages.seconds)
     return report

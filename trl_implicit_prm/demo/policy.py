@@ -63,14 +63,18 @@ def finetune_on_solutions(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
     check_every = max(1, steps_per_epoch // max(1, evals_per_epoch))
     history: list[dict[str, float | None]] = []
-    bar = tqdm(total=epochs * steps_per_epoch, desc="fine-tuning the reference policy", disable=not progress,
-               leave=False)
+    bar = tqdm(
+        total=epochs * steps_per_epoch,
+        desc="fine-tuning the reference policy",
+        disable=not progress,
+        leave=False,
+    )
     step = 0
     for epoch in range(epochs):
         rng.shuffle(rows)
         for start in range(0, len(rows), batch_size):
             model.train()
-            loss = model(**_batch(rows[start:start + batch_size], tokenizer.pad_token_id)).loss
+            loss = model(**_batch(rows[start : start + batch_size], tokenizer.pad_token_id)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -80,7 +84,9 @@ def finetune_on_solutions(
             bar.update(1)
             if stop_at_accuracy is not None and eval_problems and step % check_every == 0:
                 accuracy = greedy_accuracy(model, tokenizer, eval_problems)
-                history.append({"epoch": step / steps_per_epoch, "loss": loss.item(), "greedy_accuracy": accuracy})
+                history.append(
+                    {"epoch": step / steps_per_epoch, "loss": loss.item(), "greedy_accuracy": accuracy}
+                )
                 bar.set_postfix(loss=f"{loss.item():.3f}", greedy_acc=f"{accuracy:.2f}")
                 if accuracy >= stop_at_accuracy:
                     bar.close()
@@ -98,19 +104,24 @@ def _batch(chunk: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.T
     labels = torch.full((len(chunk), width), -100)
     attn = torch.zeros((len(chunk), width), dtype=torch.long)
     for i, (seq, n_prompt) in enumerate(chunk):
-        ids[i, :len(seq)] = torch.tensor(seq)
-        labels[i, n_prompt:len(seq)] = torch.tensor(seq[n_prompt:])
-        attn[i, :len(seq)] = 1
+        ids[i, : len(seq)] = torch.tensor(seq)
+        labels[i, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])
+        attn[i, : len(seq)] = 1
     return {"input_ids": ids, "attention_mask": attn, "labels": labels}
 
 
 @torch.no_grad()
-def greedy_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem],
-                    max_new_tokens: int = 96) -> float:
+def greedy_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[Problem],
+    max_new_tokens: int = 96,
+) -> float:
     """Fraction of `problems` whose greedy solution has the right final answer."""
     model.eval()
-    sols = sample_solutions(model, tokenizer, problems, 1, greedy=True, max_new_tokens=max_new_tokens,
-                            progress=False)
+    sols = sample_solutions(
+        model, tokenizer, problems, 1, greedy=True, max_new_tokens=max_new_tokens, progress=False
+    )
     return sum(s[0].is_correct for s in sols) / max(1, len(sols))
 
 
@@ -135,18 +146,31 @@ def sample_solutions(
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
-        for start in tqdm(range(0, len(prompts), batch_size), desc=f"sampling {n} solutions per problem",
-                          disable=not progress, leave=False):
-            chunk = [p.prompt for p in prompts[start:start + batch_size]]
+        for start in tqdm(
+            range(0, len(prompts), batch_size),
+            desc=f"sampling {n} solutions per problem",
+            disable=not progress,
+            leave=False,
+        ):
+            chunk = [p.prompt for p in prompts[start : start + batch_size]]
             enc = tokenizer(chunk, return_tensors="pt", padding=True)
-            sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature,
-                                                             "top_k": 0, "top_p": 1.0}
-            out = model.generate(**enc, **sampling,
-                                 max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=tokenizer.eos_token_id)
-            texts.extend(tokenizer.batch_decode(out[:, enc["input_ids"].size(1):], skip_special_tokens=True))
+            sampling = (
+                {"do_sample": False}
+                if greedy
+                else {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+            )
+            out = model.generate(
+                **enc,
+                **sampling,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            texts.extend(tokenizer.batch_decode(out[:, enc["input_ids"].size(1) :], skip_special_tokens=True))
     finally:
         tokenizer.padding_side = side
-    solutions = [solution_from_text(p, t.strip(), separator=STEP_SEPARATOR) for p, t in zip(prompts, texts,
-                                                                                          strict=True)]
-    return [solutions[i * n:(i + 1) * n] for i in range(len(problems))]
+    solutions = [
+        solution_from_text(p, t.strip(), separator=STEP_SEPARATOR)
+        for p, t in zip(prompts, texts, strict=True)
+    ]
+    return [solutions[i * n : (i + 1) * n] for i in range(len(problems))]

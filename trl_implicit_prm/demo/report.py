@@ -40,7 +40,9 @@ def _summary(results: dict[str, Any], bon_n: int) -> dict[str, Any]:
         "models": rows,
         "pass@1": any_curve["pass_at_1"],
         f"majority@{bon_n}": _at(any_curve, "majority", bon_n),
-        f"pass@{bon_n}": any_curve["pass_at_n"][any_curve["ns"].index(bon_n)] if bon_n in any_curve["ns"] else None,
+        f"pass@{bon_n}": any_curve["pass_at_n"][any_curve["ns"].index(bon_n)]
+        if bon_n in any_curve["ns"]
+        else None,
     }
 
 
@@ -55,11 +57,13 @@ def _claims(summary: dict[str, Any], bon_n: int) -> dict[str, Any]:
         out.update({"gap_to_step_supervised": gap, "ce_within_0.10_of_step_supervised": gap <= GAP_TARGET})
     bon = models[CE][f"bon@{bon_n}_min"]
     if bon is not None:
-        out.update({
-            f"ce_bon@{bon_n}_min": bon,
-            "ce_bon_above_pass@1": bon > summary["pass@1"],
-            "ce_bon_above_majority": bon > summary[f"majority@{bon_n}"],
-        })
+        out.update(
+            {
+                f"ce_bon@{bon_n}_min": bon,
+                "ce_bon_above_pass@1": bon > summary["pass@1"],
+                "ce_bon_above_majority": bon > summary[f"majority@{bon_n}"],
+            }
+        )
     return out
 
 
@@ -82,14 +86,22 @@ def _markdown(report: dict[str, Any]) -> str:
         f"| best-of-{n} (min) | weighted vote@{n} |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    labels = {"reference (no training)": "none", "implicit PRM (CE)": "outcome", "implicit PRM (DPO)": "outcome",
-              STEP: "per step"}
+    labels = {
+        "reference (no training)": "none",
+        "implicit PRM (CE)": "outcome",
+        "implicit PRM (DPO)": "outcome",
+        STEP: "per step",
+    }
     for name, row in s["models"].items():
+
         def pct(x: float | None) -> str:
             return "–" if x is None else f"{100 * x:.1f}"
-        lines.append(f"| {name} | {labels.get(name, '')} | {pct(row['test_f1'])} | {pct(row['test_acc_erroneous'])} "
-                     f"| {pct(row['test_acc_correct'])} | {pct(row['injected_test_f1'])} | {pct(row[f'bon@{n}_min'])} "
-                     f"| {pct(row[f'weighted@{n}_min'])} |")
+
+        lines.append(
+            f"| {name} | {labels.get(name, '')} | {pct(row['test_f1'])} | {pct(row['test_acc_erroneous'])} "
+            f"| {pct(row['test_acc_correct'])} | {pct(row['injected_test_f1'])} | {pct(row[f'bon@{n}_min'])} "
+            f"| {pct(row[f'weighted@{n}_min'])} |"
+        )
     lines += [
         "",
         f"Baselines without a PRM: pass@1 {100 * s['pass@1']:.1f}, majority vote@{n} "
@@ -101,25 +113,42 @@ def _markdown(report: dict[str, Any]) -> str:
     c = report["claims"]
     if c:
         verdict = "meets" if c["ce_f1_at_least_0.80"] else "misses"
-        lines.append(f"- Trained on final-answer labels only, the CE implicit PRM localises the first wrong step "
-                     f"with F1 {100 * c['ce_f1']:.1f} ({verdict} the 80 target).")
+        lines.append(
+            f"- Trained on final-answer labels only, the CE implicit PRM localises the first wrong step "
+            f"with F1 {100 * c['ce_f1']:.1f} ({verdict} the 80 target)."
+        )
         if "gap_to_step_supervised" in c:
             gap = 100 * c["gap_to_step_supervised"]
-            relation = (f"outcome labels come within {gap:.1f} points of per-step supervision" if gap >= 0
-                        else f"the outcome-trained PRM is {-gap:.1f} points above it")
-            lines.append(f"- The PRM trained on the true step labels reaches "
-                         f"{100 * s['models'][STEP]['test_f1']:.1f}: {relation}.")
+            relation = (
+                f"outcome labels come within {gap:.1f} points of per-step supervision"
+                if gap >= 0
+                else f"the outcome-trained PRM is {-gap:.1f} points above it"
+            )
+            lines.append(
+                f"- The PRM trained on the true step labels reaches "
+                f"{100 * s['models'][STEP]['test_f1']:.1f}: {relation}."
+            )
         if f"ce_bon@{n}_min" in c:
-            lines.append(f"- Best-of-{n} by the minimum step reward: {100 * c[f'ce_bon@{n}_min']:.1f}, against pass@1 "
-                         f"{100 * s['pass@1']:.1f} and majority voting {100 * s[f'majority@{n}']:.1f}.")
+            lines.append(
+                f"- Best-of-{n} by the minimum step reward: {100 * c[f'ce_bon@{n}_min']:.1f}, against pass@1 "
+                f"{100 * s['pass@1']:.1f} and majority voting {100 * s[f'majority@{n}']:.1f}."
+            )
         ref = s["models"].get("reference (no training)")
         if ref is not None:
-            lines.append(f"- The untrained reference alone scores F1 {100 * ref['test_f1']:.1f} on its own solutions: "
-                         "the gain comes from training on outcomes, not from the model's own likelihoods.")
-            lines.append(f"- On injected errors the reference alone scores {100 * ref['injected_test_f1']:.1f}: an "
-                         "error the policy would not make is improbable under it already, while a log-ratio "
-                         "reward only carries what training changed (the paper's §5.5.2 discusses this).")
-    lines += ["", "Files: `report.json` (every number), `bon.png`, `steps.html`, `data/` (the public formats).", ""]
+            lines.append(
+                f"- The untrained reference alone scores F1 {100 * ref['test_f1']:.1f} on its own solutions: "
+                "the gain comes from training on outcomes, not from the model's own likelihoods."
+            )
+            lines.append(
+                f"- On injected errors the reference alone scores {100 * ref['injected_test_f1']:.1f}: an "
+                "error the policy would not make is improbable under it already, while a log-ratio "
+                "reward only carries what training changed (the paper's §5.5.2 discusses this)."
+            )
+    lines += [
+        "",
+        "Files: `report.json` (every number), `bon.png`, `steps.html`, `data/` (the public formats).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -128,8 +157,12 @@ def _plot(results: dict[str, Any], path: Path, n: int) -> None:
 
     curves = results["best_of_n"]
     first = next(iter(curves.values()))
-    merged = {"ns": first["ns"], "pass_at_n": first["pass_at_n"], "n_problems": first["n_problems"],
-              "accuracy": {"majority vote": first["accuracy"]["majority"]}}
+    merged = {
+        "ns": first["ns"],
+        "pass_at_n": first["pass_at_n"],
+        "n_problems": first["n_problems"],
+        "accuracy": {"majority vote": first["accuracy"]["majority"]},
+    }
     for name, curve in curves.items():
         merged["accuracy"][f"{name}, min"] = curve["accuracy"]["prm:min"]
     plot_best_of_n(merged, path, title=f"Best-of-N on held-out problems (up to {n} samples)")
@@ -139,7 +172,9 @@ def _html(results: dict[str, Any], eval_sets: dict[str, Any], path: Path, count:
     from trl_implicit_prm.render import save_html
 
     items = eval_sets["injected"][1]
-    scored = results["_scored_test"]["injected"].get(CE) or next(iter(results["_scored_test"]["injected"].values()))
+    scored = results["_scored_test"]["injected"].get(CE) or next(
+        iter(results["_scored_test"]["injected"].values())
+    )
     name = CE if CE in results["step_error"] else next(iter(results["step_error"]))
     threshold = results["step_error"][name]["injected"]["threshold"]
     picked = [i for i, (_, s) in enumerate(items) if s.first_error not in (-1, None)][:count]
@@ -149,12 +184,18 @@ def _html(results: dict[str, Any], eval_sets: dict[str, Any], path: Path, count:
         problem, sol = items[i]
         truth = "no error" if sol.first_error == -1 else f"error injected at step {sol.first_error + 1}"
         prompts.append(f"{problem.prompt.strip()}   [truth: {truth}]")
-    save_html([scored[i] for i in picked], path, prompts=prompts, threshold=threshold,
-              title=f"{name}: step rewards on held-out solutions with an injected error")
+    save_html(
+        [scored[i] for i in picked],
+        path,
+        prompts=prompts,
+        threshold=threshold,
+        title=f"{name}: step rewards on held-out solutions with an injected error",
+    )
 
 
-def write_report(out: Path, cfg: Any, results: dict[str, Any], eval_sets: dict[str, Any],
-                 seconds: dict[str, float]) -> dict[str, Any]:
+def write_report(
+    out: Path, cfg: Any, results: dict[str, Any], eval_sets: dict[str, Any], seconds: dict[str, float]
+) -> dict[str, Any]:
     """Write the four report files; return the report dict (report.json holds it as strict JSON: NaN/inf as
     null, their places under `non_finite`)."""
     n = cfg.bon_n
@@ -173,8 +214,9 @@ def write_report(out: Path, cfg: Any, results: dict[str, Any], eval_sets: dict[s
     strict, nulled = strict_json(report)  # strict JSON: NaN/inf as null, listed
     strict["non_finite"] = {"count": len(nulled), "fields": nulled}
     if nulled:
-        logger.warning("report.json: %d non-finite value(s) written as null: %s", len(nulled),
-                       ", ".join(nulled[:10]))
+        logger.warning(
+            "report.json: %d non-finite value(s) written as null: %s", len(nulled), ", ".join(nulled[:10])
+        )
     (out / "report.json").write_text(json.dumps(strict, indent=2, allow_nan=False, default=float))
     (out / "report.md").write_text(_markdown(report))
     _plot(results, out / "bon.png", n)

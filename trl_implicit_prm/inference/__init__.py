@@ -11,4 +11,10 @@ from .computer import ProcessRewardComputer
 from .encoding import EncodedResponse, ResponseTooLongError
 from .step_rewards import StepRewards
 
-__all__ = ["EncodedResponse", "ProcessRewardComputer", "ReferenceCache", "ResponseTooLongError", "StepRewards"]
+__all__ = [
+    "EncodedResponse",
+    "ProcessRewardComputer",
+    "ReferenceCache",
+    "ResponseTooLongError",
+    "StepRewards",
+]

@@ -86,7 +86,9 @@ class ReferenceCache:
                 self._nbytes -= old.nbytes
             self._data[key] = value
             self._nbytes += value.nbytes
-            while self._nbytes > self.max_bytes or (self.max_entries is not None and len(self._data) > self.max_entries):
+            while self._nbytes > self.max_bytes or (
+                self.max_entries is not None and len(self._data) > self.max_entries
+            ):
                 _, dropped = self._data.popitem(last=False)
                 self._nbytes -= dropped.nbytes
 
@@ -109,5 +111,7 @@ class ReferenceCache:
             self.hits = self.misses = 0
 
     def __repr__(self) -> str:
-        return (f"ReferenceCache(entries={len(self)}, nbytes={self.nbytes}, max_bytes={self.max_bytes}, "
-                f"max_entries={self.max_entries}, hits={self.hits}, misses={self.misses})")
+        return (
+            f"ReferenceCache(entries={len(self)}, nbytes={self.nbytes}, max_bytes={self.max_bytes}, "
+            f"max_entries={self.max_entries}, hits={self.hits}, misses={self.misses})"
+        )

@@ -50,9 +50,14 @@ def default_max_length(model: nn.Module, tokenizer: Any) -> int | None:
     """The smaller of the model's position limit and the tokenizer's `model_max_length`, when they are sane."""
     lm = unwrap_model(model)
     config = getattr(lm, "config", None)
-    text_config = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
-    limits = [getattr(text_config, "max_position_embeddings", None), getattr(text_config, "n_positions", None),
-              getattr(tokenizer, "model_max_length", None)]
+    text_config = (
+        config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
+    )
+    limits = [
+        getattr(text_config, "max_position_embeddings", None),
+        getattr(text_config, "n_positions", None),
+        getattr(tokenizer, "model_max_length", None),
+    ]
     sane = [int(x) for x in limits if isinstance(x, int) and 0 < x < _SANE_LENGTH]
     return min(sane) if sane else None
 
@@ -130,7 +135,10 @@ class ProcessRewardComputer:
             raise TypeError(f"append_eos must be True or False, got {append_eos!r}")
         if append_eos and not getattr(tokenizer, "eos_token", None):
             raise ValueError("append_eos=True needs a tokenizer with an eos_token; pass append_eos=False")
-        if getattr(tokenizer, "pad_token_id", None) is None and getattr(tokenizer, "eos_token_id", None) is None:
+        if (
+            getattr(tokenizer, "pad_token_id", None) is None
+            and getattr(tokenizer, "eos_token_id", None) is None
+        ):
             raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad batches with")
         if ref_model is not None:
             check_reference(model, ref_model, tokenizer, reference_name)
@@ -156,13 +164,19 @@ class ProcessRewardComputer:
         self.prompt_format: PromptFormat | None = prompt_format
         self.append_eos = append_eos
         self._warned_string_prompt = False
-        if prompt_format is not None and prompt_format.is_chat and prompt_format.chat_template_sha256 is not None:
+        if (
+            prompt_format is not None
+            and prompt_format.is_chat
+            and prompt_format.chat_template_sha256 is not None
+        ):
             current = template_sha256(tokenizer)
             if current != prompt_format.chat_template_sha256:
                 logger.warning(
                     "the tokenizer's chat template (sha256 %s) is not the one the PRM was trained with (sha256 %s): "
                     "chat prompts are rendered differently from training; use the tokenizer saved with the "
-                    "checkpoint", current, prompt_format.chat_template_sha256,
+                    "checkpoint",
+                    current,
+                    prompt_format.chat_template_sha256,
                 )
         resolve_logps_method(model, logps_method, self.device)  # fail early on an unusable method
 
@@ -226,7 +240,9 @@ class ProcessRewardComputer:
         resolved = resolve_models(model, ref_model, reference_free, tokenizer, device, dtype)
         meta = resolved.metadata
         where = resolved.policy_name or (model if isinstance(model, str) else None) or "the in-memory model"
-        source = str(Path(where) / METADATA_FILE) if Path(str(where)).is_dir() else f"{where} ({METADATA_FILE})"
+        source = (
+            str(Path(where) / METADATA_FILE) if Path(str(where)).is_dir() else f"{where} ({METADATA_FILE})"
+        )
         if prompt_format is None:
             prompt_format = prompt_format_from_metadata(meta, source)
         if append_eos is None:
@@ -238,8 +254,9 @@ class ProcessRewardComputer:
             reference_free=resolved.reference is None and not resolved.adapter_reference,
             adapter_reference=resolved.adapter_reference,
             beta=beta if beta is not None else meta.get("beta", DEFAULT_BETA),
-            step_separator=step_separator if step_separator is not None else meta.get("step_separator",
-                                                                                      DEFAULT_SEPARATOR),
+            step_separator=step_separator
+            if step_separator is not None
+            else meta.get("step_separator", DEFAULT_SEPARATOR),
             max_length=max_length,
             truncation=truncation,
             batch_size=batch_size,
@@ -307,12 +324,21 @@ class ProcessRewardComputer:
         return f"{name}|{param.dtype}|{param.device.type}"
 
     def __repr__(self) -> str:
-        ref = "reference-free" if self.reference_free else ("adapter-disabled base" if self.adapter_reference
-                                                            else self.reference_name or "in-memory reference")
+        ref = (
+            "reference-free"
+            if self.reference_free
+            else (
+                "adapter-disabled base"
+                if self.adapter_reference
+                else self.reference_name or "in-memory reference"
+            )
+        )
         fmt = self.prompt_format.to_metadata() if self.prompt_format is not None else None
-        return (f"ProcessRewardComputer(model={self.model_name or type(self.model).__name__}, reference={ref}, "
-                f"beta={self.beta}, step_separator={self.step_separator!r}, max_length={self.max_length}, "
-                f"prompt_format={fmt}, append_eos={self.append_eos})")
+        return (
+            f"ProcessRewardComputer(model={self.model_name or type(self.model).__name__}, reference={ref}, "
+            f"beta={self.beta}, step_separator={self.step_separator!r}, max_length={self.max_length}, "
+            f"prompt_format={fmt}, append_eos={self.append_eos})"
+        )
 
     # ------------------------------------------------------------------------------------------------- scoring
     def render_prompt(self, prompt: Any) -> Any:
@@ -320,7 +346,13 @@ class ProcessRewardComputer:
         return self.prompt_format.render(prompt) if self.prompt_format is not None else prompt
 
     def encode_one(
-        self, prompt: Any, response: Any, *, index: int = 0, truncation: bool | None = None, complete: bool = True
+        self,
+        prompt: Any,
+        response: Any,
+        *,
+        index: int = 0,
+        truncation: bool | None = None,
+        complete: bool = True,
     ) -> EncodedResponse:
         """Tokenize one pair as :meth:`score` does; errors name `prompts[index]` / `responses[index]`."""
         chat = self.prompt_format is not None and self.prompt_format.is_chat
@@ -331,13 +363,23 @@ class ProcessRewardComputer:
                 "rendered with the chat template. Pass chat messages to choose the rendering yourself (or "
                 "prompt_format=PromptFormat('text') if the string is already rendered)."
             )
-        return encode_response(self.tokenizer, self.render_prompt(prompt), response, index=index,
-                               separator=self.step_separator, max_length=self.max_length,
-                               truncation=self.truncation if truncation is None else truncation,
-                               append_eos=self.append_eos and complete)
+        return encode_response(
+            self.tokenizer,
+            self.render_prompt(prompt),
+            response,
+            index=index,
+            separator=self.step_separator,
+            max_length=self.max_length,
+            truncation=self.truncation if truncation is None else truncation,
+            append_eos=self.append_eos and complete,
+        )
 
     def encode(
-        self, prompts: Sequence[Any], responses: Sequence[Any], *, truncation: bool | None = None,
+        self,
+        prompts: Sequence[Any],
+        responses: Sequence[Any],
+        *,
+        truncation: bool | None = None,
         complete: bool = True,
     ) -> list[EncodedResponse]:
         """Tokenize every prompt/response pair with its step spans (errors name `prompts[i]`/`responses[i]`)."""
@@ -352,8 +394,10 @@ class ProcessRewardComputer:
                 f"prompts and responses must have the same length, got {len(prompts)} prompts and "
                 f"{len(responses)} responses"
             )
-        return [self.encode_one(p, r, index=i, truncation=truncation, complete=complete)
-                for i, (p, r) in enumerate(zip(prompts, responses, strict=True))]
+        return [
+            self.encode_one(p, r, index=i, truncation=truncation, complete=complete)
+            for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
+        ]
 
     def score(
         self,
@@ -384,8 +428,11 @@ class ProcessRewardComputer:
 
         ```
         """
-        return self.score_encoded(self.encode(prompts, responses, truncation=truncation, complete=complete),
-                                  batch_size=batch_size, show_progress=show_progress)
+        return self.score_encoded(
+            self.encode(prompts, responses, truncation=truncation, complete=complete),
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
 
     def score_one(
         self, prompt: Any, response: Any, *, truncation: bool | None = None, complete: bool = True
@@ -394,14 +441,22 @@ class ProcessRewardComputer:
         return self.score([prompt], [response], truncation=truncation, complete=complete)[0]
 
     def score_encoded(
-        self, encoded: Sequence[EncodedResponse], *, batch_size: int | None = None, show_progress: bool | None = None
+        self,
+        encoded: Sequence[EncodedResponse],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
     ) -> list[StepRewards]:
         """Score responses already tokenized by :meth:`encode`."""
         results: list[StepRewards | None] = [None] * len(encoded)
-        batches = plan_batches([e.length for e in encoded], self.max_batch_tokens, batch_size or self.batch_size)
+        batches = plan_batches(
+            [e.length for e in encoded], self.max_batch_tokens, batch_size or self.batch_size
+        )
         show = len(encoded) > PROGRESS_THRESHOLD if show_progress is None else show_progress
-        with torch.inference_mode(), tqdm(total=len(encoded), disable=not show, desc="Scoring",
-                                          unit="response") as bar:
+        with (
+            torch.inference_mode(),
+            tqdm(total=len(encoded), disable=not show, desc="Scoring", unit="response") as bar,
+        ):
             for batch in batches:
                 rows = [encoded[i] for i in batch]
                 for i, result in zip(batch, self._score_batch(rows), strict=True):
@@ -417,8 +472,10 @@ class ProcessRewardComputer:
 
     def _logps(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         device = self.device
-        ids, attn, cmask = (tensors[k].to(device, non_blocking=True)
-                            for k in ("input_ids", "attention_mask", "completion_mask"))
+        ids, attn, cmask = (
+            tensors[k].to(device, non_blocking=True)
+            for k in ("input_ids", "attention_mask", "completion_mask")
+        )
         return completion_logps(model, ids, attn, cmask, method=self.logps_method).cpu()
 
     @contextlib.contextmanager
@@ -441,15 +498,15 @@ class ProcessRewardComputer:
             if cached is None:
                 missing.append(b)
             else:
-                out[b, row.prompt_length:row.length] = torch.from_numpy(np.array(cached))
+                out[b, row.prompt_length : row.length] = torch.from_numpy(np.array(cached))
         if missing:
             sub = collate([rows[b] for b in missing], self._pad_id)
             with self._reference() as ref:
                 logps = self._logps(ref, sub)
             for j, b in enumerate(missing):
                 row = rows[b]
-                values = logps[j, row.prompt_length:row.length]
-                out[b, row.prompt_length:row.length] = values
+                values = logps[j, row.prompt_length : row.length]
+                out[b, row.prompt_length : row.length] = values
                 if cache is not None:
                     cache.put(keys[b], values.numpy())
         return out
@@ -461,31 +518,38 @@ class ProcessRewardComputer:
         ref = None if self.reference_free else self._reference_logps(rows, policy.shape)
         cmask, step_index = tensors["completion_mask"], tensors["step_index"]
         most = max(len(r.steps) for r in rows)
-        steps = implicit_step_rewards(step_logp_sums(policy, step_index, most),
-                                      None if ref is None else step_logp_sums(ref, step_index, most), self.beta)
+        steps = implicit_step_rewards(
+            step_logp_sums(policy, step_index, most),
+            None if ref is None else step_logp_sums(ref, step_index, most),
+            self.beta,
+        )
         tok_rewards = token_rewards(policy.double(), None if ref is None else ref.double(), cmask, self.beta)
         q = step_q_values(steps)
         outcome = steps.sum(-1).tolist()
-        texts = decode_tokens(self.tokenizer, [r.input_ids[r.prompt_length:] for r in rows])
+        texts = decode_tokens(self.tokenizer, [r.input_ids[r.prompt_length :] for r in rows])
         results = []
         for b, row in enumerate(rows):
             k, span = len(row.steps), slice(row.prompt_length, row.length)
-            results.append(StepRewards(
-                steps=list(row.steps),
-                step_rewards=steps[b, :k].tolist(),
-                q_values=q[b, :k].tolist(),
-                token_rewards=tok_rewards[b, span].tolist(),
-                tokens=texts[b],
-                token_steps=step_index[b, span].tolist(),
-                outcome_reward=outcome[b],
-                truncated=row.truncated,
-                num_truncated_steps=row.num_truncated_steps,
-                unscored_steps=list(row.unscored_steps),
-            ))
+            results.append(
+                StepRewards(
+                    steps=list(row.steps),
+                    step_rewards=steps[b, :k].tolist(),
+                    q_values=q[b, :k].tolist(),
+                    token_rewards=tok_rewards[b, span].tolist(),
+                    tokens=texts[b],
+                    token_steps=step_index[b, span].tolist(),
+                    outcome_reward=outcome[b],
+                    truncated=row.truncated,
+                    num_truncated_steps=row.num_truncated_steps,
+                    unscored_steps=list(row.unscored_steps),
+                )
+            )
         return results
 
 
-def _choose_reference(model: nn.Module, ref_model: Any, reference_free: bool, adapter_reference: bool | None) -> bool:
+def _choose_reference(
+    model: nn.Module, ref_model: Any, reference_free: bool, adapter_reference: bool | None
+) -> bool:
     """Whether the reference is the policy with adapters disabled; an error when there is no reference at all.
 
     A separate `ref_model` is the reference; a PEFT policy without one is scored against its adapters-disabled
@@ -494,11 +558,15 @@ def _choose_reference(model: nn.Module, ref_model: Any, reference_free: bool, ad
     if not isinstance(reference_free, bool):
         raise TypeError(f"reference_free must be True or False, got {reference_free!r}")
     if reference_free and (ref_model is not None or adapter_reference):
-        raise ValueError("reference_free=True scores with the policy alone: do not pass ref_model or "
-                         "adapter_reference=True with it")
+        raise ValueError(
+            "reference_free=True scores with the policy alone: do not pass ref_model or "
+            "adapter_reference=True with it"
+        )
     if ref_model is not None:
         if adapter_reference:
-            raise ValueError("adapter_reference=True uses the policy with adapters disabled; do not pass ref_model")
+            raise ValueError(
+                "adapter_reference=True uses the policy with adapters disabled; do not pass ref_model"
+            )
         return False
     if reference_free:
         return False
@@ -513,5 +581,7 @@ def _choose_reference(model: nn.Module, ref_model: Any, reference_free: bool, ad
             "after LoRA or precompute_ref_log_probs=True training, so do not pass `trainer.ref_model`."
         )
     if adapter_reference is None:
-        logger.info("the policy is a PEFT model without ref_model: its base with adapters disabled is the reference")
+        logger.info(
+            "the policy is a PEFT model without ref_model: its base with adapters disabled is the reference"
+        )
     return True

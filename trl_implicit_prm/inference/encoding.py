@@ -79,30 +79,45 @@ def encode_response(
     check_prompt(prompt, "prompts", index)
     check_completion(response, "responses", index, step_separator=separator)
     try:
-        out = tokenize_example(tokenizer, prompt, response, step_separator=separator, max_length=max_length,
-                               append_eos=append_eos)
+        out = tokenize_example(
+            tokenizer,
+            prompt,
+            response,
+            step_separator=separator,
+            max_length=max_length,
+            append_eos=append_eos,
+        )
     except PromptTooLongError as err:
         raise ResponseTooLongError(
             f"prompts[{index}]: the prompt alone takes {err.prompt_length} tokens, which leaves no room for the "
             f"response within max_length={max_length}; raise max_length or shorten the prompt",
-            index, err.prompt_length, err.max_length,
+            index,
+            err.prompt_length,
+            err.max_length,
         ) from err
     except DataFormatError as err:
         raise DataFormatError(f"responses[{index}]: {err}") from err
     steps = response_steps(response, separator)
     num_steps, lost = out["num_steps"], out["num_truncated_steps"]
     if lost and not truncation:
-        full = len(tokenize_example(tokenizer, prompt, response, step_separator=separator,
-                                    append_eos=append_eos)["input_ids"])
+        full = len(
+            tokenize_example(tokenizer, prompt, response, step_separator=separator, append_eos=append_eos)[
+                "input_ids"
+            ]
+        )
         raise ResponseTooLongError(
             f"responses[{index}]: prompt + response take {full} tokens, more than max_length={max_length}; "
             f"{lost} of its {len(steps)} steps would lose tokens. Pass truncation=True to score the part that "
             "fits (the result is flagged `truncated` and lists the steps left out), raise max_length, or "
             "shorten the response",
-            index, full, int(max_length or 0),
+            index,
+            full,
+            int(max_length or 0),
         )
     if not lost and num_steps != len(steps):
-        raise RuntimeError(f"responses[{index}]: {len(steps)} steps but {num_steps} token spans (library bug)")
+        raise RuntimeError(
+            f"responses[{index}]: {len(steps)} steps but {num_steps} token spans (library bug)"
+        )
     return EncodedResponse(
         index=index,
         input_ids=np.asarray(out["input_ids"], dtype=np.int64),
@@ -130,7 +145,7 @@ def decode_tokens(tokenizer: Any, sequences: Sequence[Sequence[int]]) -> list[li
     out: list[list[str]] = []
     pos = 0
     for seq in sequences:
-        pieces = texts[pos:pos + len(seq)]
+        pieces = texts[pos : pos + len(seq)]
         pos += len(seq)
         if any("\ufffd" in p for p in pieces):
             pieces = _merge_split_characters(tokenizer, list(seq), list(pieces))

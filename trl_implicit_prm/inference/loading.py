@@ -81,8 +81,13 @@ def _location(value: str | os.PathLike, what: str) -> str:
     path = Path(text).expanduser()
     if path.exists():
         return str(path.resolve())
-    looks_local = (isinstance(value, os.PathLike) or text.startswith(("/", ".", "~")) or text.count("/") > 1
-                   or "\\" in text or not text.strip())
+    looks_local = (
+        isinstance(value, os.PathLike)
+        or text.startswith(("/", ".", "~"))
+        or text.count("/") > 1
+        or "\\" in text
+        or not text.strip()
+    )
     if looks_local:
         raise FileNotFoundError(f"{what}: {text!r} does not exist (expected a model directory or a hub id)")
     return text
@@ -112,8 +117,10 @@ def _load_policy(model: Any, dtype: Any) -> tuple[nn.Module, str | None, list[st
     if Path(location).is_dir() and is_adapter_dir(location):
         from peft import PeftConfig, PeftModel
 
-        base_location = _location(PeftConfig.from_pretrained(location).base_model_name_or_path,
-                                  f"the base model of the adapter {location}")
+        base_location = _location(
+            PeftConfig.from_pretrained(location).base_model_name_or_path,
+            f"the base model of the adapter {location}",
+        )
         base = _load(base_location, "the adapter's base model", **_load_kwargs(dtype))
         policy = PeftModel.from_pretrained(base, location)
         return policy, base_location, [location, base_location], metadata
@@ -142,16 +149,26 @@ def trainer_reference(trainer: Any, ref_model: Any = None) -> dict[str, Any]:
         )
     policy = trainer.accelerator.unwrap_model(trainer.model)
     rendering = trainer._rendering  # how training rendered prompts and ended completions
-    out: dict[str, Any] = {"model": policy, "tokenizer": trainer.processing_class, "beta": args.beta,
-                           "step_separator": args.step_separator, "model_name": trainer._model_id,
-                           "reference_name": trainer._ref_model_id,
-                           "prompt_format": rendering.get("prompt_format"),
-                           "append_eos": bool(rendering.get("append_eos", False))}
+    out: dict[str, Any] = {
+        "model": policy,
+        "tokenizer": trainer.processing_class,
+        "beta": args.beta,
+        "step_separator": args.step_separator,
+        "model_name": trainer._model_id,
+        "reference_name": trainer._ref_model_id,
+        "prompt_format": rendering.get("prompt_format"),
+        "append_eos": bool(rendering.get("append_eos", False)),
+    }
     if ref_model is not None:
         if args.reference_free:
-            raise ValueError("from_trainer: the trainer is reference-free (reference_free=True); do not pass ref_model")
-        out["ref_model"] = _load(_location(ref_model, "ref_model"), "ref_model") if isinstance(
-            ref_model, str | os.PathLike) else ref_model
+            raise ValueError(
+                "from_trainer: the trainer is reference-free (reference_free=True); do not pass ref_model"
+            )
+        out["ref_model"] = (
+            _load(_location(ref_model, "ref_model"), "ref_model")
+            if isinstance(ref_model, str | os.PathLike)
+            else ref_model
+        )
         out["reference_name"] = str(ref_model) if isinstance(ref_model, str | os.PathLike) else None
     elif args.reference_free:
         out["reference_free"] = True
@@ -159,9 +176,13 @@ def trainer_reference(trainer: Any, ref_model: Any = None) -> dict[str, Any]:
         out["ref_model"] = trainer.accelerator.unwrap_model(trainer.ref_model)
     elif trainer._uses_adapter_reference:
         out["adapter_reference"] = True
-    elif trainer._ref_model_id is not None:  # precomputed reference log-probs: the reference model was dropped
-        logger.info("from_trainer: the reference log-probs were precomputed; loading the reference %s again",
-                    trainer._ref_model_id)
+    elif (
+        trainer._ref_model_id is not None
+    ):  # precomputed reference log-probs: the reference model was dropped
+        logger.info(
+            "from_trainer: the reference log-probs were precomputed; loading the reference %s again",
+            trainer._ref_model_id,
+        )
         location = _location(trainer._ref_model_id, "the trainer's reference")
         out["ref_model"] = _load(location, "the trainer's reference", **dict(args.model_init_kwargs or {}))
     else:
@@ -221,12 +242,15 @@ def resolve_models(
             reference_name = _location(ref_model, "ref_model")
             reference = _load(reference_name, "ref_model", **_load_kwargs(dtype))
         else:
-            raise TypeError(f"ref_model must be a path, a hub id or a loaded model, got {type(ref_model).__name__}")
+            raise TypeError(
+                f"ref_model must be a path, a hub id or a loaded model, got {type(ref_model).__name__}"
+            )
 
     device = resolve_device(device)
     move = {"device": device} if isinstance(dtype, str | type(None)) else {"device": device, "dtype": dtype}
     policy.to(**move).eval()
     if reference is not None:
         reference.to(**move).eval()
-    return ResolvedModels(policy, reference, adapter_reference, tokenizer, metadata,
-                          policy_source, reference_name)
+    return ResolvedModels(
+        policy, reference, adapter_reference, tokenizer, metadata, policy_source, reference_name
+    )

@@ -92,10 +92,16 @@ class ImplicitRewardTrainer(_BaseTrainer):
         optimizers: tuple = (None, None),
     ):
         if args is None:
-            name = (model if isinstance(model, str) else model_id_of(model) or "model").rstrip("/").split("/")[-1]
+            name = (
+                (model if isinstance(model, str) else model_id_of(model) or "model")
+                .rstrip("/")
+                .split("/")[-1]
+            )
             args = self.config_class(output_dir=f"{name}-{type(self).__name__}")
         if not isinstance(args, self.config_class):
-            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(args).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(args).__name__}"
+            )
         if train_dataset is None:
             raise ValueError("train_dataset is required")
         self._validate_reference_args(model, ref_model, args)
@@ -109,7 +115,9 @@ class ImplicitRewardTrainer(_BaseTrainer):
         check_max_length(model, args.max_length)
         if processing_class is None:
             if not self._model_id:
-                raise ValueError("processing_class is required when model is an in-memory model without a path")
+                raise ValueError(
+                    "processing_class is required when model is an in-memory model without a path"
+                )
             processing_class = load_tokenizer(self._model_id)
         if not getattr(processing_class, "is_fast", False):
             raise ValueError(
@@ -137,9 +145,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
             model = get_peft_model(model, peft_config)
         if is_peft_model(model) and args.gradient_checkpointing:
             model.enable_input_require_grads()
-        self._uses_adapter_reference = (
-            ref_model is None and is_peft_model(model) and not args.reference_free
-        )
+        self._uses_adapter_reference = ref_model is None and is_peft_model(model) and not args.reference_free
         if ref_model is None and not args.reference_free and not self._uses_adapter_reference:
             self._ref_model_id = self._model_id
             ref_model = self._frozen_copy(model, args, init_kwargs)
@@ -155,11 +161,14 @@ class ImplicitRewardTrainer(_BaseTrainer):
         train_dataset = prepare_dataset(train_dataset, processing_class, args, self.data_kind, "train")
         self._rendering = _training_rendering(raw_train_dataset, processing_class, args)  # rows validated
         if isinstance(eval_dataset, dict):
-            eval_dataset = {k: prepare_dataset(v, processing_class, args, self.data_kind, k, eval_only=True)
-                            for k, v in eval_dataset.items()}
+            eval_dataset = {
+                k: prepare_dataset(v, processing_class, args, self.data_kind, k, eval_only=True)
+                for k, v in eval_dataset.items()
+            }
         elif eval_dataset is not None:
-            eval_dataset = prepare_dataset(eval_dataset, processing_class, args, self.data_kind, "eval",
-                                           eval_only=True)
+            eval_dataset = prepare_dataset(
+                eval_dataset, processing_class, args, self.data_kind, "eval", eval_only=True
+            )
         if data_collator is None:
             data_collator = ImplicitPRMCollator(
                 pad_token_id=processing_class.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of
@@ -184,7 +193,10 @@ class ImplicitRewardTrainer(_BaseTrainer):
                 self.ref_model = prepare_fsdp(self.ref_model, self.accelerator)
             else:
                 self.ref_model = self.accelerator.prepare_model(self.ref_model, evaluation_mode=True)
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._metrics: dict[str, dict[str, list[float]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
         self._reward_totals: dict[str, dict[str, tuple[str, Tensor]]] = {"train": {}, "eval": {}}
         self._z0_estimate: float | None = None  # KTO's latest z0 from mismatched pairs, for one-row batches
         self._step_eval: dict[str, list] = {"rewards": [], "labels": []}
@@ -201,14 +213,20 @@ class ImplicitRewardTrainer(_BaseTrainer):
                 "set reference_free=False to use it."
             )
         if ref_model is not None and ref_model is model:
-            raise ValueError("model and ref_model are the same object; omit ref_model to use a frozen copy of model")
+            raise ValueError(
+                "model and ref_model are the same object; omit ref_model to use a frozen copy of model"
+            )
 
-    def _frozen_copy(self, model: PreTrainedModel, args: ImplicitPRMBaseConfig, init_kwargs: dict) -> PreTrainedModel:
+    def _frozen_copy(
+        self, model: PreTrainedModel, args: ImplicitPRMBaseConfig, init_kwargs: dict
+    ) -> PreTrainedModel:
         """The initial policy as reference (loaded again under ZeRO-3, where parameters are already sharded)."""
         plugin = args.deepspeed_plugin
         if plugin is not None and plugin.zero_stage == 3:
             if not self._model_id:
-                raise ValueError("Under ZeRO-3 give model as a path (or pass ref_model) so the reference can be loaded")
+                raise ValueError(
+                    "Under ZeRO-3 give model as a path (or pass ref_model) so the reference can be loaded"
+                )
             return load_causal_lm(self._model_id, **{"dtype": model.dtype, **init_kwargs})
         return copy.deepcopy(model)
 
@@ -216,12 +234,31 @@ class ImplicitRewardTrainer(_BaseTrainer):
         # The collator needs the tokenized columns and labels, not only the model's forward arguments.
         if self._signature_columns is None:
             self._signature_columns = [
-                *_MODEL_INPUTS, "step_index", "num_steps", "label", "step_labels", "ref_logps", "ref_step_logps",
+                *_MODEL_INPUTS,
+                "step_index",
+                "num_steps",
+                "label",
+                "step_labels",
+                "ref_logps",
+                "ref_step_logps",
                 "num_truncated_steps",
-                *(f"{side}_{c}" for side in ("chosen", "rejected")
-                  for c in ("input_ids", "completion_mask", "step_index", "num_steps", "num_truncated_steps",
-                            "ref_logps", "ref_step_logps")),
-                "ref_chosen_logps", "ref_rejected_logps", "ref_chosen_step_logps", "ref_rejected_step_logps",
+                *(
+                    f"{side}_{c}"
+                    for side in ("chosen", "rejected")
+                    for c in (
+                        "input_ids",
+                        "completion_mask",
+                        "step_index",
+                        "num_steps",
+                        "num_truncated_steps",
+                        "ref_logps",
+                        "ref_step_logps",
+                    )
+                ),
+                "ref_chosen_logps",
+                "ref_rejected_logps",
+                "ref_chosen_step_logps",
+                "ref_rejected_step_logps",
             ]
 
     # --- per-step log-probs -----------------------------------------------------------------------------------
@@ -240,7 +277,10 @@ class ImplicitRewardTrainer(_BaseTrainer):
         return self._live_reference_step_logps(inputs, num_steps)
 
     def _live_reference_step_logps(self, inputs: dict[str, Tensor], num_steps: int) -> Tensor:
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+        with (
+            torch.no_grad(),
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+        ):
             if self.ref_model is not None:
                 return self._step_logps(self.ref_model, inputs, num_steps)
             with use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None):
@@ -258,14 +298,25 @@ class ImplicitRewardTrainer(_BaseTrainer):
         device = inputs["input_ids"].device
         if self.args.kto_reference_point == "zero":
             return torch.zeros((), device=device)
-        pairs = mismatched_inputs(inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"],
-                                  pad_token_id=self.processing_class.pad_token_id)
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+        pairs = mismatched_inputs(
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            inputs["completion_mask"],
+            pad_token_id=self.processing_class.pad_token_id,
+        )
+        with (
+            torch.no_grad(),
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+        ):
             policy = self._step_logps(model, pairs, 1)[:, 0]
             reference = None if self.args.reference_free else self._live_reference_step_logps(pairs, 1)[:, 0]
         keep = slice(None) if policy.size(0) > 1 else slice(0, 0)
-        z0 = kto_reference_point(policy[keep], None if reference is None else reference[keep], self.args.beta,
-                                 sum_over_processes=lambda t: self.accelerator.reduce(t, reduction="sum"))
+        z0 = kto_reference_point(
+            policy[keep],
+            None if reference is None else reference[keep],
+            self.args.beta,
+            sum_over_processes=lambda t: self.accelerator.reduce(t, reduction="sum"),
+        )
         if z0 is not None:
             self._z0_estimate = z0.item()
             return z0
@@ -277,8 +328,10 @@ class ImplicitRewardTrainer(_BaseTrainer):
                 "estimate. Set dataloader_drop_last=True, change the batch size or the dataset size, or set "
                 "kto_reference_point='zero'."
             )
-        logger.info("KTO: a one-row batch has no mismatched pair; z0 = %.6g, the estimate of an earlier batch",
-                    self._z0_estimate)
+        logger.info(
+            "KTO: a one-row batch has no mismatched pair; z0 = %.6g, the estimate of an earlier batch",
+            self._z0_estimate,
+        )
         return torch.tensor(self._z0_estimate, device=device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -295,7 +348,9 @@ class ImplicitRewardTrainer(_BaseTrainer):
         # statistics (`RowStats`, or None) and batch-level scalars such as `kto/z0`.
         loss, row_stats, scalars = self._loss_and_metrics(model, rewards, mask, inputs)
         if loss is None and mode == "train":
-            raise RuntimeError(f"{type(self).__name__} has no loss on this training batch (keys {sorted(inputs)})")
+            raise RuntimeError(
+                f"{type(self).__name__} has no loss on this training batch (keys {sorted(inputs)})"
+            )
         loss = None if loss is None else loss.float()  # the rewards are float64; the optimizer sees float32
         self._record_metrics(mode, row_stats, scalars)
         return (loss, {"rewards": rewards.detach()}) if return_outputs else loss
@@ -319,7 +374,9 @@ class ImplicitRewardTrainer(_BaseTrainer):
             total = self.accelerator.reduce(row_stats.sums.detach().sum(0), reduction="sum")
         kind, previous = self._reward_totals[mode].get(row_stats.prefix, (row_stats.kind, 0.0))
         if kind != row_stats.kind:
-            raise RuntimeError(f"reward statistics {row_stats.prefix!r} changed kind from {kind} to {row_stats.kind}")
+            raise RuntimeError(
+                f"reward statistics {row_stats.prefix!r} changed kind from {kind} to {row_stats.kind}"
+            )
         self._reward_totals[mode][row_stats.prefix] = (kind, previous + total.cpu())
 
     def _pop_metrics(self, mode: str) -> dict[str, float]:
@@ -356,27 +413,46 @@ class ImplicitRewardTrainer(_BaseTrainer):
         rewards = self.accelerator.pad_across_processes(rewards[:, :k].contiguous(), dim=1, pad_index=0.0)
         # Earliest wrong step, or -1 (ProcessBench label); a row's steps are its labelled ones.
         wrong = (labels[:, :k] < 0.5) & label_mask[:, :k]
-        first = torch.where(wrong.any(1), wrong.float().argmax(1), torch.full_like(wrong[:, 0], -1, dtype=torch.long))
+        first = torch.where(
+            wrong.any(1), wrong.float().argmax(1), torch.full_like(wrong[:, 0], -1, dtype=torch.long)
+        )
         counts = label_mask[:, :k].sum(1)
         gathered = self.accelerator.gather_for_metrics((rewards, first, counts))
         for row, lab, n in zip(*(t.cpu() for t in gathered), strict=True):
             self._step_eval["rewards"].append(row[: int(n)].tolist())
             self._step_eval["labels"].append(int(lab))
 
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+    def evaluate(
+        self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
         if isinstance(eval_dataset, Dataset):  # a dataset given here is prepared as the init-time ones are
-            eval_dataset = prepare_dataset(eval_dataset, self.processing_class, self.args, self.data_kind,
-                                           metric_key_prefix, eval_only=True)
-            if (self.args.precompute_ref_log_probs and not self._uses_adapter_reference
-                    and _tokenized_needs_reference(eval_dataset)):
+            eval_dataset = prepare_dataset(
+                eval_dataset,
+                self.processing_class,
+                self.args,
+                self.data_kind,
+                metric_key_prefix,
+                eval_only=True,
+            )
+            if (
+                self.args.precompute_ref_log_probs
+                and not self._uses_adapter_reference
+                and _tokenized_needs_reference(eval_dataset)
+            ):
                 raise ValueError(
                     "precompute_ref_log_probs=True keeps no reference model after start-up, so a new dataset "
                     "cannot be scored against it in evaluate(): give it as eval_dataset when building the trainer."
                 )
         return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                        metric_key_prefix: str = "eval"):
+    def evaluation_loop(
+        self,
+        dataloader,
+        description,
+        prediction_loss_only=None,
+        ignore_keys=None,
+        metric_key_prefix: str = "eval",
+    ):
         """The loop of `transformers.Trainer`, plus this set's reward and step metrics, each computed once from
         the per-example values of the whole set (padded duplicates excluded) and named
         `{metric_key_prefix}_rewards/...`, `{metric_key_prefix}_steps/...` (`eval_<name>_...` for a dict of
@@ -385,8 +461,9 @@ class ImplicitRewardTrainer(_BaseTrainer):
         self._step_eval = {"rewards": [], "labels": []}
         self._metrics["eval"].clear()
         self._reward_totals["eval"].clear()
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
-                                         metric_key_prefix)
+        output = super().evaluation_loop(
+            dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+        )
         metrics = self._pop_metrics("eval")
         if self._step_eval["labels"]:
             metrics.update(_step_error_metrics(self._step_eval["rewards"], self._step_eval["labels"]))
@@ -402,7 +479,9 @@ class ImplicitRewardTrainer(_BaseTrainer):
             ref_engine = prepare_deepspeed(self.model, self.accelerator)
         self.train_dataset = self._with_reference_logps(self.train_dataset, "train", ref_engine)
         if isinstance(self.eval_dataset, dict):
-            self.eval_dataset = {k: self._with_reference_logps(v, k, ref_engine) for k, v in self.eval_dataset.items()}
+            self.eval_dataset = {
+                k: self._with_reference_logps(v, k, ref_engine) for k, v in self.eval_dataset.items()
+            }
         elif self.eval_dataset is not None:
             self.eval_dataset = self._with_reference_logps(self.eval_dataset, "eval", ref_engine)
         self.ref_model = None
@@ -416,11 +495,17 @@ class ImplicitRewardTrainer(_BaseTrainer):
         model = ref_engine if ref_engine is not None else self.model  # before training: the initial policy
         rows: list[list[float]] = []
         paired = "chosen_input_ids" in dataset.column_names
-        adapter_off = (use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None)
-                       if self._uses_adapter_reference else contextlib.nullcontext())
+        adapter_off = (
+            use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None)
+            if self._uses_adapter_reference
+            else contextlib.nullcontext()
+        )
         with torch.no_grad(), adapter_off:
-            for batch in tqdm(loader, desc=f"Reference log-probs ({name})",
-                              disable=not self.accelerator.is_local_main_process):
+            for batch in tqdm(
+                loader,
+                desc=f"Reference log-probs ({name})",
+                disable=not self.accelerator.is_local_main_process,
+            ):
                 k = max(1, int(batch["num_steps"].max().item()))
                 steps = self._step_logps(model, batch, k)
                 n = batch["num_steps"]
@@ -437,7 +522,10 @@ class ImplicitRewardTrainer(_BaseTrainer):
                     else:
                         rows.append(row[: int(count)].tolist())
         if paired:
-            columns = {"ref_chosen_step_logps": [r[0] for r in rows], "ref_rejected_step_logps": [r[1] for r in rows]}
+            columns = {
+                "ref_chosen_step_logps": [r[0] for r in rows],
+                "ref_rejected_step_logps": [r[1] for r in rows],
+            }
         else:
             columns = {"ref_step_logps": rows}
         for col, values in columns.items():
@@ -447,8 +535,11 @@ class ImplicitRewardTrainer(_BaseTrainer):
     # --- saving -----------------------------------------------------------------------------------------------
 
     def _implicit_prm_metadata(self) -> dict[str, Any]:
-        reference = None if self.args.reference_free else (ADAPTER_BASE if self._uses_adapter_reference
-                                                           else self._ref_model_id)
+        reference = (
+            None
+            if self.args.reference_free
+            else (ADAPTER_BASE if self._uses_adapter_reference else self._ref_model_id)
+        )
         if reference not in (None, ADAPTER_BASE) and Path(reference).exists():
             reference = str(Path(reference).resolve())  # a local path must survive moving the checkpoint
         if reference is None and not self.args.reference_free:
@@ -466,9 +557,15 @@ class ImplicitRewardTrainer(_BaseTrainer):
             **self._rendering,
         }
 
-    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
-                          tags: str | list[str] | None = None, *, output_dir: str | None = None,
-                          metadata: dict[str, Any] | None = None) -> None:
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+        *,
+        output_dir: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         """Write a PRM model card (see `trainers/model_card.py`) to `output_dir` (default `args.output_dir`)."""
         if not self.is_world_process_zero():
             return
@@ -476,9 +573,14 @@ class ImplicitRewardTrainer(_BaseTrainer):
 
         output_dir = output_dir or self.args.output_dir
         metadata = metadata if metadata is not None else self._implicit_prm_metadata()
-        write_model_card(self, output_dir, model_name=model_name or Path(output_dir).name,
-                         metadata=metadata, dataset_name=dataset_name,
-                         tags=[tags] if isinstance(tags, str) else list(tags or ()))
+        write_model_card(
+            self,
+            output_dir,
+            model_name=model_name or Path(output_dir).name,
+            metadata=metadata,
+            dataset_name=dataset_name,
+            tags=[tags] if isinstance(tags, str) else list(tags or ()),
+        )
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call)
@@ -509,7 +611,9 @@ def _training_rendering(dataset: Dataset, tokenizer: Any, args: ImplicitPRMBaseC
             "docs/inference.md)."
         )
         return {}
-    prompts = (p for batch in dataset.select_columns(["prompt"]).iter(batch_size=1000) for p in batch["prompt"])
+    prompts = (
+        p for batch in dataset.select_columns(["prompt"]).iter(batch_size=1000) for p in batch["prompt"]
+    )
     prompt_format = measure_prompt_format(prompts, tokenizer)
     out: dict[str, Any] = {"append_eos": args.append_eos}
     if prompt_format is not None:
@@ -525,11 +629,19 @@ def _step_error_metrics(step_rewards: list[list[float]], labels: list[int]) -> d
     """ProcessBench metrics of step rewards: at threshold 0 and at the threshold tuned on this set (oracle)."""
     from trl_implicit_prm.evaluation import evaluate_process_errors
 
-    records = [{"problem": "", "steps": [""] * len(r), "label": lab} for r, lab in zip(step_rewards, labels, strict=True)]
+    records = [
+        {"problem": "", "steps": [""] * len(r), "label": lab}
+        for r, lab in zip(step_rewards, labels, strict=True)
+    ]
     at_zero = evaluate_process_errors(records, step_rewards, threshold=0.0)
     out = {"steps/acc_erroneous": at_zero.acc_erroneous, "steps/acc_correct": at_zero.acc_correct}
     if at_zero.n_erroneous and at_zero.n_correct:  # F1 and threshold tuning need both kinds of records
         tuned = evaluate_process_errors(records, step_rewards, threshold=None)
-        out.update({"steps/f1": at_zero.f1, "steps/f1_oracle_threshold": tuned.f1,
-                    "steps/oracle_threshold": tuned.threshold})
+        out.update(
+            {
+                "steps/f1": at_zero.f1,
+                "steps/f1_oracle_threshold": tuned.f1,
+                "steps/oracle_threshold": tuned.threshold,
+            }
+        )
     return {k: v for k, v in out.items() if v == v}  # NaN (a group without records) is not logged

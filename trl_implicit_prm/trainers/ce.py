@@ -54,6 +54,8 @@ class CETrainer(ImplicitRewardTrainer):
             loss = ce_loss(rewards, labels).mean()
         else:
             z0 = self._kto_reference_point(model, inputs)
-            loss = kto_loss(rewards, labels, z0, self.args.desirable_weight, self.args.undesirable_weight).mean()
+            loss = kto_loss(
+                rewards, labels, z0, self.args.desirable_weight, self.args.undesirable_weight
+            ).mean()
             scalars["kto/z0"] = z0.item()
         return loss, RowStats("group", group_row_stats(rewards, labels >= 0.5)), scalars

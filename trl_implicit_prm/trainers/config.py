@@ -65,7 +65,8 @@ class ImplicitPRMBaseConfig(_BaseConfig):
         default=5e-7, metadata={"help": "Initial learning rate of AdamW (paper §4.1: 5e-7 for Llama-3.1-8B)."}
     )
     beta: float = field(
-        default=0.05, metadata={"help": "Scale β of the implicit reward r = β·log(πθ/πref) (paper §4.1: 0.05)."}
+        default=0.05,
+        metadata={"help": "Scale β of the implicit reward r = β·log(πθ/πref) (paper §4.1: 0.05)."},
     )
     reference_free: bool = field(
         default=False,
@@ -73,24 +74,34 @@ class ImplicitPRMBaseConfig(_BaseConfig):
     )
     precompute_ref_log_probs: bool = field(
         default=False,
-        metadata={"help": "Compute reference log-probs once before training and keep no reference model in memory."},
+        metadata={
+            "help": "Compute reference log-probs once before training and keep no reference model in memory."
+        },
     )
     precompute_ref_batch_size: int | None = field(
         default=None,
-        metadata={"help": "Batch size of the reference precomputation; per_device_train_batch_size when unset."},
+        metadata={
+            "help": "Batch size of the reference precomputation; per_device_train_batch_size when unset."
+        },
     )
     step_separator: str = field(
         default="\n\n",
-        metadata={"help": "Separator splitting string completions into steps; it belongs to the step before it."},
+        metadata={
+            "help": "Separator splitting string completions into steps; it belongs to the step before it."
+        },
     )
     append_eos: bool = field(
         default=True,
-        metadata={"help": "Append the EOS token to string completions (in their last step), as TRL's DPO/KTO "
-                          "trainers do; recorded in implicit_prm.json so that scoring appends it too."},
+        metadata={
+            "help": "Append the EOS token to string completions (in their last step), as TRL's DPO/KTO "
+            "trainers do; recorded in implicit_prm.json so that scoring appends it too."
+        },
     )
     max_length: int | None = field(
         default=1024,
-        metadata={"help": "Maximum tokens of prompt + completion; the completion end is cut, the prompt kept."},
+        metadata={
+            "help": "Maximum tokens of prompt + completion; the completion end is cut, the prompt kept."
+        },
     )
     pad_to_multiple_of: int | None = field(
         default=None, metadata={"help": "Pad each batch to a multiple of this length."}
@@ -100,10 +111,13 @@ class ImplicitPRMBaseConfig(_BaseConfig):
     )
     model_init_kwargs: dict[str, Any] | str | None = field(
         default=None,
-        metadata={"help": "Keyword arguments of from_pretrained when the model is given as a path or hub id."},
+        metadata={
+            "help": "Keyword arguments of from_pretrained when the model is given as a path or hub id."
+        },
     )
     disable_dropout: bool = field(
-        default=True, metadata={"help": "Disable dropout in policy and reference so rewards are deterministic."}
+        default=True,
+        metadata={"help": "Disable dropout in policy and reference so rewards are deterministic."},
     )
 
     def __post_init__(self) -> None:
@@ -113,7 +127,9 @@ class ImplicitPRMBaseConfig(_BaseConfig):
         if not self.step_separator:
             raise ValueError("step_separator must be a non-empty string")
         if self.reference_free and self.precompute_ref_log_probs:
-            raise ValueError("precompute_ref_log_probs=True has no reference to precompute when reference_free=True")
+            raise ValueError(
+                "precompute_ref_log_probs=True has no reference to precompute when reference_free=True"
+            )
         super().__post_init__()
 
 
@@ -135,18 +151,25 @@ class ImplicitPRMConfig(ImplicitPRMBaseConfig):
     )
     max_pairs_per_prompt: int | None = field(
         default=None,
-        metadata={"help": "At most this many (correct, incorrect) pairs per instruction when rollouts or unpaired "
-                          "rows are paired (seeded sampling); None keeps every pair."},
+        metadata={
+            "help": "At most this many (correct, incorrect) pairs per instruction when rollouts or unpaired "
+            "rows are paired (seeded sampling); None keeps every pair."
+        },
     )
 
     def __post_init__(self) -> None:
         if self.loss_type not in ("dpo", "nca"):
-            raise ValueError(f"loss_type must be 'dpo' or 'nca' for ImplicitPRMConfig, got {self.loss_type!r}")
+            raise ValueError(
+                f"loss_type must be 'dpo' or 'nca' for ImplicitPRMConfig, got {self.loss_type!r}"
+            )
         if self.max_pairs_per_prompt is not None and (
-            isinstance(self.max_pairs_per_prompt, bool) or not isinstance(self.max_pairs_per_prompt, int)
+            isinstance(self.max_pairs_per_prompt, bool)
+            or not isinstance(self.max_pairs_per_prompt, int)
             or self.max_pairs_per_prompt < 1
         ):
-            raise ValueError(f"max_pairs_per_prompt must be a positive integer or None, got {self.max_pairs_per_prompt!r}")
+            raise ValueError(
+                f"max_pairs_per_prompt must be a positive integer or None, got {self.max_pairs_per_prompt!r}"
+            )
         super().__post_init__()
 
 
@@ -183,7 +206,8 @@ class CEConfig(ImplicitPRMBaseConfig, _KTOFields):
     """
 
     loss_type: str = field(
-        default="ce", metadata={"help": "Objective on unpaired labels: 'ce' or 'kto'.", "choices": ["ce", "kto"]}
+        default="ce",
+        metadata={"help": "Objective on unpaired labels: 'ce' or 'kto'.", "choices": ["ce", "kto"]},
     )
 
     def __post_init__(self) -> None:
@@ -206,8 +230,10 @@ class StepKTOConfig(ImplicitPRMBaseConfig, _KTOFields):
 
     step_reward: str = field(
         default="step",
-        metadata={"help": "KTO on each step's reward r^k ('step') or on the cumulative q at its end ('q').",
-                  "choices": ["step", "q"]},
+        metadata={
+            "help": "KTO on each step's reward r^k ('step') or on the cumulative q at its end ('q').",
+            "choices": ["step", "q"],
+        },
     )
 
     def __post_init__(self) -> None:
@@ -219,7 +245,9 @@ class StepKTOConfig(ImplicitPRMBaseConfig, _KTOFields):
 
 def _check_kto(config: Any) -> None:
     if config.kto_reference_point not in ("mismatched", "zero"):
-        raise ValueError(f"kto_reference_point must be 'mismatched' or 'zero', got {config.kto_reference_point!r}")
+        raise ValueError(
+            f"kto_reference_point must be 'mismatched' or 'zero', got {config.kto_reference_point!r}"
+        )
     for name in ("desirable_weight", "undesirable_weight"):
         if not is_finite_positive(getattr(config, name)):
             raise ValueError(f"{name} must be a finite number > 0, got {getattr(config, name)!r}")
@@ -235,7 +263,11 @@ def _check_kto(config: Any) -> None:
             f"per_device_eval_batch_size >= 2 (got {config.per_device_eval_batch_size}); raise it, or set "
             "kto_reference_point='zero'"
         )
-    if config.precompute_ref_log_probs and config.kto_reference_point == "mismatched" and not config.reference_free:
+    if (
+        config.precompute_ref_log_probs
+        and config.kto_reference_point == "mismatched"
+        and not config.reference_free
+    ):
         raise ValueError(
             "kto_reference_point='mismatched' needs reference log-probs of prompt/completion pairs formed at each "
             "step, which cannot be precomputed: set kto_reference_point='zero' or precompute_ref_log_probs=False"

@@ -66,8 +66,12 @@ def _convert(dataset: Dataset, kind: str, target: str, name: str, args: Any) -> 
     """Rows of `kind` as rows of `target`, or an error saying which trainer fits them."""
     if target == "paired" and kind in ("rollouts", "unpaired"):
         rollouts = dataset if kind == "rollouts" else _group_unpaired(dataset)
-        pairs = rollouts_to_pairs(rollouts, seed=args.seed, max_pairs_per_prompt=getattr(args, "max_pairs_per_prompt", None),
-                                  step_separator=args.step_separator)
+        pairs = rollouts_to_pairs(
+            rollouts,
+            seed=args.seed,
+            max_pairs_per_prompt=getattr(args, "max_pairs_per_prompt", None),
+            step_separator=args.step_separator,
+        )
         if len(pairs) == 0:
             raise ValueError(
                 f"The {name} dataset ({kind}, {len(dataset)} rows) gives no (correct, incorrect) pair: every "
@@ -101,8 +105,10 @@ def prepare_dataset(
     tokenized = _tokenized_kind(dataset)
     if tokenized is not None:
         if tokenized != target_kind and not (eval_only and tokenized == "stepwise"):
-            raise ValueError(f"The {name} dataset is already tokenized as {tokenized}; this trainer needs "
-                             f"{_HINT.get(target_kind, target_kind)}")
+            raise ValueError(
+                f"The {name} dataset is already tokenized as {tokenized}; this trainer needs "
+                f"{_HINT.get(target_kind, target_kind)}"
+            )
         return dataset
     kind = detect_format(dataset)
     if kind != target_kind and not (eval_only and kind == "stepwise"):
@@ -111,8 +117,13 @@ def prepare_dataset(
         dataset, kind = _convert(dataset, kind, target_kind, name, args)
     # tokenize_dataset validates every row; stepwise rows get `label` = their lowest step label.
     out = tokenize_dataset(
-        dataset, tokenizer, kind, step_separator=args.step_separator, max_length=args.max_length,
-        num_proc=args.dataset_num_proc, append_eos=args.append_eos,
+        dataset,
+        tokenizer,
+        kind,
+        step_separator=args.step_separator,
+        max_length=args.max_length,
+        num_proc=args.dataset_num_proc,
+        append_eos=args.append_eos,
     )
     if kind == "unpaired" and len(out):
         labels = out["label"]
@@ -120,8 +131,11 @@ def prepare_dataset(
             logger.warning(
                 "%s dataset: every label is %s; the implicit reward learns only to move one way. The paper's CE "
                 "setting works with imbalanced data, but a single class gives no contrast.",
-                name, "positive" if labels[0] >= 0.5 else "negative",
+                name,
+                "positive" if labels[0] >= 0.5 else "negative",
             )
     if len(out) == 0:
-        raise ValueError(f"The {name} dataset has no row left after tokenization (see the dropped-row counts above)")
+        raise ValueError(
+            f"The {name} dataset has no row left after tokenization (see the dropped-row counts above)"
+        )
     return out

@@ -55,11 +55,17 @@ class StepKTOTrainer(ImplicitRewardTrainer):
         labels = _fit(inputs["step_labels"].to(values.dtype), k)
         labelled = _fit(inputs["step_label_mask"].to(torch.bool), k) & mask
         z0 = self._kto_reference_point(model, inputs)
-        losses = step_kto_loss(values, labels, labelled, z0, self.args.desirable_weight, self.args.undesirable_weight)
+        losses = step_kto_loss(
+            values, labels, labelled, z0, self.args.desirable_weight, self.args.undesirable_weight
+        )
         # A batch without labelled steps still backpropagates (a zero that keeps the graph), as every process must.
         loss = losses.mean() if losses.numel() else values.sum() * 0.0
         # Reward metrics are over labelled steps (each step one item), summed per row.
-        return loss, RowStats("group", group_row_stats(values, labels >= 0.5, labelled)), {"kto/z0": z0.item()}
+        return (
+            loss,
+            RowStats("group", group_row_stats(values, labels >= 0.5, labelled)),
+            {"kto/z0": z0.item()},
+        )
 
 
 def _fit(t: Tensor, k: int) -> Tensor:
