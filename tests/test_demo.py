@@ -22,7 +22,7 @@ def quick_report(tmp_path_factory):
 
 
 def test_reduced_demo_report_schema(quick_report):
-    out, _, seconds = quick_report
+    out, _, _ = quick_report
     for name in ("report.json", "report.md", "bon.png", "steps.html"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "report.json").read_text())
@@ -59,7 +59,6 @@ def test_reduced_demo_report_schema(quick_report):
     # The public data formats are written for users to look at.
     for name in ("rollouts", "unpaired", "paired", "stepwise", "processbench"):
         assert (out / "data" / f"{name}.jsonl").is_file()
-    assert seconds < 180, f"the reduced demo took {seconds:.0f}s (about 60s on an idle 2-core machine)"
 
 
 def test_implicit_prm_beats_the_untrained_reference(quick_report):
