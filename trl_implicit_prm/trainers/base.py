@@ -42,6 +42,7 @@ from trl_implicit_prm.modeling import (
     write_metadata,
 )
 from trl_implicit_prm.rewards import implicit_step_rewards, step_logp_sums, step_mask
+from trl_implicit_prm.step_errors import step_error_metrics
 from trl_implicit_prm.trainers.config import ImplicitPRMBaseConfig
 from trl_implicit_prm.trainers.data_prep import prepare_dataset
 from trl_implicit_prm.trainers.metrics import RowStats, reward_metrics
@@ -239,7 +240,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
                 "num_steps",
                 "label",
                 "step_labels",
-                "ref_logps",
+                "ref_logps",  # refused by the collator with a message (per-response sums give no step rewards)
                 "ref_step_logps",
                 "num_truncated_steps",
                 *(
@@ -466,7 +467,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
         )
         metrics = self._pop_metrics("eval")
         if self._step_eval["labels"]:
-            metrics.update(_step_error_metrics(self._step_eval["rewards"], self._step_eval["labels"]))
+            metrics.update(step_error_metrics(self._step_eval["rewards"], self._step_eval["labels"]))
         output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})
         return output
 
@@ -623,25 +624,3 @@ def _training_rendering(dataset: Dataset, tokenizer: Any, args: ImplicitPRMBaseC
 
 def _tokenized_needs_reference(dataset: Dataset) -> bool:
     return not any(c.startswith("ref_") for c in dataset.column_names)
-
-
-def _step_error_metrics(step_rewards: list[list[float]], labels: list[int]) -> dict[str, float]:
-    """ProcessBench metrics of step rewards: at threshold 0 and at the threshold tuned on this set (oracle)."""
-    from trl_implicit_prm.evaluation import evaluate_process_errors
-
-    records = [
-        {"problem": "", "steps": [""] * len(r), "label": lab}
-        for r, lab in zip(step_rewards, labels, strict=True)
-    ]
-    at_zero = evaluate_process_errors(records, step_rewards, threshold=0.0)
-    out = {"steps/acc_erroneous": at_zero.acc_erroneous, "steps/acc_correct": at_zero.acc_correct}
-    if at_zero.n_erroneous and at_zero.n_correct:  # F1 and threshold tuning need both kinds of records
-        tuned = evaluate_process_errors(records, step_rewards, threshold=None)
-        out.update(
-            {
-                "steps/f1": at_zero.f1,
-                "steps/f1_oracle_threshold": tuned.f1,
-                "steps/oracle_threshold": tuned.threshold,
-            }
-        )
-    return {k: v for k, v in out.items() if v == v}  # NaN (a group without records) is not logged

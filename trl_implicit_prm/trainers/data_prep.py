@@ -110,6 +110,14 @@ def prepare_dataset(
                 f"{_HINT.get(target_kind, target_kind)}"
             )
         return dataset
+    reference_columns = [c for c in dataset.column_names if c.startswith("ref_") and "logps" in c]
+    if reference_columns:  # tokenization would drop them: the reference would silently be another one
+        raise ValueError(
+            f"The {name} dataset has reference log-prob columns {reference_columns} next to untokenized rows; "
+            "they are read only from a tokenized dataset (ref_step_logps: one float per step, as "
+            "precompute_ref_log_probs=True writes them). Tokenize first (trl_implicit_prm.data.tokenize_dataset) "
+            "and add them, or drop them to use the trainer's reference."
+        )
     kind = detect_format(dataset)
     if kind != target_kind and not (eval_only and kind == "stepwise"):
         # Validate before converting, so that errors name the user's own columns and rows.
