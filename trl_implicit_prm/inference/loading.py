@@ -155,7 +155,7 @@ def trainer_reference(trainer: Any, ref_model: Any = None) -> dict[str, Any]:
         "beta": args.beta,
         "step_separator": args.step_separator,
         "model_name": trainer._model_id,
-        "reference_name": trainer._ref_model_id,
+        "reference_name": trainer.reference.model_id,
         "prompt_format": rendering.get("prompt_format"),
         "append_eos": bool(rendering.get("append_eos", False)),
     }
@@ -172,18 +172,16 @@ def trainer_reference(trainer: Any, ref_model: Any = None) -> dict[str, Any]:
         out["reference_name"] = str(ref_model) if isinstance(ref_model, str | os.PathLike) else None
     elif args.reference_free:
         out["reference_free"] = True
-    elif trainer.ref_model is not None:
-        out["ref_model"] = trainer.accelerator.unwrap_model(trainer.ref_model)
-    elif trainer._uses_adapter_reference:
+    elif trainer.reference.model is not None:
+        out["ref_model"] = trainer.accelerator.unwrap_model(trainer.reference.model)
+    elif trainer.reference.kind == "adapters_disabled":
         out["adapter_reference"] = True
-    elif (
-        trainer._ref_model_id is not None
-    ):  # precomputed reference log-probs: the reference model was dropped
+    elif trainer.reference.model_id is not None:  # precomputed reference log-probs: the model was let go
         logger.info(
             "from_trainer: the reference log-probs were precomputed; loading the reference %s again",
-            trainer._ref_model_id,
+            trainer.reference.model_id,
         )
-        location = _location(trainer._ref_model_id, "the trainer's reference")
+        location = _location(trainer.reference.model_id, "the trainer's reference")
         out["ref_model"] = _load(location, "the trainer's reference", **dict(args.model_init_kwargs or {}))
     else:
         raise ValueError(

@@ -8,7 +8,6 @@ model cards, checkpoint metadata) lives here, once.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 from collections import defaultdict
@@ -24,15 +23,14 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl.models.utils import disable_gradient_checkpointing, prepare_deepspeed, prepare_fsdp
 from trl.trainer.base_trainer import _BaseTrainer
-from trl.trainer.utils import disable_dropout_in_model, use_adapter
+from trl.trainer.utils import disable_dropout_in_model
 
 from trl_implicit_prm.data import ImplicitPRMCollator
 from trl_implicit_prm.data.rendering import measure_prompt_format
 from trl_implicit_prm.distributed import check_zero3_saves_weights
-from trl_implicit_prm.logps import completion_logps, ensure_fused_lm_head
+from trl_implicit_prm.logps import ensure_fused_lm_head
 from trl_implicit_prm.losses import kto_reference_point
 from trl_implicit_prm.modeling import (
-    ADAPTER_BASE,
     check_max_length,
     check_reference,
     is_peft_model,
@@ -41,13 +39,13 @@ from trl_implicit_prm.modeling import (
     model_id_of,
     write_metadata,
 )
-from trl_implicit_prm.rewards import implicit_step_rewards, step_logp_sums, step_mask
+from trl_implicit_prm.rewards import implicit_step_rewards, step_mask
 from trl_implicit_prm.step_errors import step_error_metrics
 from trl_implicit_prm.trainers.config import ImplicitPRMBaseConfig
 from trl_implicit_prm.trainers.data_prep import prepare_dataset
 from trl_implicit_prm.trainers.metrics import RowStats, reward_metrics
 from trl_implicit_prm.trainers.mismatched import mismatched_inputs
-from trl_implicit_prm.trainers.reference import recorded_reference
+from trl_implicit_prm.trainers.reference import MODEL_INPUTS, Reference, model_step_logps, recorded_reference
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +63,6 @@ PAPER = {
         "}"
     ),
 }
-
-_MODEL_INPUTS = ("input_ids", "attention_mask", "completion_mask")
 
 
 class ImplicitRewardTrainer(_BaseTrainer):
@@ -92,6 +88,65 @@ class ImplicitRewardTrainer(_BaseTrainer):
         callbacks: list[TrainerCallback] | None = None,
         optimizers: tuple = (None, None),
     ):
+        args = self._checked_args(model, args, train_dataset)
+        self._validate_reference_args(model, ref_model, args)
+        check_zero3_saves_weights(args.deepspeed_plugin, peft=peft_config is not None or is_peft_model(model))
+        init_kwargs = dict(args.model_init_kwargs or {})
+        self._model_id = model if isinstance(model, str) else model_id_of(model)
+        if ref_model is None and not args.reference_free:
+            ref_model = recorded_reference(self._model_id)
+        model = load_causal_lm(model, **init_kwargs)
+        check_max_length(model, args.max_length)
+        processing_class = self._checked_tokenizer(processing_class)
+        given = self._given_reference(model, ref_model, processing_class, init_kwargs)
+        model = self._with_peft(model, peft_config, args)
+        self.reference = given or self._default_reference(model, args, init_kwargs)
+        if self.reference.model is not None:
+            self.reference.model.eval().requires_grad_(False)
+        if args.disable_dropout:
+            for module in (model, self.reference.model):
+                if module is not None:
+                    disable_dropout_in_model(module)
+        raw_train_dataset = train_dataset
+        train_dataset, eval_dataset = self._prepared_datasets(
+            train_dataset, eval_dataset, processing_class, args
+        )
+        self._rendering = _training_rendering(raw_train_dataset, processing_class, args)  # rows validated
+        if data_collator is None:
+            data_collator = ImplicitPRMCollator(
+                pad_token_id=processing_class.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of
+            )
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        self._prepare_reference_model()
+        self._metrics: dict[str, dict[str, list[float]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+        self._reward_totals: dict[str, dict[str, tuple[str, Tensor]]] = {"train": {}, "eval": {}}
+        self._z0_estimate: float | None = None  # KTO's latest z0 from mismatched pairs, for one-row batches
+        self._step_eval: dict[str, list] = {"rewards": [], "labels": []}
+        if args.precompute_ref_log_probs:
+            self._precompute_reference()
+
+    # --- set-up: the stages of __init__ -------------------------------------------------------------------------
+
+    @property
+    def ref_model(self) -> Any:
+        """The frozen reference model (`ref_model=` or a frozen copy of the initial policy); None for adapters
+        disabled, reference-free, or once precomputed. The reference itself, of any kind: `self.reference`."""
+        return self.reference.model
+
+    def _checked_args(self, model: Any, args: ImplicitPRMBaseConfig | None, train_dataset: Any) -> Any:
+        """`args`, or the default config named after the model; a config of another trainer is refused."""
         if args is None:
             name = (
                 (model if isinstance(model, str) else model_id_of(model) or "model")
@@ -105,15 +160,10 @@ class ImplicitRewardTrainer(_BaseTrainer):
             )
         if train_dataset is None:
             raise ValueError("train_dataset is required")
-        self._validate_reference_args(model, ref_model, args)
-        check_zero3_saves_weights(args.deepspeed_plugin, peft=peft_config is not None or is_peft_model(model))
+        return args
 
-        init_kwargs = dict(args.model_init_kwargs or {})
-        self._model_id = model if isinstance(model, str) else model_id_of(model)
-        if ref_model is None and not args.reference_free:
-            ref_model = recorded_reference(self._model_id)
-        model = load_causal_lm(model, **init_kwargs)
-        check_max_length(model, args.max_length)
+    def _checked_tokenizer(self, processing_class: Any) -> Any:
+        """The given tokenizer or the model's; it must be fast (offsets give the step spans) and have a pad token."""
         if processing_class is None:
             if not self._model_id:
                 raise ValueError(
@@ -127,17 +177,25 @@ class ImplicitRewardTrainer(_BaseTrainer):
             )
         if processing_class.pad_token is None:
             processing_class.pad_token = processing_class.eos_token
+        return processing_class
 
-        # Reference: an explicit model, the frozen initial policy, adapters disabled, precomputed, or none.
-        self._ref_model_id: str | None = None
+    def _given_reference(
+        self, model: PreTrainedModel, ref_model: Any, tokenizer: Any, init_kwargs: dict
+    ) -> Reference | None:
+        """A reference given as a path / hub id (loaded) or a model, checked against the policy; else None."""
+        if ref_model is None:
+            return None
         if isinstance(ref_model, str):
-            self._ref_model_id = ref_model
-            ref_model = load_causal_lm(ref_model, **init_kwargs)
-            check_reference(model, ref_model, processing_class, self._ref_model_id)
-        elif ref_model is not None:
-            self._ref_model_id = model_id_of(ref_model)
-            check_reference(model, ref_model, processing_class)
+            model_id, ref_model = ref_model, load_causal_lm(ref_model, **init_kwargs)
+            check_reference(model, ref_model, tokenizer, model_id)
+        else:
+            model_id = model_id_of(ref_model)
+            check_reference(model, ref_model, tokenizer)
+        return Reference("model", model=ref_model, model_id=model_id, logps_method=self._logps_method)
 
+    @staticmethod
+    def _with_peft(model: PreTrainedModel, peft_config: Any, args: ImplicitPRMBaseConfig) -> Any:
+        """The policy with `peft_config`'s adapters (a policy that is already a PeftModel keeps its own)."""
         if peft_config is not None:
             from peft import get_peft_model
 
@@ -146,65 +204,47 @@ class ImplicitRewardTrainer(_BaseTrainer):
             model = get_peft_model(model, peft_config)
         if is_peft_model(model) and args.gradient_checkpointing:
             model.enable_input_require_grads()
-        self._uses_adapter_reference = ref_model is None and is_peft_model(model) and not args.reference_free
-        if ref_model is None and not args.reference_free and not self._uses_adapter_reference:
-            self._ref_model_id = self._model_id
-            ref_model = self._frozen_copy(model, args, init_kwargs)
-        if ref_model is not None:
-            ref_model.eval().requires_grad_(False)
-        self.ref_model = ref_model
-        if args.disable_dropout:
-            disable_dropout_in_model(model)
-            if ref_model is not None:
-                disable_dropout_in_model(ref_model)
+        return model
 
-        raw_train_dataset = train_dataset
-        train_dataset = prepare_dataset(train_dataset, processing_class, args, self.data_kind, "train")
-        self._rendering = _training_rendering(raw_train_dataset, processing_class, args)  # rows validated
+    def _default_reference(self, model: Any, args: ImplicitPRMBaseConfig, init_kwargs: dict) -> Reference:
+        """Without a given reference: none (reference-free), adapters disabled (PEFT), else a frozen copy."""
+        if args.reference_free:
+            return Reference("none", logps_method=self._logps_method)
+        if is_peft_model(model):
+            return Reference("adapters_disabled", logps_method=self._logps_method)
+        copy_ = self._frozen_copy(model, args, init_kwargs)
+        return Reference("frozen_copy", model=copy_, model_id=self._model_id, logps_method=self._logps_method)
+
+    def _prepared_datasets(
+        self, train_dataset: Dataset, eval_dataset: Any, tokenizer: Any, args: ImplicitPRMBaseConfig
+    ) -> tuple[Dataset, Any]:
+        """The training set and each evaluation set validated, converted and tokenized for this trainer."""
+        train = prepare_dataset(train_dataset, tokenizer, args, self.data_kind, "train")
         if isinstance(eval_dataset, dict):
-            eval_dataset = {
-                k: prepare_dataset(v, processing_class, args, self.data_kind, k, eval_only=True)
+            return train, {
+                k: prepare_dataset(v, tokenizer, args, self.data_kind, k, eval_only=True)
                 for k, v in eval_dataset.items()
             }
-        elif eval_dataset is not None:
+        if eval_dataset is not None:
             eval_dataset = prepare_dataset(
-                eval_dataset, processing_class, args, self.data_kind, "eval", eval_only=True
+                eval_dataset, tokenizer, args, self.data_kind, "eval", eval_only=True
             )
-        if data_collator is None:
-            data_collator = ImplicitPRMCollator(
-                pad_token_id=processing_class.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of
-            )
+        return train, eval_dataset
 
-        super().__init__(
-            model=model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            callbacks=callbacks,
-            optimizers=optimizers,
-        )
+    def _prepare_reference_model(self) -> None:
+        """Fused log-prob heads on both models, and the frozen reference prepared as the policy is."""
         ensure_fused_lm_head(self.model)
-        if self.ref_model is not None:
-            ensure_fused_lm_head(self.ref_model)
-            if self.is_deepspeed_enabled:
-                self.ref_model = prepare_deepspeed(self.ref_model, self.accelerator)
-            elif self.is_fsdp_enabled:
-                self.ref_model = prepare_fsdp(self.ref_model, self.accelerator)
-            else:
-                self.ref_model = self.accelerator.prepare_model(self.ref_model, evaluation_mode=True)
-        self._metrics: dict[str, dict[str, list[float]]] = {
-            "train": defaultdict(list),
-            "eval": defaultdict(list),
-        }
-        self._reward_totals: dict[str, dict[str, tuple[str, Tensor]]] = {"train": {}, "eval": {}}
-        self._z0_estimate: float | None = None  # KTO's latest z0 from mismatched pairs, for one-row batches
-        self._step_eval: dict[str, list] = {"rewards": [], "labels": []}
-        if args.precompute_ref_log_probs:
-            self._precompute_reference()
-
-    # --- set-up -------------------------------------------------------------------------------------------------
+        if self.reference.model is None:
+            return
+        ref = self.reference.model
+        ensure_fused_lm_head(ref)
+        if self.is_deepspeed_enabled:
+            ref = prepare_deepspeed(ref, self.accelerator)
+        elif self.is_fsdp_enabled:
+            ref = prepare_fsdp(ref, self.accelerator)
+        else:
+            ref = self.accelerator.prepare_model(ref, evaluation_mode=True)
+        self.reference.model = ref
 
     @staticmethod
     def _validate_reference_args(model: Any, ref_model: Any, args: ImplicitPRMBaseConfig) -> None:
@@ -235,7 +275,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
         # The collator needs the tokenized columns and labels, not only the model's forward arguments.
         if self._signature_columns is None:
             self._signature_columns = [
-                *_MODEL_INPUTS,
+                *MODEL_INPUTS,
                 "step_index",
                 "num_steps",
                 "label",
@@ -265,27 +305,13 @@ class ImplicitRewardTrainer(_BaseTrainer):
     # --- per-step log-probs -----------------------------------------------------------------------------------
 
     def _step_logps(self, model: Any, inputs: dict[str, Tensor], num_steps: int) -> Tensor:
-        logps = completion_logps(model, *(inputs[k] for k in _MODEL_INPUTS), method=self._logps_method)
-        return step_logp_sums(logps, inputs["step_index"], num_steps)  # float64 per-step sums
+        """Per-step log-prob sums `[B, K]` (float64) of `model` on a batch."""
+        return model_step_logps(model, inputs, num_steps, self._logps_method)
 
     def _reference_step_logps(self, inputs: dict[str, Tensor], num_steps: int) -> Tensor | None:
-        """Per-step reference log-probs `[B, K]`: precomputed, from the reference, or adapters disabled."""
-        if self.args.reference_free:
-            return None
-        if "ref_step_logps" in inputs:
-            ref = inputs["ref_step_logps"]
-            return torch.nn.functional.pad(ref, (0, max(0, num_steps - ref.size(1))))[:, :num_steps]
-        return self._live_reference_step_logps(inputs, num_steps)
-
-    def _live_reference_step_logps(self, inputs: dict[str, Tensor], num_steps: int) -> Tensor:
-        with (
-            torch.no_grad(),
-            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
-        ):
-            if self.ref_model is not None:
-                return self._step_logps(self.ref_model, inputs, num_steps)
-            with use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None):
-                return self._step_logps(self.model, inputs, num_steps)
+        """Per-step reference log-probs `[B, K]` (:meth:`Reference.step_logps`), gradient checkpointing off."""
+        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            return self.reference.step_logps(inputs, num_steps, self.model, self.accelerator.unwrap_model)
 
     def _kto_reference_point(self, model: Any, inputs: dict[str, Tensor]) -> Tensor:
         """KTO's z0 for this batch: :func:`~trl_implicit_prm.losses.kto_reference_point` on the batch's mismatched
@@ -310,7 +336,8 @@ class ImplicitRewardTrainer(_BaseTrainer):
             disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
         ):
             policy = self._step_logps(model, pairs, 1)[:, 0]
-            reference = None if self.args.reference_free else self._live_reference_step_logps(pairs, 1)[:, 0]
+            reference = self.reference.step_logps(pairs, 1, self.model, self.accelerator.unwrap_model)
+            reference = None if reference is None else reference[:, 0]
         keep = slice(None) if policy.size(0) > 1 else slice(0, 0)
         z0 = kto_reference_point(
             policy[keep],
@@ -344,9 +371,6 @@ class ImplicitRewardTrainer(_BaseTrainer):
         rewards = implicit_step_rewards(policy, reference, self.args.beta, mask)  # float64, as when scoring
         if mode == "eval" and "step_labels" in inputs:
             self._record_step_eval(rewards.detach(), mask, inputs)
-        # Each trainer defines `_loss_and_metrics(model, step_rewards, step_mask, inputs) -> (loss, row_stats,
-        # scalars)`: the loss (None where it has none, e.g. DPO on a step-labelled eval set), per-example reward
-        # statistics (`RowStats`, or None) and batch-level scalars such as `kto/z0`.
         loss, row_stats, scalars = self._loss_and_metrics(model, rewards, mask, inputs)
         if loss is None and mode == "train":
             raise RuntimeError(
@@ -355,6 +379,26 @@ class ImplicitRewardTrainer(_BaseTrainer):
         loss = None if loss is None else loss.float()  # the rewards are float64; the optimizer sees float32
         self._record_metrics(mode, row_stats, scalars)
         return (loss, {"rewards": rewards.detach()}) if return_outputs else loss
+
+    def _loss_and_metrics(
+        self, model: Any, step_rewards: Tensor, step_mask: Tensor, inputs: dict[str, Tensor]
+    ) -> tuple[Tensor | None, RowStats | None, dict[str, float]]:
+        """The subclass hook: a batch's loss and metrics from its implicit step rewards.
+
+        Args:
+            model: the (wrapped) policy being trained, for losses that need another forward pass (KTO's z0).
+            step_rewards: `[B, K]` float64 step rewards `r^k = β·(Σ_{t∈S_k} log πθ − log πref)`, zero past
+                each row's steps (paired data: the B/2 chosen rows, then the B/2 rejected ones).
+            step_mask: `[B, K]` bool, True on each row's real steps.
+            inputs: the collated batch (`label`, `step_labels`, `step_label_mask`, ... by data kind).
+
+        Returns:
+            `(loss, row_stats, scalars)`: the scalar loss (None where the batch has none, e.g. DPO on a
+            step-labelled evaluation set; refused in training), per-example reward statistics
+            (:class:`~trl_implicit_prm.trainers.metrics.RowStats`, or None) and batch-level scalars such as
+            `kto/z0`, logged as means over batches.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement _loss_and_metrics")
 
     # --- metrics ----------------------------------------------------------------------------------------------
 
@@ -435,11 +479,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
                 metric_key_prefix,
                 eval_only=True,
             )
-            if (
-                self.args.precompute_ref_log_probs
-                and not self._uses_adapter_reference
-                and _tokenized_needs_reference(eval_dataset)
-            ):
+            if not self.reference.is_live and _tokenized_needs_reference(eval_dataset):
                 raise ValueError(
                     "precompute_ref_log_probs=True keeps no reference model after start-up, so a new dataset "
                     "cannot be scored against it in evaluate(): give it as eval_dataset when building the trainer."
@@ -475,53 +515,38 @@ class ImplicitRewardTrainer(_BaseTrainer):
 
     def _precompute_reference(self) -> None:
         """Add per-step reference log-probs to the datasets, then let the reference model go."""
-        ref_engine = self.ref_model
-        if ref_engine is None and self.is_deepspeed_enabled and not self._uses_adapter_reference:
-            ref_engine = prepare_deepspeed(self.model, self.accelerator)
-        self.train_dataset = self._with_reference_logps(self.train_dataset, "train", ref_engine)
+        self.train_dataset = self._with_reference_logps(self.train_dataset, "train")
         if isinstance(self.eval_dataset, dict):
-            self.eval_dataset = {
-                k: self._with_reference_logps(v, k, ref_engine) for k, v in self.eval_dataset.items()
-            }
+            self.eval_dataset = {k: self._with_reference_logps(v, k) for k, v in self.eval_dataset.items()}
         elif self.eval_dataset is not None:
-            self.eval_dataset = self._with_reference_logps(self.eval_dataset, "eval", ref_engine)
-        self.ref_model = None
-        del ref_engine
+            self.eval_dataset = self._with_reference_logps(self.eval_dataset, "eval")
+        self.reference = self.reference.without_model()
 
-    def _with_reference_logps(self, dataset: Dataset, name: str, ref_engine: Any) -> Dataset:
+    def _with_reference_logps(self, dataset: Dataset, name: str) -> Dataset:
         batch_size = self.args.precompute_ref_batch_size or self.args.per_device_train_batch_size
         loader = self.accelerator.prepare(
             DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
         )
-        model = ref_engine if ref_engine is not None else self.model  # before training: the initial policy
         rows: list[list[float]] = []
         paired = "chosen_input_ids" in dataset.column_names
-        adapter_off = (
-            use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None)
-            if self._uses_adapter_reference
-            else contextlib.nullcontext()
-        )
-        with torch.no_grad(), adapter_off:
-            for batch in tqdm(
-                loader,
-                desc=f"Reference log-probs ({name})",
-                disable=not self.accelerator.is_local_main_process,
-            ):
-                k = max(1, int(batch["num_steps"].max().item()))
-                steps = self._step_logps(model, batch, k)
-                n = batch["num_steps"]
-                if paired:  # rows are [chosen..., rejected...]: keep each example's pair together, [B, 2, K]
-                    half = steps.size(0) // 2
-                    steps = torch.stack([steps[:half], steps[half:]], dim=1)
-                    n = torch.stack([n[:half], n[half:]], dim=1)
-                # Other processes may have more steps: pad the step axis (the last one) before gathering.
-                steps = self.accelerator.pad_across_processes(steps, dim=steps.dim() - 1, pad_index=0.0)
-                steps, n = self.accelerator.gather_for_metrics((steps, n))
-                for row, count in zip(steps.cpu(), n.cpu(), strict=True):
-                    if paired:
-                        rows.append([row[0][: int(count[0])].tolist(), row[1][: int(count[1])].tolist()])
-                    else:
-                        rows.append(row[: int(count)].tolist())
+        for batch in tqdm(
+            loader, desc=f"Reference log-probs ({name})", disable=not self.accelerator.is_local_main_process
+        ):
+            k = max(1, int(batch["num_steps"].max().item()))
+            steps = self.reference.step_logps(batch, k, self.model, self.accelerator.unwrap_model)
+            n = batch["num_steps"]
+            if paired:  # rows are [chosen..., rejected...]: keep each example's pair together, [B, 2, K]
+                half = steps.size(0) // 2
+                steps = torch.stack([steps[:half], steps[half:]], dim=1)
+                n = torch.stack([n[:half], n[half:]], dim=1)
+            # Other processes may have more steps: pad the step axis (the last one) before gathering.
+            steps = self.accelerator.pad_across_processes(steps, dim=steps.dim() - 1, pad_index=0.0)
+            steps, n = self.accelerator.gather_for_metrics((steps, n))
+            for row, count in zip(steps.cpu(), n.cpu(), strict=True):
+                if paired:
+                    rows.append([row[0][: int(count[0])].tolist(), row[1][: int(count[1])].tolist()])
+                else:
+                    rows.append(row[: int(count)].tolist())
         if paired:
             columns = {
                 "ref_chosen_step_logps": [r[0] for r in rows],
@@ -536,14 +561,8 @@ class ImplicitRewardTrainer(_BaseTrainer):
     # --- saving -----------------------------------------------------------------------------------------------
 
     def _implicit_prm_metadata(self) -> dict[str, Any]:
-        reference = (
-            None
-            if self.args.reference_free
-            else (ADAPTER_BASE if self._uses_adapter_reference else self._ref_model_id)
-        )
-        if reference not in (None, ADAPTER_BASE) and Path(reference).exists():
-            reference = str(Path(reference).resolve())  # a local path must survive moving the checkpoint
-        if reference is None and not self.args.reference_free:
+        reference = self.reference.describe()
+        if reference is None and self.reference.kind != "none":
             logger.warning(
                 "The reference model was given in memory without a path, so the checkpoint cannot record it: "
                 "pass ref_model=... to ProcessRewardComputer.from_pretrained when scoring with this checkpoint."
