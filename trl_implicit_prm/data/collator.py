@@ -13,6 +13,25 @@ import torch
 __all__ = ["ImplicitPRMCollator", "pad_token_rows"]
 
 _TOKEN_KEYS = ("input_ids", "completion_mask", "step_index")
+_SIDE_COLUMNS = ("input_ids", "completion_mask", "step_index", "num_steps", "num_truncated_steps")
+_RESPONSE_SUMS = ("ref_logps", "ref_chosen_logps", "ref_rejected_logps")
+# The columns of a tokenized dataset the collator reads (kept by the trainers' data loaders). Per-response
+# reference sums are kept too, so that the collator can refuse them with a message instead of their being dropped.
+TOKENIZED_COLUMNS = (
+    "input_ids",
+    "attention_mask",
+    "completion_mask",
+    "step_index",
+    "num_steps",
+    "num_truncated_steps",
+    "label",
+    "step_labels",
+    "ref_step_logps",
+    *(f"{side}_{c}" for side in ("chosen", "rejected") for c in _SIDE_COLUMNS),
+    "ref_chosen_step_logps",
+    "ref_rejected_step_logps",
+    *_RESPONSE_SUMS,
+)
 _KINDS = ("paired", "unpaired", "stepwise")
 
 
@@ -24,9 +43,6 @@ def _kind_of(example: Mapping[str, Any]) -> str | None:
     if "input_ids" in example:
         return "unpaired"
     return None
-
-
-_RESPONSE_SUMS = ("ref_logps", "ref_chosen_logps", "ref_rejected_logps")
 
 
 def _refuse_response_sums(examples: list[dict[str, Any]]) -> None:

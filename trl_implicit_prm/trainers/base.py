@@ -12,21 +12,18 @@ import copy
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from datasets import Dataset
 from torch import Tensor
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl.models.utils import disable_gradient_checkpointing, prepare_deepspeed, prepare_fsdp
 from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import disable_dropout_in_model
 
 from trl_implicit_prm.data import ImplicitPRMCollator
-from trl_implicit_prm.data.rendering import measure_prompt_format
+from trl_implicit_prm.data.collator import TOKENIZED_COLUMNS
 from trl_implicit_prm.distributed import check_zero3_saves_weights
 from trl_implicit_prm.logps import ensure_fused_lm_head
 from trl_implicit_prm.losses import kto_reference_point
@@ -37,7 +34,6 @@ from trl_implicit_prm.modeling import (
     load_causal_lm,
     load_tokenizer,
     model_id_of,
-    write_metadata,
 )
 from trl_implicit_prm.rewards import implicit_step_rewards, step_mask
 from trl_implicit_prm.step_errors import step_error_metrics
@@ -45,7 +41,9 @@ from trl_implicit_prm.trainers.config import ImplicitPRMBaseConfig
 from trl_implicit_prm.trainers.data_prep import prepare_dataset
 from trl_implicit_prm.trainers.metrics import RowStats, reward_metrics
 from trl_implicit_prm.trainers.mismatched import mismatched_inputs
-from trl_implicit_prm.trainers.reference import MODEL_INPUTS, Reference, model_step_logps, recorded_reference
+from trl_implicit_prm.trainers.precompute import ReferencePrecomputeMixin
+from trl_implicit_prm.trainers.reference import Reference, model_step_logps, recorded_reference
+from trl_implicit_prm.trainers.saving import CheckpointRecordMixin, training_rendering
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +63,7 @@ PAPER = {
 }
 
 
-class ImplicitRewardTrainer(_BaseTrainer):
+class ImplicitRewardTrainer(ReferencePrecomputeMixin, CheckpointRecordMixin, _BaseTrainer):
     """Base of the implicit-PRM trainers (not used directly: see ImplicitPRMTrainer, CETrainer, StepKTOTrainer)."""
 
     _tag_names: ClassVar[list[str]] = ["trl", "trl-implicit-prm", "process-reward-model"]
@@ -111,7 +109,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
         train_dataset, eval_dataset = self._prepared_datasets(
             train_dataset, eval_dataset, processing_class, args
         )
-        self._rendering = _training_rendering(raw_train_dataset, processing_class, args)  # rows validated
+        self._rendering = training_rendering(raw_train_dataset, processing_class, args)  # rows validated
         if data_collator is None:
             data_collator = ImplicitPRMCollator(
                 pad_token_id=processing_class.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of
@@ -127,10 +125,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
             optimizers=optimizers,
         )
         self._prepare_reference_model()
-        self._metrics: dict[str, dict[str, list[float]]] = {
-            "train": defaultdict(list),
-            "eval": defaultdict(list),
-        }
+        self._metrics: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in ("train", "eval")}
         self._reward_totals: dict[str, dict[str, tuple[str, Tensor]]] = {"train": {}, "eval": {}}
         self._z0_estimate: float | None = None  # KTO's latest z0 from mismatched pairs, for one-row batches
         self._step_eval: dict[str, list] = {"rewards": [], "labels": []}
@@ -274,33 +269,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
     def _set_signature_columns_if_needed(self) -> None:
         # The collator needs the tokenized columns and labels, not only the model's forward arguments.
         if self._signature_columns is None:
-            self._signature_columns = [
-                *MODEL_INPUTS,
-                "step_index",
-                "num_steps",
-                "label",
-                "step_labels",
-                "ref_logps",  # refused by the collator with a message (per-response sums give no step rewards)
-                "ref_step_logps",
-                "num_truncated_steps",
-                *(
-                    f"{side}_{c}"
-                    for side in ("chosen", "rejected")
-                    for c in (
-                        "input_ids",
-                        "completion_mask",
-                        "step_index",
-                        "num_steps",
-                        "num_truncated_steps",
-                        "ref_logps",
-                        "ref_step_logps",
-                    )
-                ),
-                "ref_chosen_logps",
-                "ref_rejected_logps",
-                "ref_chosen_step_logps",
-                "ref_rejected_step_logps",
-            ]
+            self._signature_columns = list(TOKENIZED_COLUMNS)
 
     # --- per-step log-probs -----------------------------------------------------------------------------------
 
@@ -510,135 +479,6 @@ class ImplicitRewardTrainer(_BaseTrainer):
             metrics.update(step_error_metrics(self._step_eval["rewards"], self._step_eval["labels"]))
         output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})
         return output
-
-    # --- reference precomputation -----------------------------------------------------------------------------
-
-    def _precompute_reference(self) -> None:
-        """Add per-step reference log-probs to the datasets, then let the reference model go."""
-        self.train_dataset = self._with_reference_logps(self.train_dataset, "train")
-        if isinstance(self.eval_dataset, dict):
-            self.eval_dataset = {k: self._with_reference_logps(v, k) for k, v in self.eval_dataset.items()}
-        elif self.eval_dataset is not None:
-            self.eval_dataset = self._with_reference_logps(self.eval_dataset, "eval")
-        self.reference = self.reference.without_model()
-
-    def _with_reference_logps(self, dataset: Dataset, name: str) -> Dataset:
-        batch_size = self.args.precompute_ref_batch_size or self.args.per_device_train_batch_size
-        loader = self.accelerator.prepare(
-            DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
-        )
-        rows: list[list[float]] = []
-        paired = "chosen_input_ids" in dataset.column_names
-        for batch in tqdm(
-            loader, desc=f"Reference log-probs ({name})", disable=not self.accelerator.is_local_main_process
-        ):
-            k = max(1, int(batch["num_steps"].max().item()))
-            steps = self.reference.step_logps(batch, k, self.model, self.accelerator.unwrap_model)
-            n = batch["num_steps"]
-            if paired:  # rows are [chosen..., rejected...]: keep each example's pair together, [B, 2, K]
-                half = steps.size(0) // 2
-                steps = torch.stack([steps[:half], steps[half:]], dim=1)
-                n = torch.stack([n[:half], n[half:]], dim=1)
-            # Other processes may have more steps: pad the step axis (the last one) before gathering.
-            steps = self.accelerator.pad_across_processes(steps, dim=steps.dim() - 1, pad_index=0.0)
-            steps, n = self.accelerator.gather_for_metrics((steps, n))
-            for row, count in zip(steps.cpu(), n.cpu(), strict=True):
-                if paired:
-                    rows.append([row[0][: int(count[0])].tolist(), row[1][: int(count[1])].tolist()])
-                else:
-                    rows.append(row[: int(count)].tolist())
-        if paired:
-            columns = {
-                "ref_chosen_step_logps": [r[0] for r in rows],
-                "ref_rejected_step_logps": [r[1] for r in rows],
-            }
-        else:
-            columns = {"ref_step_logps": rows}
-        for col, values in columns.items():
-            dataset = dataset.add_column(col, values)
-        return dataset
-
-    # --- saving -----------------------------------------------------------------------------------------------
-
-    def _implicit_prm_metadata(self) -> dict[str, Any]:
-        reference = self.reference.describe()
-        if reference is None and self.reference.kind != "none":
-            logger.warning(
-                "The reference model was given in memory without a path, so the checkpoint cannot record it: "
-                "pass ref_model=... to ProcessRewardComputer.from_pretrained when scoring with this checkpoint."
-            )
-        return {
-            "beta": self.args.beta,
-            "reference_free": self.args.reference_free,
-            "reference_model": reference,
-            "step_separator": self.args.step_separator,
-            "trainer": type(self).__name__,
-            "loss_type": getattr(self.args, "loss_type", None) or getattr(self.args, "step_reward", None),
-            **self._rendering,
-        }
-
-    def create_model_card(
-        self,
-        model_name: str | None = None,
-        dataset_name: str | None = None,
-        tags: str | list[str] | None = None,
-        *,
-        output_dir: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """Write a PRM model card (see `trainers/model_card.py`) to `output_dir` (default `args.output_dir`)."""
-        if not self.is_world_process_zero():
-            return
-        from trl_implicit_prm.trainers.model_card import write_model_card
-
-        output_dir = output_dir or self.args.output_dir
-        metadata = metadata if metadata is not None else self._implicit_prm_metadata()
-        write_model_card(
-            self,
-            output_dir,
-            model_name=model_name or Path(output_dir).name,
-            metadata=metadata,
-            dataset_name=dataset_name,
-            tags=[tags] if isinstance(tags, str) else list(tags or ()),
-        )
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        super().save_model(output_dir, _internal_call)
-        output_dir = output_dir or self.args.output_dir
-        if self.is_world_process_zero():
-            metadata = self._implicit_prm_metadata()
-            write_metadata(output_dir, **metadata)
-            # Written into output_dir only: args.output_dir's own README.md is left alone.
-            self.create_model_card(model_name=Path(output_dir).name, output_dir=output_dir, metadata=metadata)
-
-    def _save_checkpoint(self, model, trial):
-        if self.args.hub_model_id is None:
-            model_name = Path(self.args.output_dir).name
-        else:
-            model_name = self.args.hub_model_id.split("/")[-1]
-        self.create_model_card(model_name=model_name)
-        super()._save_checkpoint(model, trial)
-
-
-def _training_rendering(dataset: Dataset, tokenizer: Any, args: ImplicitPRMBaseConfig) -> dict[str, Any]:
-    """`prompt_format` (measured from the training prompts) and `append_eos` for implicit_prm.json; nothing
-    for a dataset that was already tokenized (its rendering is unknown), `prompt_format` left out when the
-    prompts mix strings and chats."""
-    if "prompt" not in dataset.column_names:
-        logger.warning(
-            "The training dataset is already tokenized, so the checkpoint cannot record how its prompts were "
-            "rendered nor whether its completions end with EOS: pass both when scoring with it (see "
-            "docs/inference.md)."
-        )
-        return {}
-    prompts = (
-        p for batch in dataset.select_columns(["prompt"]).iter(batch_size=1000) for p in batch["prompt"]
-    )
-    prompt_format = measure_prompt_format(prompts, tokenizer)
-    out: dict[str, Any] = {"append_eos": args.append_eos}
-    if prompt_format is not None:
-        out["prompt_format"] = prompt_format.to_metadata()
-    return out
 
 
 def _tokenized_needs_reference(dataset: Dataset) -> bool:
