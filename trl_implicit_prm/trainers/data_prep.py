@@ -102,6 +102,13 @@ def prepare_dataset(
         raise TypeError(f"The {name} dataset must be a datasets.Dataset, got {type(dataset).__name__}")
     if len(dataset) == 0:
         raise ValueError(f"The {name} dataset is empty")
+    sums = [c for c in dataset.column_names if c in ("ref_logps", "ref_chosen_logps", "ref_rejected_logps")]
+    if sums:  # kept by tokenization, read by nothing: the run would use another reference, silently
+        raise ValueError(
+            f"The {name} dataset has per-response reference log-prob sums {sums}: they cannot give step rewards. "
+            "Give per-step sums instead (ref_step_logps; paired: ref_chosen_step_logps and ref_rejected_step_logps,"
+            " one float per step), set precompute_ref_log_probs=True, or drop the column."
+        )
     tokenized = _tokenized_kind(dataset)
     if tokenized is not None:
         if tokenized != target_kind and not (eval_only and tokenized == "stepwise"):
@@ -110,14 +117,6 @@ def prepare_dataset(
                 f"{_HINT.get(target_kind, target_kind)}"
             )
         return dataset
-    reference_columns = [c for c in dataset.column_names if c.startswith("ref_") and "logps" in c]
-    if reference_columns:  # tokenization would drop them: the reference would silently be another one
-        raise ValueError(
-            f"The {name} dataset has reference log-prob columns {reference_columns} next to untokenized rows; "
-            "they are read only from a tokenized dataset (ref_step_logps: one float per step, as "
-            "precompute_ref_log_probs=True writes them). Tokenize first (trl_implicit_prm.data.tokenize_dataset) "
-            "and add them, or drop them to use the trainer's reference."
-        )
     kind = detect_format(dataset)
     if kind != target_kind and not (eval_only and kind == "stepwise"):
         # Validate before converting, so that errors name the user's own columns and rows.
