@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from ..data.formats import check_step_separator
 from ..data.rendering import PromptFormat, template_sha256
 from ..modeling import is_peft_model, unwrap_model
 
@@ -43,8 +44,7 @@ def check_rendering(
 ) -> PromptFormat | None:
     """The prompt format as a :class:`PromptFormat` (or None), after checking the separator, `append_eos` and
     the tokenizer's pad/EOS tokens; a warning when the chat template differs from the one training used."""
-    if not isinstance(step_separator, str) or not step_separator:
-        raise ValueError(f"step_separator must be a non-empty string, got {step_separator!r}")
+    check_step_separator(step_separator)
     if isinstance(prompt_format, Mapping):
         prompt_format = PromptFormat.from_metadata(prompt_format, "prompt_format")
     if prompt_format is not None and not isinstance(prompt_format, PromptFormat):

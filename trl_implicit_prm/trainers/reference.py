@@ -16,7 +16,7 @@ from trl.trainer.utils import use_adapter
 
 from trl_implicit_prm.logps import completion_logps
 from trl_implicit_prm.modeling import ADAPTER_BASE, METADATA_FILE, is_adapter_dir, read_metadata
-from trl_implicit_prm.rewards import step_logp_sums
+from trl_implicit_prm.rewards import fit_steps, step_logp_sums
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "completion_mask")
 
@@ -145,8 +145,7 @@ class Reference:
         if self.kind == "none":
             return None
         if "ref_step_logps" in inputs:
-            ref = inputs["ref_step_logps"]
-            return torch.nn.functional.pad(ref, (0, max(0, num_steps - ref.size(1))))[:, :num_steps]
+            return fit_steps(inputs["ref_step_logps"], num_steps)
         if not self.is_live:
             raise ValueError(
                 "the reference log-probs were precomputed and the reference model let go, but this batch has no "
