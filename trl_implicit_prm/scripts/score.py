@@ -193,6 +193,11 @@ def evaluate_main(argv: Sequence[str] | None = None) -> None:
     scoring, args = parser.parse_args_and_config(argv)
     if not args.process_files and not args.bon_file:
         parser.error("give process_files (step-error evaluation) and/or bon_file (best-of-N)")
+    if not scoring.model_name_or_path:
+        parser.error(
+            "model_name_or_path is required (the PRM that scores the steps); best-of-N from the candidates' "
+            "precomputed scores is best_of_n_curve(read_bon_candidates(path)) in Python"
+        )
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if args.process_files:
