@@ -128,6 +128,7 @@ def make_solutions(
     Example:
 
     ```python
+    >>> from trl_implicit_prm.demo.task import make_problems
     >>> sols = make_solutions(make_problems(1)[0], n_correct=2, n_wrong=3, rng=0)
     >>> sorted(s.is_correct for s in sols)
     [False, False, False, True, True]
