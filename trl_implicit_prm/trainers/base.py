@@ -1,9 +1,10 @@
 """What the three implicit-PRM trainers share: models, reference, data, per-step log-probs, metrics, cards.
 
-A subclass declares the data kind it trains on and implements one method, `_loss_and_metrics`, from the
-per-step policy and reference log-probs of a batch to the loss. Everything else (loading, PEFT, the reference as
-a frozen copy / adapters disabled / precomputed / absent, DeepSpeed and DDP preparation, step-level evaluation,
-model cards, checkpoint metadata) lives here, once.
+A subclass declares the data kind it trains on and implements one method, `_loss_and_metrics` (declared below,
+with its contract), from a batch's implicit step rewards to the loss. Everything else lives here once: loading,
+PEFT, the reference (one :class:`~trl_implicit_prm.trainers.reference.Reference` of any kind), DeepSpeed and DDP
+preparation, the step rewards, metrics and step-level evaluation; checkpoint records (`implicit_prm.json`, the
+model card) come from :mod:`.saving`, reference precomputation from :mod:`.precompute`.
 """
 
 from __future__ import annotations
