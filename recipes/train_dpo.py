@@ -5,30 +5,11 @@ incorrect pair of an instruction (instructions with one class only are dropped, 
 
     accelerate launch --config_file recipes/accelerate/zero3.yaml recipes/train_dpo.py \
         --config recipes/configs/llama3.1-8b-dpo.yaml            # add --loss_type nca for NCA
+
+The same run as `trl-implicit-prm train dpo --config ...`; the stages are listed in recipes/train_ce.py.
 """
 
-from __future__ import annotations
-
-from common import load_train_eval, parse_args, train_and_save
-from trl import get_peft_config
-
-from trl_implicit_prm import ImplicitPRMConfig, ImplicitPRMTrainer
-
-
-def main() -> None:
-    script_args, training_args, model_args = parse_args(ImplicitPRMConfig)
-    with training_args.main_process_first(desc="loading the datasets"):
-        train_dataset, eval_dataset = load_train_eval(script_args)
-    trainer = ImplicitPRMTrainer(
-        model=model_args.model_name_or_path,
-        ref_model=script_args.ref_model_name_or_path,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        peft_config=get_peft_config(model_args),
-    )
-    train_and_save(trainer, script_args)
-
+from trl_implicit_prm.scripts.train import main
 
 if __name__ == "__main__":
-    main()
+    main("dpo")

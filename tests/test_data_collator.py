@@ -79,8 +79,6 @@ def _paired():
             "rejected_completion_mask": [0, 1],
             "rejected_step_index": [-1, 0],
             "rejected_num_steps": 1,
-            "ref_chosen_logps": -1.5,
-            "ref_rejected_logps": -2.5,
             "ref_chosen_step_logps": [-1.0, -0.5],
             "ref_rejected_step_logps": [-2.5],
         },
@@ -93,8 +91,6 @@ def _paired():
             "rejected_completion_mask": [0, 1, 1, 1],
             "rejected_step_index": [-1, 0, 1, 2],
             "rejected_num_steps": 3,
-            "ref_chosen_logps": -3.0,
-            "ref_rejected_logps": -4.0,
             "ref_chosen_step_logps": [-3.0],
             "ref_rejected_step_logps": [-1.0, -1.0, -2.0],
         },
@@ -108,14 +104,12 @@ def test_paired_stacks_chosen_then_rejected():
         "completion_mask",
         "input_ids",
         "num_steps",
-        "ref_logps",
         "ref_step_logps",
         "step_index",
     ]
     assert batch["input_ids"].tolist() == [[1, 2, 3, PAD], [1, 6, PAD, PAD], [1, 4, PAD, PAD], [1, 7, 8, 8]]
     assert batch["step_index"].tolist() == [[-1, 0, 1, -1], [-1, 0, -1, -1], [-1, 0, -1, -1], [-1, 0, 1, 2]]
     assert batch["num_steps"].tolist() == [2, 1, 1, 3]
-    assert batch["ref_logps"].tolist() == [-1.5, -3.0, -2.5, -4.0]
     assert batch["ref_step_logps"].tolist() == [
         [-1.0, -0.5, 0.0],
         [-3.0, 0.0, 0.0],
@@ -134,7 +128,6 @@ def test_stepwise_labels_and_mask():
             "num_steps": 2,
             "label": 0.0,
             "step_labels": [1.0, 0.0],
-            "ref_logps": -1.0,
             "ref_step_logps": [-0.25, -0.75],
         },
         {
@@ -144,7 +137,6 @@ def test_stepwise_labels_and_mask():
             "num_steps": 3,
             "label": 1.0,
             "step_labels": [True, True, True],
-            "ref_logps": -2.0,
             "ref_step_logps": [-1.0, -0.5, -0.5],
         },
     ]
@@ -152,13 +144,16 @@ def test_stepwise_labels_and_mask():
     assert batch["step_labels"].tolist() == [[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]
     assert batch["step_label_mask"].tolist() == [[True, True, False], [True, True, True]]
     assert batch["step_label_mask"].dtype == torch.bool and batch["step_labels"].dtype == torch.float32
-    assert batch["ref_logps"].tolist() == [-1.0, -2.0]
     assert batch["ref_step_logps"].tolist() == [[-0.25, -0.75, 0.0], [-1.0, -0.5, -0.5]]
     assert batch["label"].tolist() == [0.0, 1.0]
 
 
 def test_errors():
     collate = ImplicitPRMCollator(pad_token_id=PAD)
+    with pytest.raises(ValueError, match=r"\['ref_logps'\]: per-response reference log-prob sums"):
+        collate([{**_unpaired()[0], "ref_logps": -1.0}])  # was passed through and silently ignored
+    with pytest.raises(ValueError, match="ref_chosen_step_logps and ref_rejected_step_logps"):
+        collate([{**_paired()[0], "ref_chosen_logps": -1.5, "ref_rejected_logps": -2.5}])
     with pytest.raises(ValueError, match="examples mix kinds: example 0 is unpaired, example 1 is paired"):
         collate([_unpaired()[0], _paired()[0]])
     with pytest.raises(ValueError, match=r"example 0 has none of the keys 'input_ids'.*tokenize_dataset"):

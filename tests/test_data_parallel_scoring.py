@@ -297,5 +297,5 @@ def test_score_recipe_without_html_uses_the_resumable_writer(tiny_dir, rows_file
             runpy.run_path(argv[0], run_name="__main__")
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
-    assert "(1 process(es))" in printed.getvalue()
+    assert f"scored {N_ROWS} response(s)" in printed.getvalue()
     assert out.read_bytes() == one_process[4] and not parts.exists()

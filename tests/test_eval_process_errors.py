@@ -233,3 +233,38 @@ def test_plot_f1_vs_threshold(tmp_path):
     path = plot_f1_vs_threshold(rows, tmp_path / "plots" / "f1.png", chosen_threshold=0.0)
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_trainer_step_metrics_equal_the_evaluation_module_on_the_same_scores():
+    """The trainers' step metrics (step_errors.step_error_metrics) and evaluate_process_errors share one core."""
+    from trl_implicit_prm.step_errors import step_error_metrics
+
+    rng = random.Random(3)
+    scores = [[rng.uniform(-1, 1) for _ in range(rng.randint(1, 5))] for _ in range(40)]
+    labels = [rng.choice([-1, *range(len(s))]) for s in scores]
+    records = [{"steps": ["s"] * len(s), "label": lab} for s, lab in zip(scores, labels, strict=True)]
+    metrics = step_error_metrics(scores, labels)
+    at_zero = evaluate_process_errors(records, scores, threshold=0.0)
+    tuned = evaluate_process_errors(records, scores)
+    assert metrics == {
+        "steps/acc_erroneous": at_zero.acc_erroneous,
+        "steps/acc_correct": at_zero.acc_correct,
+        "steps/f1": at_zero.f1,
+        "steps/f1_oracle_threshold": tuned.f1,
+        "steps/oracle_threshold": tuned.threshold,
+    }
+    only_correct = step_error_metrics([[0.5], [-0.5]], [-1, -1])
+    assert only_correct == {"steps/acc_correct": 0.5}  # no F1 without erroneous records, no NaN logged
+
+
+def test_q_sigmoid_scores_do_not_overflow_on_very_negative_q(tokenizer):
+    """The inline σ of prm_scores raised OverflowError below q = -709; it is the stable sigmoid now."""
+    from trl_implicit_prm import ProcessRewardComputer
+    from trl_implicit_prm.evaluation.prm_scores import score_process_records
+    from trl_implicit_prm.tiny import build_model
+
+    prc = ProcessRewardComputer(build_model("llama", tokenizer), tokenizer, reference_free=True, beta=1e6)
+    records = [{"problem": "1 + 1 = ?\n", "steps": ["1 + 1 = 2.", "The answer is 2."], "label": -1}]
+    (scores,) = score_process_records(prc, records, "q-sigmoid")
+    assert prc.score_one(records[0]["problem"], records[0]["steps"]).q_values[-1] < -709
+    assert scores[-1] == 0.0 and all(0.0 <= s <= 1.0 for s in scores)

@@ -8,7 +8,6 @@ values (the 8B ones without loading any weight).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import math
@@ -23,6 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from trl_implicit_prm.scripts import utils as common  # what the recipes run
+from trl_implicit_prm.scripts.utils import CERecipeArguments
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 CONFIGS = RECIPES / "configs"
@@ -35,19 +37,6 @@ TRAINING_ROWS = {
     "dpo": 8,
     "step_kto": 8,
 }  # 8 rollouts of 2 responses -> 16 rows / 8 pairs; 8 step rows
-
-
-def _load(name: str):
-    """A recipe module, loaded from its file (the recipes folder is not put on sys.path: it has an evaluate.py)."""
-    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # train_ce.py does `from common import ...`, as scripts run from recipes/ do
-    spec.loader.exec_module(module)
-    return module
-
-
-common = _load("common")
-CERecipeArguments = _load("train_ce").CERecipeArguments
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -166,9 +155,15 @@ def trained(tiny_dir, data, tmp_path_factory):
         if (recipe, launcher) not in done:
             out = root / f"{recipe}-{launcher}"
             dataset = data["steps"] if recipe == "step_kto" else data["rollouts"]
+            # the two doors of one task: the recipe script, and the `train` command (DPO in one process)
+            door = (
+                ["-m", "trl_implicit_prm.cli", "train", "dpo"]
+                if (recipe, launcher) == ("dpo", "single")
+                else [str(RECIPES / TRAIN_SCRIPTS[recipe])]
+            )
             cmd = [
                 *_launcher(launcher),
-                str(RECIPES / TRAIN_SCRIPTS[recipe]),
+                *door,
                 "--config",
                 str(TINY),
                 "--model_name_or_path",
@@ -265,7 +260,7 @@ def test_score_recipe_writes_scored_rows_and_html(trained, tmp_path):
             {
                 "id": "b",
                 "prompt": [{"role": "user", "content": "Q2: 1 + 1?"}],
-                "response": ["1 + 1 = 3.", "So 3."],
+                "steps": ["1 + 1 = 3.", "So 3."],
             },
             {"id": "c", "prompt": "Q3: 4 + 4?\n", "steps": ["4 + 4 = 8.", "So 8.", "The answer is 8."]},
         ],
@@ -317,21 +312,84 @@ def test_evaluate_recipe_tunes_on_one_split_and_writes_json_and_plots(trained, d
         "--output_dir",
         str(out),
     )
-    results = json.loads((out / "results.json").read_text())
-    steps = results["results"]["process_errors"]
+    steps = json.loads((out / "eval_steps.json").read_text())  # as `trl-implicit-prm eval-steps` writes it
+    assert steps["results"]["tuned_on"] == "dev"
+    splits = steps["results"]["splits"]
+    assert splits["dev"]["oracle"] and not splits["test"]["oracle"]
+    assert splits["test"]["n_erroneous"] == 2 and splits["test"]["n_correct"] == 2
+    bon = json.loads((out / "eval_bon.json").read_text())
+    assert bon["results"]["ns"] == [1, 2]
+    assert {"prm:min", "prm:sum", "majority", "weighted:min"} <= set(bon["results"]["accuracy"])
     assert (
-        steps["tuned_on"] == "dev"
-        and steps["splits"]["dev"]["oracle"]
-        and not steps["splits"]["test"]["oracle"]
+        steps["beta"] == bon["beta"] == 0.1 and len(steps["data_files"]) == 2 and len(bon["data_files"]) == 1
     )
-    assert steps["splits"]["test"]["n_erroneous"] == 2 and steps["splits"]["test"]["n_correct"] == 2
-    bon = results["results"]["best_of_n"]
-    assert bon["ns"] == [1, 2] and {"prm:min", "prm:sum", "majority", "weighted:min"} <= set(bon["accuracy"])
-    assert results["beta"] == 0.1 and len(results["data_files"]) == 3
     assert (out / "best_of_n.png").stat().st_size > 1000 and (
         out / "f1_vs_threshold.png"
     ).stat().st_size > 1000
     assert "oracle threshold" in log
+
+
+def test_score_and_evaluate_recipes_agree_with_the_commands_on_an_empty_step(tiny_dir, data, tmp_path):
+    """The recipes are doors to the commands: an empty step is skipped and counted by both (the recipe used to
+    crash on it), and the outputs are the same bytes / the same results."""
+    from trl_implicit_prm.cli import main
+
+    model = ["--ref_model_name_or_path", str(tiny_dir / "llama-ref"), "--device", "cpu"]
+    flags = [
+        "--model",
+        str(tiny_dir / "llama"),
+        "--ref-model",
+        str(tiny_dir / "llama-ref"),
+        "--device",
+        "cpu",
+    ]
+    bench = data["bench_dev"].read_text().splitlines()
+    bench.append(json.dumps({"problem": "Q9: 1 + 1?\n", "steps": ["1 + 1 = 2.", ""], "label": -1}))
+    dev = _write_jsonl(tmp_path / "dev.jsonl", [json.loads(line) for line in bench])
+    recipe_out, command_out = tmp_path / "recipe", tmp_path / "command.json"
+    log = _run_script(
+        "evaluate.py",
+        "--model_name_or_path",
+        str(tiny_dir / "llama"),
+        *model,
+        "--process_files",
+        f"dev={dev}",
+        f"test={data['bench_test']}",
+        "--tune_on",
+        "dev",
+        "--output_dir",
+        str(recipe_out),
+    )
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["eval-steps", *flags, "--data", f"dev={dev}", f"test={data['bench_test']}",
+                     "--tune-on", "dev", "--output", str(command_out)]) == 0  # fmt: skip
+    by_recipe, by_command = (json.loads(p.read_text()) for p in (recipe_out / "eval_steps.json", command_out))
+    assert by_recipe["results"] == by_command["results"] and by_recipe["skipped"] == by_command["skipped"]
+    assert "skipped rows 1" in log and by_recipe["skipped"]["count"] == 1
+    rows = _write_jsonl(
+        tmp_path / "rows.jsonl",
+        [
+            {"prompt": "Q1: 2 + 3?\n", "steps": ["2 + 3 = 5.", ""]},
+            {"prompt": "Q2: 1 + 1?\n", "response": "So 2."},
+        ],
+    )
+    io_flags = [
+        "--input_file",
+        str(rows),
+        "--output_file",
+        str(tmp_path / "recipe.jsonl"),
+        "--skip_invalid",
+        "true",
+    ]
+    _run_script("score.py", "--model_name_or_path", str(tiny_dir / "llama"), *model, *io_flags)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["score", *flags, "--input", str(rows), "--output", str(tmp_path / "cmd.jsonl"),
+                     "--skip-invalid"]) == 0  # fmt: skip
+    scored = (tmp_path / "recipe.jsonl").read_bytes()
+    assert scored == (tmp_path / "cmd.jsonl").read_bytes() and scored.count(b"\n") == 1
+    with pytest.raises(SystemExit) as stopped, contextlib.redirect_stderr(io.StringIO()) as err:
+        _run_script("score.py", "--model_name_or_path", str(tiny_dir / "llama"), *model, *io_flags[:4])
+    assert stopped.value.code == 2 and "nothing scored" in err.getvalue()
 
 
 # ------------------------------------------------------------------------------------------- configs (no run)

@@ -167,7 +167,7 @@ def _train_and_save(cls, config_cls, rows, tiny_dir, tokenizer, tmp_path, **kw) 
 def test_continuing_from_a_prm_checkpoint_keeps_its_recorded_reference(
     cls, config_cls, rows, tiny_dir, tokenizer, tmp_path, caplog
 ):
-    """Old code: the checkpoint became its own reference (`_ref_model_id` = the checkpoint)."""
+    """Old code: the checkpoint became its own reference (its reference id was the checkpoint)."""
     extra = {"kto_reference_point": "zero"} if cls is StepKTOTrainer else {}
     ckpt = _train_and_save(cls, config_cls, rows(), tiny_dir, tokenizer, tmp_path, **extra)
     recorded = json.loads((tmp_path / "prm" / "implicit_prm.json").read_text())["reference_model"]
@@ -179,12 +179,12 @@ def test_continuing_from_a_prm_checkpoint_keeps_its_recorded_reference(
             train_dataset=Dataset.from_list(rows()),
             processing_class=tokenizer,
         )
-    assert again._ref_model_id == recorded
+    assert again.reference.kind == "model" and again.reference.model_id == recorded
     assert "recorded in" in caplog.text
     ref = AutoModelForCausalLM.from_pretrained(tiny_dir / "llama-ref")
     batch = again.data_collator([again.train_dataset[i] for i in range(2)])
     with torch.no_grad():
-        live = again._live_reference_step_logps(batch, int(batch["num_steps"].max()))
+        live = again._reference_step_logps(batch, int(batch["num_steps"].max()))
         expected = again._step_logps(ref, batch, int(batch["num_steps"].max()))
     torch.testing.assert_close(live, expected)
 

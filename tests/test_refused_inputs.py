@@ -194,3 +194,15 @@ def test_implicit_prm_trainer_caps_pairs_per_prompt(tiny_dir, tokenizer, tmp_pat
     assert other.train_dataset["rejected_input_ids"] != capped.train_dataset["rejected_input_ids"]
     with pytest.raises(ValueError, match="max_pairs_per_prompt"):
         _args(ImplicitPRMConfig, tmp_path, max_pairs_per_prompt=0)
+
+
+def test_per_response_reference_sums_are_refused_not_ignored(tokenizer):
+    """A user's `ref_logps` column used to be kept and read by nothing: the run used another reference."""
+    from trl_implicit_prm.trainers.data_prep import prepare_dataset
+
+    rows = Dataset.from_list([{"prompt": "1 + 1 = ?\n", "completion": "2", "label": 1.0, "ref_logps": -1.0}])
+    with pytest.raises(
+        ValueError,
+        match=r"per-response reference log-prob sums \['ref_logps'\]: they cannot give step rewards",
+    ):
+        prepare_dataset(rows, tokenizer, None, "unpaired", "train")

@@ -3,11 +3,8 @@ row), and the results files are strict JSON with the non-finite values counted."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,16 +12,6 @@ from trl_implicit_prm.data import DataFormatError, validate_dataset, validate_ro
 from trl_implicit_prm.data.formats import check_completion, check_prompt, find_lone_surrogate
 from trl_implicit_prm.data.jsonl import read_json_rows
 from trl_implicit_prm.evaluation import read_bon_candidates, read_process_records, write_results_json
-
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-
-
-def _recipes_common():
-    spec = importlib.util.spec_from_file_location("common", RECIPES / "common.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("common", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _strict(text: str):
@@ -136,8 +123,9 @@ def test_results_json_writes_non_finite_values_as_null_and_counts_them(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------------- recipes
-def test_recipe_readers_name_the_bad_lines_and_write_strict_json(tmp_path, monkeypatch):
-    common = _recipes_common()
+def test_recipe_readers_name_the_bad_lines(tmp_path, monkeypatch):
+    from trl_implicit_prm.scripts import utils as common  # what the training recipes load data with
+
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     rows = tmp_path / "rows.jsonl"
     rows.write_bytes(
@@ -145,7 +133,7 @@ def test_recipe_readers_name_the_bad_lines_and_write_strict_json(tmp_path, monke
         b'{"prompt": "p", "completion": NaN, "label": 1}\n'
     )
     with pytest.raises(DataFormatError, match=r"2 unreadable row\(s\)") as info:
-        common.read_rows(rows)
+        common.check_json_file(rows)
     assert f"{rows}:2: not valid UTF-8" in str(info.value) and f"{rows}:3: NaN is not valid JSON" in str(
         info.value
     )
@@ -156,5 +144,3 @@ def test_recipe_readers_name_the_bad_lines_and_write_strict_json(tmp_path, monke
     (folder / "train.jsonl").write_bytes(json.dumps({"prompt": "\udcff"}).encode() + b"\n")
     with pytest.raises(DataFormatError, match=r"train\.jsonl:1: a lone surrogate"):
         common.load_data(str(folder))
-    out = common.write_rows(tmp_path / "out.jsonl", [{"a": math.nan, "b": [1.0, math.inf], "c": "x"}])
-    assert _strict(out.read_text()) == {"a": None, "b": [1.0, None], "c": "x"}

@@ -305,7 +305,7 @@ def test_step_labelled_eval_set_reports_step_error_f1(tiny_dir, tokenizer, tmp_p
 
 def test_saved_checkpoint_has_card_citing_the_paper_and_reward_metadata(tiny_dir, tokenizer, tmp_path):
     trainer = build("dpo", tiny_dir, tokenizer, tmp_path, max_steps=1)
-    trainer._model_id = trainer._ref_model_id = str(tiny_dir / "llama")
+    trainer._model_id = trainer.reference.model_id = str(tiny_dir / "llama")
     trainer.save_model(str(tmp_path / "final"))
     card = (tmp_path / "final" / "README.md").read_text()
     assert "2412.01981" in card and "Free Process Rewards without Process Labels" in card

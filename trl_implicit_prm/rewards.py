@@ -183,3 +183,12 @@ def _nan_where_empty(counts: Tensor, like: Tensor) -> Tensor:
         torch.full_like(counts, float("nan"), dtype=like.dtype),
         torch.zeros_like(counts, dtype=like.dtype),
     )
+
+
+def fit_steps(values: Tensor, num_steps: int) -> Tensor:
+    """`values` `[B, K']` padded with zeros or cut on the step axis to `[B, num_steps]`.
+
+    >>> fit_steps(torch.tensor([[1.0, 2.0]]), 3).tolist(), fit_steps(torch.tensor([[1.0, 2.0]]), 1).tolist()
+    ([[1.0, 2.0, 0.0]], [[1.0]])
+    """
+    return torch.nn.functional.pad(values, (0, max(0, num_steps - values.size(1))))[:, :num_steps]

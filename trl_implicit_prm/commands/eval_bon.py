@@ -94,6 +94,16 @@ def screen_problems(loaded: Any, pre: Preflight, truncation: bool) -> tuple[list
     return kept, skipped
 
 
+def _print_table(curve: dict[str, Any], n_skipped: int) -> None:
+    """Accuracy (%) of every method at every N, pass@N, pass@1 and the counts."""
+    width = max(len(m) for m in curve["methods"]) + 2
+    print(f"{'method':<{width}}" + "".join(f"{'N=' + str(n):>8}" for n in curve["ns"]))
+    for method in curve["methods"]:
+        print(f"{method:<{width}}" + "".join(f"{100 * a:>8.1f}" for a in curve["accuracy"][method]))
+    print(f"{'pass@N':<{width}}" + "".join(f"{100 * a:>8.1f}" for a in curve["pass_at_n"]))
+    print(f"pass@1 {100 * curve['pass_at_1']:.1f}; {curve['n_problems']} problems; skipped rows {n_skipped}")
+
+
 def run(args: argparse.Namespace) -> int:
     from trl_implicit_prm.commands._validate import print_skipped
     from trl_implicit_prm.evaluation import (
@@ -137,14 +147,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         scores = score_candidates(prc, problems, args.aggregations)
     curve = best_of_n_curve(problems, scores, ns=args.ns, step_separator=prc.step_separator)
-    width = max(len(m) for m in curve["methods"]) + 2
-    print(f"{'method':<{width}}" + "".join(f"{'N=' + str(n):>8}" for n in curve["ns"]))
-    for method in curve["methods"]:
-        print(f"{method:<{width}}" + "".join(f"{100 * a:>8.1f}" for a in curve["accuracy"][method]))
-    print(f"{'pass@N':<{width}}" + "".join(f"{100 * a:>8.1f}" for a in curve["pass_at_n"]))
-    print(
-        f"pass@1 {100 * curve['pass_at_1']:.1f}; {curve['n_problems']} problems; skipped rows {len(skipped)}"
-    )
+    _print_table(curve, len(skipped))
     if args.plot is not None:
         plot_best_of_n(curve, args.plot, title=f"Best-of-N, {Path(args.model).name}")
     write_results_json(

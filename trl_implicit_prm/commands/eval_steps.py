@@ -37,7 +37,10 @@ HELP = "step-error F1 (ProcessBench protocol) of a PRM on one or more split file
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument(
-        "--data", nargs="+", required=True, type=Path, help="ProcessBench JSONL/JSON files, one per split"
+        "--data",
+        nargs="+",
+        required=True,
+        help="ProcessBench JSONL/JSON files, one per split, as PATH (named by its stem) or NAME=PATH",
     )
     parser.add_argument(
         "--tune-on",
@@ -66,9 +69,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _split_name(path: Path, stems: list[str]) -> str:
-    """A split is named by its file stem, or by its path when two files share a stem."""
-    return path.stem if stems.count(path.stem) == 1 else str(path)
+def named_files(items: list[str]) -> tuple[list[str], list[Path]]:
+    """Split names and paths of `--data` items: NAME=PATH, or PATH named by its file stem (by its path when two
+    files share a stem). An item that is an existing file is a PATH even if it holds '='."""
+    given = [
+        item.partition("=")[::2] if "=" in item and not Path(item).is_file() else ("", item) for item in items
+    ]
+    paths = [Path(path) for _, path in given]
+    stems = [p.stem for p in paths]
+    names = [
+        name or (p.stem if stems.count(p.stem) == 1 else str(p))
+        for (name, _), p in zip(given, paths, strict=True)
+    ]
+    doubled = sorted({name for name in names if names.count(name) > 1})
+    if doubled:
+        raise CommandError(
+            f"--data: two splits are named {doubled}; give them as NAME=PATH with distinct names"
+        )
+    return names, paths
 
 
 def screen_records(loaded: Any, pre: Preflight) -> tuple[list[dict[str, Any]], list[Any]]:
@@ -163,11 +181,10 @@ def run(args: argparse.Namespace) -> int:
         write_results_json,
     )
 
+    names, args.data = named_files(args.data)
     missing = [str(p) for p in args.data if not p.is_file()]
     if missing:
         raise CommandError(f"--data: no such file: {', '.join(missing)}")
-    stems = [p.stem for p in args.data]
-    names = [_split_name(p, stems) for p in args.data]
     tune_on = args.tune_on if args.tune_on is not None else names[0]
     if args.threshold is None and tune_on not in names:
         raise CommandError(f"--tune-on {tune_on!r} is none of the splits {names}")

@@ -234,11 +234,16 @@ def run(args: argparse.Namespace) -> int:
     if ctx.world_size > 1 and args.device is None:
         args.device = ctx.device
     prc = computer_from_args(args, pre, truncation=args.truncation, max_batch_tokens=args.max_batch_tokens)
-    kept = [row for _, row, _ in good]
-    encoded = [e for _, _, e in good]
     if args.html is None:
-        return _score_to_file(args, prc, kept, encoded, errors, ctx)
-    results = prc.score_encoded(encoded)
+        return _score_to_file(args, prc, [row for _, row, _ in good], [e for _, _, e in good], errors, ctx)
+    return _score_in_one_process(args, prc, good, errors)
+
+
+def _score_in_one_process(
+    args: argparse.Namespace, prc: Any, good: list[tuple[int, dict[str, Any], Any]], errors: list[str]
+) -> int:
+    """Score every good row here, write the output in order, and the HTML page when asked."""
+    results = prc.score_encoded([e for _, _, e in good])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     overwritten: set[str] = set()
     non_finite: list[int] = []
@@ -264,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
         save_html(
             results,
             args.html,
-            prompts=[row["prompt"] for row in kept],
+            prompts=[row["prompt"] for _, row, _ in good],
             threshold=args.threshold,
             title=f"Step rewards of {args.model}",
         )

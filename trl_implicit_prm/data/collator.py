@@ -13,6 +13,25 @@ import torch
 __all__ = ["ImplicitPRMCollator", "pad_token_rows"]
 
 _TOKEN_KEYS = ("input_ids", "completion_mask", "step_index")
+_SIDE_COLUMNS = ("input_ids", "completion_mask", "step_index", "num_steps", "num_truncated_steps")
+_RESPONSE_SUMS = ("ref_logps", "ref_chosen_logps", "ref_rejected_logps")
+# The columns of a tokenized dataset the collator reads (kept by the trainers' data loaders). Per-response
+# reference sums are kept too, so that the collator can refuse them with a message instead of their being dropped.
+TOKENIZED_COLUMNS = (
+    "input_ids",
+    "attention_mask",
+    "completion_mask",
+    "step_index",
+    "num_steps",
+    "num_truncated_steps",
+    "label",
+    "step_labels",
+    "ref_step_logps",
+    *(f"{side}_{c}" for side in ("chosen", "rejected") for c in _SIDE_COLUMNS),
+    "ref_chosen_step_logps",
+    "ref_rejected_step_logps",
+    *_RESPONSE_SUMS,
+)
 _KINDS = ("paired", "unpaired", "stepwise")
 
 
@@ -24,6 +43,17 @@ def _kind_of(example: Mapping[str, Any]) -> str | None:
     if "input_ids" in example:
         return "unpaired"
     return None
+
+
+def _refuse_response_sums(examples: list[dict[str, Any]]) -> None:
+    """A per-response reference sum cannot give step rewards; say what to pass instead of ignoring it."""
+    found = sorted({key for ex in examples for key in _RESPONSE_SUMS if key in ex})
+    if found:
+        raise ValueError(
+            f"the examples hold {found}: per-response reference log-prob sums cannot give step rewards. Give "
+            "per-step sums instead (ref_step_logps; paired: ref_chosen_step_logps and ref_rejected_step_logps, "
+            "one float per step), set precompute_ref_log_probs=True, or drop the column."
+        )
 
 
 def _optional(rows: Sequence[Mapping[str, Any]], key: str) -> list[Any] | None:
@@ -51,10 +81,11 @@ class ImplicitPRMCollator:
       convention), without `label`;
     - stepwise: the unpaired keys plus `step_labels` [B, K] float32 (padding 0) and `step_label_mask` [B, K] bool.
 
-    Precomputed reference log-probabilities are passed through: `ref_logps` [B] (paired: `ref_chosen_logps` and
-    `ref_rejected_logps` concatenated to [2B]) and `ref_step_logps` [B, K] padded with 0 (paired:
-    `ref_chosen_step_logps` and `ref_rejected_step_logps`). Other keys are ignored. The kind is detected from the
-    keys when `kind` is None.
+    Precomputed per-step reference log-probabilities are passed through as `ref_step_logps` [B, K] float64,
+    padded with 0 (paired: `ref_chosen_step_logps` and `ref_rejected_step_logps`); the trainers use them instead
+    of a reference model. Per-response sums (`ref_logps`, `ref_chosen_logps`, `ref_rejected_logps`) are refused:
+    they cannot give step rewards. Other keys are ignored. The kind is detected from the keys when `kind` is
+    None.
 
     Example:
 
@@ -101,19 +132,17 @@ class ImplicitPRMCollator:
         batch = self._pad_tokens(rows)
         num_steps = batch["num_steps"].tolist()
         step_lists = {}
+        _refuse_response_sums(examples)
         if kind == "paired":
-            ref = [_optional(examples, "ref_chosen_logps"), _optional(examples, "ref_rejected_logps")]
             ref_steps = [
                 _optional(examples, "ref_chosen_step_logps"),
                 _optional(examples, "ref_rejected_step_logps"),
             ]
-            if (ref[0] is None) != (ref[1] is None) or (ref_steps[0] is None) != (ref_steps[1] is None):
+            if (ref_steps[0] is None) != (ref_steps[1] is None):
                 raise ValueError("reference log-probs must be given for both chosen and rejected responses")
-            ref_logps = None if ref[0] is None else ref[0] + ref[1]
             if ref_steps[0] is not None:
                 step_lists["ref_step_logps"] = ref_steps[0] + ref_steps[1]
         else:
-            ref_logps = _optional(examples, "ref_logps")
             labels = _optional(examples, "label")
             if labels is not None:
                 batch["label"] = torch.tensor([float(y) for y in labels], dtype=torch.float32)
@@ -122,8 +151,6 @@ class ImplicitPRMCollator:
             ref_step = _optional(examples, "ref_step_logps")
             if ref_step is not None:
                 step_lists["ref_step_logps"] = ref_step
-        if ref_logps is not None:
-            batch["ref_logps"] = torch.tensor([float(x) for x in ref_logps], dtype=torch.float32)
         if step_lists:
             width = max([*num_steps, *(len(v) for lists in step_lists.values() for v in lists)])
             for key, lists in step_lists.items():

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .formats import DataFormatError, check_label, validate_row
+from .jsonl import read_json_rows
 
 __all__ = [
     "SOURCES",
@@ -387,22 +388,11 @@ def read_source(path: str | os.PathLike, split: str | None = None) -> list[dict[
         raise ValueError(
             f"{path}: unknown file type {suffix!r}; expected .jsonl, .json, .parquet, .csv or a folder"
         )
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not a valid JSON array ({err})") from None
-        return list(rows)
-    rows = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg})") from None
-    return rows
+    read = read_json_rows(path)  # the package's one JSON/JSONL reader: UTF-8, no NaN, no lone surrogate
+    if read.bad:
+        where = "" if read.unit == "line" else "item "
+        raise ValueError(f"{path}:{where}{read.bad[0].number}: {read.bad[0].reason}")
+    return [row for _, row in read.rows]
 
 
 def write_jsonl(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:

@@ -232,6 +232,13 @@ def is_chat(value: Any) -> bool:
     return isinstance(value, list | tuple) and len(value) > 0 and all(isinstance(m, Mapping) for m in value)
 
 
+def check_step_separator(step_separator: Any) -> str:
+    """The step separator, refused unless it is a non-empty string (the one check, for data, configs, scoring)."""
+    if not isinstance(step_separator, str) or not step_separator:
+        raise ValueError(f"step_separator must be a non-empty string, got {step_separator!r}")
+    return step_separator
+
+
 def split_steps(text: str, step_separator: str = "\n\n") -> list[str]:
     """Split a response into steps on `step_separator`, keeping the text exactly.
 
@@ -249,8 +256,7 @@ def split_steps(text: str, step_separator: str = "\n\n") -> list[str]:
 
     ```
     """
-    if not isinstance(step_separator, str) or not step_separator:
-        raise ValueError(f"step_separator must be a non-empty string, got {step_separator!r}")
+    check_step_separator(step_separator)
     steps: list[str] = []
     pending: str | None = None  # leading whitespace-only pieces, waiting for the first real step
     for piece in text.split(step_separator):

@@ -151,22 +151,7 @@ def rollouts_to_unpaired(
     if balance == "instruction":
         logger.log(logging.WARNING if dropped else logging.INFO, _DROPPED, dropped, len(rows))
     if balance == "dataset":
-        good = [i for i, item in enumerate(flat) if item[2] >= 0.5]
-        bad = [i for i, item in enumerate(flat) if item[2] < 0.5]
-        keep = _balanced(good, bad, rng)
-        logger.info(
-            "balanced over the dataset: kept %d correct and %d incorrect of %d correct and %d incorrect responses",
-            min(len(good), len(bad)),
-            min(len(good), len(bad)),
-            len(good),
-            len(bad),
-        )
-        if not keep:
-            logger.warning(
-                "balance='dataset': the dataset has only %s responses; nothing is kept",
-                "correct" if good else "incorrect",
-            )
-        flat = [flat[i] for i in keep]
+        flat = _balanced_over_dataset(flat, rng)
     return Dataset.from_dict(
         {
             "prompt": [p for p, _, _ in flat],
@@ -174,6 +159,28 @@ def rollouts_to_unpaired(
             "label": [y for _, _, y in flat],
         }
     )
+
+
+def _balanced_over_dataset(
+    flat: list[tuple[Any, Any, float]], rng: random.Random
+) -> list[tuple[Any, Any, float]]:
+    """`balance="dataset"`: the majority class subsampled to the minority's size over the whole dataset."""
+    good = [i for i, item in enumerate(flat) if item[2] >= 0.5]
+    bad = [i for i, item in enumerate(flat) if item[2] < 0.5]
+    keep = _balanced(good, bad, rng)
+    logger.info(
+        "balanced over the dataset: kept %d correct and %d incorrect of %d correct and %d incorrect responses",
+        min(len(good), len(bad)),
+        min(len(good), len(bad)),
+        len(good),
+        len(bad),
+    )
+    if not keep:
+        logger.warning(
+            "balance='dataset': the dataset has only %s responses; nothing is kept",
+            "correct" if good else "incorrect",
+        )
+    return [flat[i] for i in keep]
 
 
 def _balanced(good: list[int], bad: list[int], rng: random.Random) -> list[int]:

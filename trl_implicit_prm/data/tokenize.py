@@ -30,12 +30,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from itertools import chain
-from operator import itemgetter
+from functools import partial
 from typing import Any
 
-import numpy as np
 from datasets import Features, Value
 from datasets import Sequence as ListOf
 
@@ -51,32 +48,11 @@ from .formats import (
     split_steps,
     validate_row,
 )
+from .spans import PromptTooLongError, Text, encode_spans
 
 __all__ = ["PromptTooLongError", "tokenize_dataset", "tokenize_example"]
 
 logger = logging.getLogger(__name__)
-
-_end_offset = itemgetter(1)
-
-
-class PromptTooLongError(ValueError):
-    """The prompt alone fills `max_length`, leaving no token for the completion."""
-
-    def __init__(self, message: str, prompt_length: int, max_length: int):
-        super().__init__(message)
-        self.prompt_length = prompt_length
-        self.max_length = max_length
-
-
-@dataclass(frozen=True)
-class _Text:
-    """A rendered row: the text to tokenize and its character boundaries [prompt end, end of step 0, ...]."""
-
-    text: str
-    add_special_tokens: bool
-    bounds: list[int]
-    column: str
-    index: int | None
 
 
 def _require_fast(tokenizer: Any) -> None:
@@ -95,14 +71,14 @@ def _join(
     add_special_tokens: bool,
     column: str,
     index: int | None,
-) -> _Text:
+) -> Text:
     bounds = [len(prompt_text)]
     pos = len(prompt_text)
     last = len(steps) - 1
     for k, step in enumerate(steps):
         pos += len(step) + (len(separator) if k < last else 0)
         bounds.append(pos)
-    return _Text(prompt_text + separator.join(steps), add_special_tokens, bounds, column, index)
+    return Text(prompt_text + separator.join(steps), add_special_tokens, bounds, column, index)
 
 
 def _eos_text(tokenizer: Any, append_eos: bool) -> str | None:
@@ -127,7 +103,7 @@ def _render(
     index: int | None,
     cache: dict[str, str],
     eos: str | None = None,
-) -> _Text:
+) -> Text:
     """Render one (validated) prompt/completion pair into text and step boundaries.
 
     `eos` (the EOS token's text) is appended to a string or step-list completion unless it already ends with
@@ -161,7 +137,20 @@ def _render(
         cache[key] = prompt_text
     if steps is not None:
         return _join(prompt_text, steps, separator, False, column, index)
-    message = dict(completion[0])
+    return _render_assistant(tokenizer, messages, prompt_text, dict(completion[0]), separator, column, index)
+
+
+def _render_assistant(
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    prompt_text: str,
+    message: dict[str, Any],
+    separator: str,
+    column: str,
+    index: int | None,
+) -> Text:
+    """An assistant-message completion, rendered by the chat template: the template's text before the content
+    joins the first step, its end-of-turn text the last one."""
     full = tokenizer.apply_chat_template([*messages, message], tokenize=False)
     if not full.startswith(prompt_text):
         raise DataFormatError(
@@ -182,147 +171,12 @@ def _render(
     return _join(prompt_text, steps, separator, False, column, index)
 
 
-@dataclass
-class _Spans:
-    """A tokenized batch: per row, the kept token ids, completion mask and step index, plus bookkeeping."""
-
-    input_ids: list[np.ndarray]  # int32
-    completion_mask: list[np.ndarray]  # int8
-    step_index: list[np.ndarray]  # int32, -1 on prompt tokens
-    num_steps: list[int]
-    num_truncated: list[int]
-    prompt_length: list[int]
-    errors: list[Exception | None]
-
-
-def _tokenize_texts(
-    tokenizer: Any, items: list[_Text]
-) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
-    """One batched fast-tokenizer call per `add_special_tokens` value present in the batch."""
-    n = len(items)
-    ids: list[Any] = [None] * n
-    offsets: list[Any] = [None] * n
-    for special in (True, False):
-        rows = [i for i, item in enumerate(items) if item.add_special_tokens is special]
-        if not rows:
-            continue
-        enc = tokenizer(
-            [items[i].text for i in rows],
-            add_special_tokens=special,
-            return_offsets_mapping=True,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        if len(rows) == n:
-            return enc["input_ids"], enc["offset_mapping"]
-        for j, i in enumerate(rows):
-            ids[i], offsets[i] = enc["input_ids"][j], enc["offset_mapping"][j]
-    return ids, offsets
-
-
-def _encode(tokenizer: Any, items: list[_Text], max_length: int | None) -> _Spans:
-    """Tokenize a batch of rendered rows and assign every token to the prompt or a step, vectorised."""
-    ids_lists, offsets = _tokenize_texts(tokenizer, items)
-    n = len(items)
-    lengths = np.fromiter(map(len, ids_lists), dtype=np.int64, count=n)
-    total = int(lengths.sum())
-    start = np.zeros(n, dtype=np.int64)
-    np.cumsum(lengths[:-1], out=start[1:])
-    row = np.repeat(np.arange(n), lengths)
-    ids = np.fromiter(chain.from_iterable(ids_lists), dtype=np.int32, count=total)
-    ends = np.fromiter(map(_end_offset, chain.from_iterable(offsets)), dtype=np.int64, count=total)
-
-    # Shift each row's character positions past the previous rows', so that a single searchsorted over the
-    # concatenated boundaries of all rows assigns every token of the batch at once.
-    text_len = np.fromiter((len(item.text) for item in items), dtype=np.int64, count=n)
-    base = np.zeros(n, dtype=np.int64)
-    np.cumsum(text_len[:-1] + 1, out=base[1:])
-    # A zero-width token (a special token the tokenizer adds) takes the position of the token before it.
-    pos = np.maximum.accumulate(ends + base[row])
-    n_bounds = np.fromiter((len(item.bounds) for item in items), dtype=np.int64, count=n)
-    bounds = np.fromiter(
-        chain.from_iterable(item.bounds for item in items), dtype=np.int64, count=int(n_bounds.sum())
-    )
-    bounds += np.repeat(base, n_bounds)
-    first_bound = np.zeros(n, dtype=np.int64)
-    np.cumsum(n_bounds[:-1], out=first_bound[1:])
-    # Token ending at character e (exclusive) is in step k when bound[k] < e <= bound[k+1]; prompt if e <= bound[0].
-    step = (np.searchsorted(bounds, pos, side="left") - first_bound[row] - 1).astype(np.int32)
-    completion = (step >= 0).astype(np.int8)
-    num_total = n_bounds - 1
-
-    prompt_length = np.bincount(row[step < 0], minlength=n)
-    keep = lengths.copy() if max_length is None else np.minimum(lengths, max_length)
-    too_long = np.zeros(n, dtype=bool) if max_length is None else prompt_length >= max_length
-    ok = prompt_length < keep
-    last = np.minimum(start + np.maximum(keep, 1) - 1, max(total - 1, 0))
-    num_steps = np.where(ok, step[last] + 1, 0)
-    cut = keep < lengths
-    nxt = np.where(cut, start + keep, last)
-    partial = cut & ok & (step[nxt] == step[last])
-    num_truncated = np.where(ok, num_total - num_steps + partial, 0)
-
-    # Every kept step must own a token: count the distinct steps among kept tokens.
-    kept = None if max_length is None else (np.arange(total) - start[row]) < keep[row]
-    is_new = step >= 0
-    is_new[1:] &= step[1:] != step[:-1]
-    nonempty = start[lengths > 0]
-    is_new[nonempty] = step[nonempty] >= 0
-    distinct = np.bincount(row[is_new if kept is None else is_new & kept], minlength=n)
-
-    errors: list[Exception | None] = [None] * n
-    # A completion token needs a token before it to be predicted from: with an empty prompt and a tokenizer
-    # that adds no BOS (Qwen-style), the first completion token would silently be left out of the reward.
-    unpredicted = (prompt_length == 0) & (lengths > 0)
-    for i in np.flatnonzero(unpredicted):
-        item = items[i]
-        errors[i] = DataFormatError(
-            f"{_where('prompt', item.index)}: no prompt token precedes the completion (the prompt renders to "
-            f"{item.text[: item.bounds[0]]!r} and the tokenizer adds no BOS token), so the completion's first "
-            "token has nothing to be predicted from and would be left out of the reward; give a non-empty prompt"
-        )
-    for i in np.flatnonzero((~ok | (distinct != num_steps)) & ~unpredicted):
-        item = items[i]
-        if not too_long[i] and not ok[i]:
-            errors[i] = DataFormatError(
-                f"{_where(item.column, item.index)}: the completion produced no token "
-                f"(the tokenizer dropped all of its characters)"
-            )
-            continue
-        if too_long[i]:
-            errors[i] = PromptTooLongError(
-                f"{_where('prompt', item.index)}: the prompt takes {prompt_length[i]} tokens, which leaves no "
-                f"room for the completion within max_length={max_length}",
-                int(prompt_length[i]),
-                int(max_length or 0),
-            )
-            continue
-        owned = set(step[start[i] : start[i] + keep[i]].tolist())
-        k = min(set(range(int(num_steps[i]))) - owned)
-        b = item.bounds
-        errors[i] = DataFormatError(
-            f"{_where(item.column, item.index, step=k)}: {item.text[b[k] : b[k + 1]]!r} got no token of "
-            f"its own: the tokenizer merged all of its characters into a token that ends in the next step (for "
-            f"example when the next step starts with a newline). Strip leading whitespace from steps or merge "
-            f"step {k} into its neighbour"
-        )
-    if kept is not None and not kept.all():
-        ids, completion, step = ids[kept], completion[kept], step[kept]
-    cuts = np.cumsum(keep)[:-1]
-    return _Spans(
-        np.split(ids, cuts),
-        np.split(completion, cuts),
-        np.split(step, cuts),
-        num_steps.tolist(),
-        num_truncated.tolist(),
-        prompt_length.tolist(),
-        errors,
-    )
-
-
-def _check_max_length(max_length: int | None) -> None:
+def _check_arguments(tokenizer: Any, max_length: int | None, step_separator: str) -> None:
+    """A fast tokenizer, a positive `max_length` or None, a valid separator."""
+    _require_fast(tokenizer)
     if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
         raise ValueError(f"max_length must be a positive integer or None, got {max_length!r}")
+    split_steps("", step_separator)  # validates the separator
 
 
 def tokenize_example(
@@ -362,14 +216,12 @@ def tokenize_example(
 
     ```
     """
-    _require_fast(tokenizer)
-    _check_max_length(max_length)
-    split_steps("", step_separator)  # validates the separator
+    _check_arguments(tokenizer, max_length, step_separator)
     check_prompt(prompt, "prompt")
     check_completion(completion, "completion", step_separator=step_separator)
     eos = _eos_text(tokenizer, append_eos)
     item = _render(tokenizer, prompt, completion, step_separator, "completion", None, {}, eos)
-    spans = _encode(tokenizer, [item], max_length)
+    spans = encode_spans(tokenizer, [item], max_length)
     if spans.errors[0] is not None:
         raise spans.errors[0]
     return {
@@ -386,6 +238,7 @@ _SIDES = {"paired": ("chosen_", "rejected_"), "unpaired": ("",), "stepwise": (""
 
 
 def _output_features(kind: str) -> Features:
+    """Ids and step indices as int32, `completion_mask` as int8, labels as float64 (exactly as given)."""
     per_side = {
         "input_ids": ListOf(Value("int32")),
         "completion_mask": ListOf(Value("int8")),
@@ -419,14 +272,11 @@ def tokenize_dataset(
 
     - unpaired: `input_ids`, `completion_mask`, `step_index`, `num_steps`, `num_truncated_steps`, `label`;
     - paired: the same five token fields prefixed with `chosen_` and with `rejected_`;
-    - stepwise: the unpaired fields plus `step_labels` (one per kept step; labels of steps truncated away
-      are dropped and counted in `num_truncated_steps`). `label` is the response's outcome, the
-      minimum of all its step labels (1.0 when every step is correct).
+    - stepwise: the unpaired fields plus `step_labels` (one per kept step; labels of steps truncated away are
+      dropped, counted in `num_truncated_steps`); `label` is the minimum of all its step labels (the outcome).
 
-    `append_eos=True` appends the EOS token to string and step-list completions (see :func:`tokenize_example`).
-
-    Ids and step indices are stored as int32, `completion_mask` as int8, labels as float64 (exactly as given). Rows whose
-    prompt alone fills `max_length` are dropped and counted in a warning. Rollouts must be converted first
+    `append_eos=True` appends EOS as :func:`tokenize_example` does; column types: :func:`_output_features`. Rows
+    whose prompt alone fills `max_length` are dropped and counted in a warning. Rollouts must be converted first
     with :func:`~trl_implicit_prm.data.rollouts_to_pairs` or :func:`~trl_implicit_prm.data.rollouts_to_unpaired`.
 
     Example:
@@ -442,9 +292,33 @@ def tokenize_dataset(
 
     ```
     """
-    _require_fast(tokenizer)
-    _check_max_length(max_length)
-    split_steps("", step_separator)
+    _check_arguments(tokenizer, max_length, step_separator)
+    kind = _checked_kind(dataset, kind)
+    token_features = _output_features(kind)
+    extra = {c: f for c, f in dataset.features.items() if c not in FORMATS[kind] and c not in token_features}
+    eos = _eos_text(tokenizer, append_eos)
+    settings = {
+        "tokenizer": tokenizer,
+        "kind": kind,
+        "step_separator": step_separator,
+        "max_length": max_length,
+    }
+    result = dataset.map(
+        partial(_tokenize_batch, **settings, eos=eos, extra=list(extra)),
+        batched=True,
+        batch_size=batch_size,
+        with_indices=True,
+        num_proc=num_proc,
+        remove_columns=dataset.column_names,
+        features=Features({**extra, **token_features}),
+        desc=f"Tokenizing {kind} rows",
+    )
+    _warn_dropped_and_truncated(result, len(dataset), kind, max_length)
+    return result
+
+
+def _checked_kind(dataset: Any, kind: str | None) -> str:
+    """The dataset's format (detected when `kind` is None); rollouts and missing columns are refused."""
     if kind is None:
         kind = detect_format(dataset)
     if kind == "rollouts":
@@ -454,94 +328,88 @@ def tokenize_dataset(
         )
     if kind not in FORMATS:
         raise ValueError(f"kind must be one of {list(FORMATS)}, got {kind!r}")
-    format_columns = FORMATS[kind]
-    if any(c not in dataset.column_names for c in format_columns):
+    if any(c not in dataset.column_names for c in FORMATS[kind]):
         raise DataFormatError(_missing_columns_message(list(dataset.column_names), kind))
-    eos = _eos_text(tokenizer, append_eos)
-    token_features = _output_features(kind)
-    extra = {c: f for c, f in dataset.features.items() if c not in format_columns and c not in token_features}
-    features = Features({**extra, **token_features})
+    return kind
 
-    def tokenize_batch(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
-        n = len(indices)
-        cache: dict[str, str] = {}
-        for i, index in enumerate(indices):
-            validate_row({c: batch[c][i] for c in format_columns}, kind, index, step_separator=step_separator)
-        if kind == "paired":
-            items = [
-                _render(
-                    tokenizer, batch["prompt"][i], batch[side][i], step_separator, side, index, cache, eos
-                )
-                for side in ("chosen", "rejected")
-                for i, index in enumerate(indices)
-            ]
-        else:
-            column = "completion" if kind == "unpaired" else "completions"
-            items = [
-                _render(
-                    tokenizer, batch["prompt"][i], batch[column][i], step_separator, column, index, cache, eos
-                )
-                for i, index in enumerate(indices)
-            ]
-        spans = _encode(tokenizer, items, max_length)
-        sides = _SIDES[kind]
-        dropped = set()
-        for r, error in enumerate(spans.errors):
-            if isinstance(error, PromptTooLongError):
-                dropped.add(r % n)
-            elif error is not None:
-                raise error
-        kept = [i for i in range(n) if i not in dropped] if dropped else range(n)
 
-        def pick(values: list[Any], side: int = 0) -> list[Any]:
-            values = values[side * n : (side + 1) * n]
-            return [values[i] for i in kept] if dropped else values
-
-        out: dict[str, list[Any]] = {}
-        for side, prefix in enumerate(sides):
-            out[prefix + "input_ids"] = pick(spans.input_ids, side)
-            out[prefix + "completion_mask"] = pick(spans.completion_mask, side)
-            out[prefix + "step_index"] = pick(spans.step_index, side)
-            out[prefix + "num_steps"] = pick(spans.num_steps, side)
-            out[prefix + "num_truncated_steps"] = pick(spans.num_truncated, side)
-        if kind == "unpaired":
-            out["label"] = [float(y) for y in pick(batch["label"])]
-        elif kind == "stepwise":
-            labels = [[float(y) for y in row] for row in pick(batch["labels"])]
-            out["label"] = [min(row) for row in labels]  # the outcome, from every step (truncated ones too)
-            out["step_labels"] = [row[:k] for row, k in zip(labels, out["num_steps"], strict=True)]
-        for c in extra:
-            out[c] = pick(batch[c])
-        return out
-
-    result = dataset.map(
-        tokenize_batch,
-        batched=True,
-        batch_size=batch_size,
-        with_indices=True,
-        num_proc=num_proc,
-        remove_columns=dataset.column_names,
-        features=features,
-        desc=f"Tokenizing {kind} rows",
+def _tokenize_batch(
+    batch: dict[str, list[Any]],
+    indices: list[int],
+    *,
+    tokenizer: Any,
+    kind: str,
+    step_separator: str,
+    max_length: int | None,
+    eos: str | None,
+    extra: list[str],
+) -> dict[str, list[Any]]:
+    """One `datasets.map` batch: validate, render, encode; rows whose prompt fills `max_length` are dropped."""
+    n = len(indices)
+    cache: dict[str, str] = {}
+    for i, index in enumerate(indices):
+        validate_row({c: batch[c][i] for c in FORMATS[kind]}, kind, index, step_separator=step_separator)
+    columns = (
+        ("chosen", "rejected")
+        if kind == "paired"
+        else ("completion" if kind == "unpaired" else "completions",)
     )
-    dropped = len(dataset) - len(result)
+    items = [
+        _render(tokenizer, batch["prompt"][i], batch[column][i], step_separator, column, index, cache, eos)
+        for column in columns
+        for i, index in enumerate(indices)
+    ]
+    spans = encode_spans(tokenizer, items, max_length)
+    dropped = set()
+    for r, error in enumerate(spans.errors):
+        if isinstance(error, PromptTooLongError):
+            dropped.add(r % n)
+        elif error is not None:
+            raise error
+    kept = [i for i in range(n) if i not in dropped] if dropped else range(n)
+
+    def pick(values: list[Any], side: int = 0) -> list[Any]:
+        values = values[side * n : (side + 1) * n]
+        return [values[i] for i in kept] if dropped else values
+
+    out: dict[str, list[Any]] = {}
+    for side, prefix in enumerate(_SIDES[kind]):
+        out[prefix + "input_ids"] = pick(spans.input_ids, side)
+        out[prefix + "completion_mask"] = pick(spans.completion_mask, side)
+        out[prefix + "step_index"] = pick(spans.step_index, side)
+        out[prefix + "num_steps"] = pick(spans.num_steps, side)
+        out[prefix + "num_truncated_steps"] = pick(spans.num_truncated, side)
+    if kind == "unpaired":
+        out["label"] = [float(y) for y in pick(batch["label"])]
+    elif kind == "stepwise":
+        labels = [[float(y) for y in row] for row in pick(batch["labels"])]
+        out["label"] = [min(row) for row in labels]  # the outcome, from every step (truncated ones too)
+        out["step_labels"] = [row[:k] for row, k in zip(labels, out["num_steps"], strict=True)]
+    for c in extra:
+        out[c] = pick(batch[c])
+    return out
+
+
+def _warn_dropped_and_truncated(result: Any, n_rows: int, kind: str, max_length: int | None) -> None:
+    """Count, in warnings, the rows dropped (prompt over `max_length`) and the completions cut."""
+    dropped = n_rows - len(result)
     if dropped:
         logger.warning(
             "dropped %d of %d rows whose prompt is longer than max_length=%s (no room left for the completion)",
             dropped,
-            len(dataset),
+            n_rows,
             max_length,
         )
-    if max_length is not None and len(result):
-        for prefix in _SIDES[kind]:
-            truncated = sum(1 for x in result[prefix + "num_truncated_steps"] if x)
-            if truncated:
-                logger.warning(
-                    "truncated the %scompletion of %d of %d rows to max_length=%d: a response-level label then "
-                    "applies to a response whose answer may be cut; raise max_length to keep whole responses",
-                    prefix,
-                    truncated,
-                    len(result),
-                    max_length,
-                )
-    return result
+    if max_length is None or not len(result):
+        return
+    for prefix in _SIDES[kind]:
+        truncated = sum(1 for x in result[prefix + "num_truncated_steps"] if x)
+        if truncated:
+            logger.warning(
+                "truncated the %scompletion of %d of %d rows to max_length=%d: a response-level label then "
+                "applies to a response whose answer may be cut; raise max_length to keep whole responses",
+                prefix,
+                truncated,
+                len(result),
+                max_length,
+            )

@@ -1,5 +1,6 @@
 """The embedded demo: a synthetic left-to-right arithmetic task with known step truth (:mod:`.task`)."""
 
+from trl_implicit_prm.demo.corruption import corrupt, corruptible_steps, make_solutions
 from trl_implicit_prm.demo.formats import (
     EXPORT_FILES,
     export_all,
@@ -25,13 +26,10 @@ from trl_implicit_prm.demo.task import (
     ArithmeticTask,
     Problem,
     Solution,
-    corrupt,
-    corruptible_steps,
     dataset_stats,
     format_prompt,
     format_step,
     make_problems,
-    make_solutions,
     reference_solution,
     tokenizer_corpus,
 )

@@ -8,11 +8,12 @@ steps, `labels` = per-step bools) and ProcessBench records (`problem`, `steps`, 
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from trl_implicit_prm.data import converters
+from trl_implicit_prm.data.jsonl import read_json_rows
 from trl_implicit_prm.demo.grading import grade
 from trl_implicit_prm.demo.task import Problem, Solution, format_prompt
 
@@ -112,19 +113,17 @@ def to_processbench(problem: Problem, solution: Solution) -> dict[str, Any]:
 
 
 def write_jsonl(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
-    """Write `rows` as JSON lines (UTF-8, non-ASCII kept), creating parent directories; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
+    """Write `rows` as JSON lines (UTF-8, non-ASCII kept), creating parent directories; returns the path
+    (:func:`trl_implicit_prm.data.converters.write_jsonl`, with the demo's argument order)."""
+    return converters.write_jsonl(path, list(rows))
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSON-lines file written by :func:`write_jsonl`."""
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Read a JSON-lines file written by :func:`write_jsonl` (the package's strict reader, first bad line named)."""
+    read = read_json_rows(path)
+    if read.bad:
+        raise ValueError(f"{path}:{read.bad[0].number}: {read.bad[0].reason}")
+    return [row for _, row in read.rows]
 
 
 EXPORT_FILES = {

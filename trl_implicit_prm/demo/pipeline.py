@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 
+from trl_implicit_prm.demo.corruption import corrupt
 from trl_implicit_prm.demo.formats import (
     export_all,
     to_paired,
@@ -38,7 +39,6 @@ from trl_implicit_prm.demo.task import (
     ArithmeticTask,
     Problem,
     Solution,
-    corrupt,
     reference_solution,
     tokenizer_corpus,
 )
@@ -206,11 +206,10 @@ def _score_steps(prc: Any, items: list[tuple[Problem, Solution]]) -> list[Any]:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run the whole pipeline and write report.json, report.md, bon.png and steps.html to `cfg.output_dir`."""
+    from transformers import AutoModelForCausalLM
+
     from trl_implicit_prm.demo.report import write_report
-    from trl_implicit_prm.evaluation import best_of_n_curve, evaluate_splits
-    from trl_implicit_prm.evaluation.prm_scores import score_candidates, score_process_records
-    from trl_implicit_prm.inference import ProcessRewardComputer
-    from trl_implicit_prm.tiny import build_model, build_tokenizer
+    from trl_implicit_prm.modeling import load_tokenizer
 
     torch.manual_seed(cfg.seed)
     out = Path(cfg.output_dir)
@@ -220,6 +219,64 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     task = ArithmeticTask(
         n_terms=cfg.n_terms, operators=cfg.operators, max_value=cfg.max_value, seed=cfg.seed
     )
+    sft_set, sft_eval_set, train_set, val_set, test_set, bon_set = _problem_splits(cfg, task)
+    # 1. reference policy
+    ref_dir = stages.run(
+        "1 reference policy (fine-tune on correct solutions)",
+        lambda: _reference_policy(cfg, task, sft_set, sft_eval_set, out),
+    )
+    policy = AutoModelForCausalLM.from_pretrained(ref_dir).eval()
+    tok = load_tokenizer(ref_dir)
+    # 2. outcome-labelled rollouts
+    rollouts = stages.run(
+        "2 sample and grade rollouts",
+        lambda: sample_solutions(
+            policy, tok, train_set, cfg.samples_per_problem, temperature=cfg.temperature, seed=cfg.seed,
+            progress=cfg.progress,
+        ),
+    )  # fmt: skip
+    rollout_stats, rows = _training_rows(train_set, rollouts, out, cfg.progress)
+    # 3-4. PRMs from outcome labels, and the step-supervised upper bound
+    prm_dirs = _train_prms(stages, ref_dir, rows, out, cfg)
+    # 5. evaluation: the policy's own held-out solutions (first error located by recomputation), as in
+    # ProcessBench, and solutions with an injected error.
+    held_out = stages.run(
+        "5a sample held-out solutions and best-of-N candidates",
+        lambda: sample_solutions(
+            policy, tok, [*val_set, *test_set, *bon_set], cfg.bon_n, temperature=cfg.temperature,
+            seed=cfg.seed + 1, progress=cfg.progress,
+        ),
+    )  # fmt: skip
+    eval_sets, bon_samples = _eval_sets(val_set, test_set, held_out, rng)
+    computers = _computers(ref_dir, prm_dirs, cfg)
+    results = stages.run(
+        "5b evaluate (step-error F1, best-of-N)",
+        lambda: _evaluate(computers, eval_sets, bon_set, bon_samples),
+    )
+    results["extra"] = {
+        "reference_policy": json.loads((ref_dir / "sft_history.json").read_text()),
+        "rollouts": rollout_stats,
+        "training_rows": {kind: len(r) for kind, r in rows.items()},
+    }
+    return write_report(out, cfg, results, eval_sets, stages.seconds)
+
+
+def _eval_sets(
+    val_set: list[Problem], test_set: list[Problem], held_out: list[list[Solution]], rng: random.Random
+) -> tuple[dict[str, Any], list[list[Solution]]]:
+    """The step-error sets (the policy's own solutions, and injected errors; validation and test), and the
+    best-of-N candidates (the rest of the held-out samples)."""
+    n_val, n_test = len(val_set), len(test_set)
+    val_samples, test_samples = held_out[:n_val], held_out[n_val : n_val + n_test]
+    eval_sets = {
+        "sampled": (_sampled_records(val_set, val_samples), _sampled_records(test_set, test_samples)),
+        "injected": (_injected_records(val_set, rng), _injected_records(test_set, rng)),
+    }
+    return eval_sets, held_out[n_val + n_test :]
+
+
+def _problem_splits(cfg: DemoConfig, task: ArithmeticTask) -> list[list[Problem]]:
+    """SFT, SFT evaluation, PRM training, validation, test and best-of-N problems, disjoint."""
     cuts = [
         cfg.n_sft_problems,
         cfg.n_sft_eval_problems,
@@ -233,59 +290,48 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     for n in cuts:
         splits.append(problems[start : start + n])
         start += n
-    sft_set, sft_eval_set, train_set, val_set, test_set, bon_set = splits
+    return splits
 
-    # 1. reference policy
-    def reference_policy() -> Path:
-        tok = build_tokenizer(vocab_size=cfg.vocab_size, corpus=tokenizer_corpus(task, 2000, seed=cfg.seed))
-        model = build_model(
-            "llama", tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=4, seed=cfg.seed
-        )
-        history = finetune_on_solutions(
-            model,
-            tok,
-            sft_set,
-            epochs=cfg.sft_epochs,
-            seed=cfg.seed,
-            progress=cfg.progress,
-            stop_at_accuracy=cfg.sft_stop_accuracy,
-            eval_problems=sft_eval_set,
-        )
-        path = out / "models" / "reference"
-        model.save_pretrained(path)
-        tok.save_pretrained(path)
-        (path / "sft_history.json").write_text(json.dumps(history))
-        return path
 
-    ref_dir = stages.run("1 reference policy (fine-tune on correct solutions)", reference_policy)
-    from transformers import AutoModelForCausalLM
+def _reference_policy(
+    cfg: DemoConfig, task: ArithmeticTask, sft_set: list[Problem], sft_eval_set: list[Problem], out: Path
+) -> Path:
+    """Stage 1: a tiny model fine-tuned on correct solutions, saved with its tokenizer and SFT history."""
+    from trl_implicit_prm.tiny import build_model, build_tokenizer
 
-    from trl_implicit_prm.modeling import load_tokenizer
-
-    policy = AutoModelForCausalLM.from_pretrained(ref_dir).eval()
-    tok = load_tokenizer(ref_dir)
-
-    # 2. outcome-labelled rollouts
-    rollouts = stages.run(
-        "2 sample and grade rollouts",
-        lambda: sample_solutions(
-            policy,
-            tok,
-            train_set,
-            cfg.samples_per_problem,
-            temperature=cfg.temperature,
-            seed=cfg.seed,
-            progress=cfg.progress,
-        ),
+    tok = build_tokenizer(vocab_size=cfg.vocab_size, corpus=tokenizer_corpus(task, 2000, seed=cfg.seed))
+    model = build_model(
+        "llama", tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=4, seed=cfg.seed
     )
+    history = finetune_on_solutions(
+        model,
+        tok,
+        sft_set,
+        epochs=cfg.sft_epochs,
+        seed=cfg.seed,
+        progress=cfg.progress,
+        stop_at_accuracy=cfg.sft_stop_accuracy,
+        eval_problems=sft_eval_set,
+    )
+    path = out / "models" / "reference"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    (path / "sft_history.json").write_text(json.dumps(history))
+    return path
+
+
+def _training_rows(
+    train_set: list[Problem], rollouts: list[list[Solution]], out: Path, progress: bool
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """Stage 2's output: rollout statistics, the data files, and the unpaired, paired and stepwise rows."""
     usable = [[s for s in sols if s.steps and all(step.strip() for step in s.steps)] for sols in rollouts]
     n_sampled = sum(len(s) for s in rollouts)
     n_dropped = n_sampled - sum(len(s) for s in usable)
-    if cfg.progress and n_dropped:
+    if progress and n_dropped:
         print(f"[demo] dropped {n_dropped} of {n_sampled} samples with an empty step or no text", flush=True)
     train_pairs = [(p, sols) for p, sols in zip(train_set, usable, strict=True) if sols]
     flat = [s for _, sols in train_pairs for s in sols]
-    rollout_stats = {
+    stats = {
         "n_sampled": n_sampled,
         "n_dropped_empty": n_dropped,
         "n_used": len(flat),
@@ -296,51 +342,41 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         },
     }
     export_all(out / "data", train_pairs)
-    unpaired = [row for p, sols in train_pairs for row in to_unpaired(p, sols)]
-    paired = [row for p, sols in train_pairs for row in to_paired(p, sols)]
-    stepwise = [to_stepwise(p, s) for p, sols in train_pairs for s in sols if s.first_error is not None]
+    rows = {
+        "unpaired": [row for p, sols in train_pairs for row in to_unpaired(p, sols)],
+        "paired": [row for p, sols in train_pairs for row in to_paired(p, sols)],
+        "stepwise": [to_stepwise(p, s) for p, sols in train_pairs for s in sols if s.first_error is not None],
+    }
+    return stats, rows
 
-    # 3-4. PRMs from outcome labels, and the step-supervised upper bound
+
+def _train_prms(
+    stages: _Stages, ref_dir: Path, rows: dict[str, list[dict[str, Any]]], out: Path, cfg: DemoConfig
+) -> dict[str, Path]:
+    """Stages 3-4: CE (and DPO) on outcome labels, StepKTO on the true step labels."""
     prm_dirs = {
         "ce": stages.run(
             "3a implicit PRM, CE (outcome labels)",
-            lambda: _train_prm("ce", ref_dir, unpaired, out / "models" / "ce", cfg),
+            lambda: _train_prm("ce", ref_dir, rows["unpaired"], out / "models" / "ce", cfg),
         )
     }
-    if paired and cfg.train_dpo:
+    if rows["paired"] and cfg.train_dpo:
         prm_dirs["dpo"] = stages.run(
             "3b implicit PRM, DPO (outcome labels)",
-            lambda: _train_prm("dpo", ref_dir, paired, out / "models" / "dpo", cfg),
+            lambda: _train_prm("dpo", ref_dir, rows["paired"], out / "models" / "dpo", cfg),
         )
     if cfg.train_step_kto:
         prm_dirs["step_kto"] = stages.run(
             "4 step-supervised PRM, StepKTO (true step labels)",
-            lambda: _train_prm("step_kto", ref_dir, stepwise, out / "models" / "step_kto", cfg),
+            lambda: _train_prm("step_kto", ref_dir, rows["stepwise"], out / "models" / "step_kto", cfg),
         )
+    return prm_dirs
 
-    # 5. evaluation: the policy's own held-out solutions (first error located by recomputation), as in
-    # ProcessBench, and solutions with an injected error.
-    held_out = stages.run(
-        "5a sample held-out solutions and best-of-N candidates",
-        lambda: sample_solutions(
-            policy,
-            tok,
-            [*val_set, *test_set, *bon_set],
-            cfg.bon_n,
-            temperature=cfg.temperature,
-            seed=cfg.seed + 1,
-            progress=cfg.progress,
-        ),
-    )
-    val_samples, test_samples = (
-        held_out[: len(val_set)],
-        held_out[len(val_set) : len(val_set) + len(test_set)],
-    )
-    bon_samples = held_out[len(val_set) + len(test_set) :]
-    eval_sets = {
-        "sampled": (_sampled_records(val_set, val_samples), _sampled_records(test_set, test_samples)),
-        "injected": (_injected_records(val_set, rng), _injected_records(test_set, rng)),
-    }
+
+def _computers(ref_dir: Path, prm_dirs: dict[str, Path], cfg: DemoConfig) -> dict[str, Any]:
+    """The scorers compared: the reference alone (reference-free) and every trained PRM."""
+    from trl_implicit_prm.inference import ProcessRewardComputer
+
     computers = {
         "reference (no training)": ProcessRewardComputer.from_pretrained(
             ref_dir, reference_free=True, beta=cfg.beta, step_separator=STEP_SEPARATOR
@@ -351,49 +387,49 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         computers[names[key]] = ProcessRewardComputer.from_pretrained(
             path, ref_model=ref_dir, step_separator=STEP_SEPARATOR
         )
+    return computers
 
-    def evaluate() -> dict[str, Any]:
-        results: dict[str, Any] = {"step_error": {}, "best_of_n": {}, "_scored_test": {}}
-        bon_problems = [
-            {
-                "problem": p.prompt,
-                "reference": p.answer,
-                "candidates": [{"response": s.steps, "answer": s.final_answer} for s in sols],
-            }
-            for p, sols in zip(bon_set, bon_samples, strict=True)
-        ]
-        records = {
-            set_name: (
-                [to_processbench(p, s) for p, s in val_items],
-                [to_processbench(p, s) for p, s in test_items],
-            )
-            for set_name, (val_items, test_items) in eval_sets.items()
+
+def _evaluate(
+    computers: dict[str, Any],
+    eval_sets: dict[str, tuple[list[tuple[Problem, Solution]], list[tuple[Problem, Solution]]]],
+    bon_set: list[Problem],
+    bon_samples: list[list[Solution]],
+) -> dict[str, Any]:
+    """Stage 5b: step-error F1 (threshold tuned on validation) on each evaluation set, and best-of-N."""
+    from trl_implicit_prm.evaluation import best_of_n_curve, evaluate_splits
+    from trl_implicit_prm.evaluation.prm_scores import score_candidates, score_process_records
+
+    results: dict[str, Any] = {"step_error": {}, "best_of_n": {}, "_scored_test": {}}
+    bon_problems = [
+        {
+            "problem": p.prompt,
+            "reference": p.answer,
+            "candidates": [{"response": s.steps, "answer": s.final_answer} for s in sols],
         }
-        for name, prc in computers.items():
-            results["step_error"][name] = {}
-            for set_name, (val_records, test_records) in records.items():
-                test_scored = _score_steps(prc, eval_sets[set_name][1])
-                split = evaluate_splits(
-                    {
-                        "validation": (val_records, score_process_records(prc, val_records)),
-                        "test": (test_records, [r.step_rewards for r in test_scored]),
-                    },
-                    tune_on="validation",
-                )
-                results["step_error"][name][set_name] = {
-                    k: v.to_dict() for k, v in split["splits"].items()
-                } | {"threshold": split["threshold"], "n_test_records": len(test_records)}
-                results["_scored_test"].setdefault(set_name, {})[name] = test_scored
-            results["best_of_n"][name] = best_of_n_curve(
-                bon_problems, score_candidates(prc, bon_problems, ["min"])
-            )
-        return results
-
-    results = stages.run("5b evaluate (step-error F1, best-of-N)", evaluate)
-    results["extra"] = {
-        "reference_policy": json.loads((ref_dir / "sft_history.json").read_text()),
-        "rollouts": rollout_stats,
-        "training_rows": {"unpaired": len(unpaired), "paired": len(paired), "stepwise": len(stepwise)},
+        for p, sols in zip(bon_set, bon_samples, strict=True)
+    ]
+    records = {
+        set_name: ([to_processbench(p, s) for p, s in val], [to_processbench(p, s) for p, s in test])
+        for set_name, (val, test) in eval_sets.items()
     }
-    report = write_report(out, cfg, results, eval_sets, stages.seconds)
-    return report
+    for name, prc in computers.items():
+        results["step_error"][name] = {}
+        for set_name, (val_records, test_records) in records.items():
+            test_scored = _score_steps(prc, eval_sets[set_name][1])
+            split = evaluate_splits(
+                {
+                    "validation": (val_records, score_process_records(prc, val_records)),
+                    "test": (test_records, [r.step_rewards for r in test_scored]),
+                },
+                tune_on="validation",
+            )
+            results["step_error"][name][set_name] = {k: v.to_dict() for k, v in split["splits"].items()} | {
+                "threshold": split["threshold"],
+                "n_test_records": len(test_records),
+            }
+            results["_scored_test"].setdefault(set_name, {})[name] = test_scored
+        results["best_of_n"][name] = best_of_n_curve(
+            bon_problems, score_candidates(prc, bon_problems, ["min"])
+        )
+    return results

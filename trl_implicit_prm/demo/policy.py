@@ -34,6 +34,23 @@ def _sft_rows(tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem]) -
     return rows
 
 
+def _sft_step(
+    model: PreTrainedModel,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    batch: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    """One optimizer step on a batch (gradient norm clipped to 1); returns the loss."""
+    model.train()
+    loss = model(**batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad()
+    return loss
+
+
 def finetune_on_solutions(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -73,13 +90,9 @@ def finetune_on_solutions(
     for epoch in range(epochs):
         rng.shuffle(rows)
         for start in range(0, len(rows), batch_size):
-            model.train()
-            loss = model(**_batch(rows[start : start + batch_size], tokenizer.pad_token_id)).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad()
+            loss = _sft_step(
+                model, opt, sched, _batch(rows[start : start + batch_size], tokenizer.pad_token_id)
+            )
             step += 1
             bar.update(1)
             if stop_at_accuracy is not None and eval_problems and step % check_every == 0:

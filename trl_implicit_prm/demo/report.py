@@ -109,47 +109,53 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         "## Reading",
         "",
+        *_reading(report["claims"], s, n),
     ]
-    c = report["claims"]
-    if c:
-        verdict = "meets" if c["ce_f1_at_least_0.80"] else "misses"
-        lines.append(
-            f"- Trained on final-answer labels only, the CE implicit PRM localises the first wrong step "
-            f"with F1 {100 * c['ce_f1']:.1f} ({verdict} the 80 target)."
-        )
-        if "gap_to_step_supervised" in c:
-            gap = 100 * c["gap_to_step_supervised"]
-            relation = (
-                f"outcome labels come within {gap:.1f} points of per-step supervision"
-                if gap >= 0
-                else f"the outcome-trained PRM is {-gap:.1f} points above it"
-            )
-            lines.append(
-                f"- The PRM trained on the true step labels reaches "
-                f"{100 * s['models'][STEP]['test_f1']:.1f}: {relation}."
-            )
-        if f"ce_bon@{n}_min" in c:
-            lines.append(
-                f"- Best-of-{n} by the minimum step reward: {100 * c[f'ce_bon@{n}_min']:.1f}, against pass@1 "
-                f"{100 * s['pass@1']:.1f} and majority voting {100 * s[f'majority@{n}']:.1f}."
-            )
-        ref = s["models"].get("reference (no training)")
-        if ref is not None:
-            lines.append(
-                f"- The untrained reference alone scores F1 {100 * ref['test_f1']:.1f} on its own solutions: "
-                "the gain comes from training on outcomes, not from the model's own likelihoods."
-            )
-            lines.append(
-                f"- On injected errors the reference alone scores {100 * ref['injected_test_f1']:.1f}: an "
-                "error the policy would not make is improbable under it already, while a log-ratio "
-                "reward only carries what training changed (the paper's §5.5.2 discusses this)."
-            )
     lines += [
         "",
         "Files: `report.json` (every number), `bon.png`, `steps.html`, `data/` (the public formats).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _reading(c: dict[str, Any], s: dict[str, Any], n: int) -> list[str]:
+    """The report's "Reading" bullets: what the claims and the summary say."""
+    lines: list[str] = []
+    if not c:
+        return lines
+    verdict = "meets" if c["ce_f1_at_least_0.80"] else "misses"
+    lines.append(
+        f"- Trained on final-answer labels only, the CE implicit PRM localises the first wrong step "
+        f"with F1 {100 * c['ce_f1']:.1f} ({verdict} the 80 target)."
+    )
+    if "gap_to_step_supervised" in c:
+        gap = 100 * c["gap_to_step_supervised"]
+        relation = (
+            f"outcome labels come within {gap:.1f} points of per-step supervision"
+            if gap >= 0
+            else f"the outcome-trained PRM is {-gap:.1f} points above it"
+        )
+        lines.append(
+            f"- The PRM trained on the true step labels reaches {100 * s['models'][STEP]['test_f1']:.1f}: {relation}."
+        )
+    if f"ce_bon@{n}_min" in c:
+        lines.append(
+            f"- Best-of-{n} by the minimum step reward: {100 * c[f'ce_bon@{n}_min']:.1f}, against pass@1 "
+            f"{100 * s['pass@1']:.1f} and majority voting {100 * s[f'majority@{n}']:.1f}."
+        )
+    ref = s["models"].get("reference (no training)")
+    if ref is not None:
+        lines.append(
+            f"- The untrained reference alone scores F1 {100 * ref['test_f1']:.1f} on its own solutions: "
+            "the gain comes from training on outcomes, not from the model's own likelihoods."
+        )
+        lines.append(
+            f"- On injected errors the reference alone scores {100 * ref['injected_test_f1']:.1f}: an "
+            "error the policy would not make is improbable under it already, while a log-ratio "
+            "reward only carries what training changed (the paper's §5.5.2 discusses this)."
+        )
+    return lines
 
 
 def _plot(results: dict[str, Any], path: Path, n: int) -> None:

@@ -215,28 +215,23 @@ def best_of_n_curve(
     """Accuracy against N of each selection method, using the FIRST N candidates of every problem.
 
     Args:
-        problems: mappings with `reference` (the reference answer) and `candidates`: a list of response
-            strings or of mappings with `response` (str or list of step strings) and optional `answer`
-            (used as is; otherwise extracted from the response with `extract_answer`, steps joined with
-            `step_separator`). Optional `scores` mapping per candidate is used when `scores` is None.
-        scores: aggregated PRM scores, `{aggregation name: per problem, per candidate float}`, e.g.
-            `{"min": ..., "sum": ...}`; a bare nested list is named "score". None: read each candidate's
-            `scores` mapping (the names present in every candidate), if any.
+        problems: mappings with `reference` (the reference answer) and `candidates`: response strings or
+            mappings with `response` (str or steps), optional `answer` (else extracted with `extract_answer`,
+            steps joined with `step_separator`) and optional `scores` (used when `scores` is None).
+        scores: `{aggregation name: per problem, per candidate float}` (a bare nested list is named "score");
+            None: each candidate's `scores` mapping (the names present in every candidate), if any.
         ns: the values of N; default 1, 2, 4, ... up to the largest candidate count (powers of two only).
-        methods: "majority"; "prm:<name>" (pick the top-scoring candidate); "weighted:<name>" (weighted
-            majority vote with weights σ(score)). A bare "prm" / "weighted" means one method per
-            score name.
+        methods: "majority"; "prm:<name>" (the top-scoring candidate); "weighted:<name>" (majority vote
+            weighted by σ(score)); a bare "prm" / "weighted" means one method per score name.
         use_math_verify: passed to :func:`answers_equivalent`.
 
-    Problems with fewer than N candidates are evaluated on all they have; `n_short[i]` counts them for
-    `ns[i]`. Each distinct (answer, reference) pair is graded once; a None answer is wrong.
+    A problem with fewer than N candidates uses all it has (`n_short[i]` counts them for `ns[i]`). Each distinct
+    (answer, reference) pair is graded once; a None answer is wrong.
 
     Returns:
-        ``{"ns": [...], "methods": [...], "accuracy": {method: [fraction correct at each N]},
-        "pass_at_n": [any of the first N correct], "pass_at_1": mean over problems of the fraction of
-        correct candidates (all of them: the expected accuracy of one sample), "n_short": [...],
-        "n_problems": int, "candidates_per_problem": {"min": int, "max": int},
-        "no_answer_rate": fraction of candidates without an answer, "n_graded_pairs": int}``.
+        ``{"ns", "methods", "accuracy": {method: [fraction correct at each N]}, "pass_at_n": [any of the first
+        N correct], "pass_at_1": mean fraction of correct candidates (the expected accuracy of one sample),
+        "n_short", "n_problems", "candidates_per_problem": {"min", "max"}, "no_answer_rate", "n_graded_pairs"}``.
 
     Example:
 
@@ -251,6 +246,68 @@ def best_of_n_curve(
 
     ```
     """
+    ns = _checked_problems_and_ns(problems, ns)
+    score_sets = _collect_scores(problems, scores)
+    tally = _Tally(ns, _expand_methods(methods, list(score_sets)), use_math_verify)
+    for index, problem in enumerate(problems):
+        answers = [_candidate_answer(c, step_separator) for c in problem["candidates"]]
+        tally.add(answers, str(problem["reference"]), {name: v[index] for name, v in score_sets.items()})
+    return tally.summary([len(p["candidates"]) for p in problems])
+
+
+class _Tally:
+    """Running counts of :func:`best_of_n_curve`: hits per method and N, pass@N, the summed fraction of correct
+    candidates, and the (answer, reference) grades, each distinct pair graded once."""
+
+    def __init__(self, ns: list[int], methods: list[str], use_math_verify: bool | None):
+        self.ns, self.methods, self.use_math_verify = ns, methods, use_math_verify
+        self.hits = {name: [0] * len(ns) for name in methods}
+        self.pass_hits = [0] * len(ns)
+        self.correct_fraction = 0.0
+        self.n_candidates = self.n_unanswered = 0
+        self.grades: dict[tuple[str, str], bool] = {}
+
+    def summary(self, counts: list[int]) -> dict[str, Any]:
+        """The curve, from the number of candidates of every problem."""
+        n_problems = len(counts)
+        return {
+            "ns": self.ns,
+            "methods": self.methods,
+            "accuracy": {name: [h / n_problems for h in values] for name, values in self.hits.items()},
+            "pass_at_n": [h / n_problems for h in self.pass_hits],
+            "pass_at_1": self.correct_fraction / n_problems,
+            "n_short": [sum(c < n for c in counts) for n in self.ns],
+            "n_problems": n_problems,
+            "candidates_per_problem": {"min": min(counts), "max": max(counts)},
+            "no_answer_rate": self.n_unanswered / self.n_candidates,
+            "n_graded_pairs": len(self.grades),
+        }
+
+    def grade(self, answer: str | None, reference: str) -> bool:
+        if answer is None:
+            return False
+        pair = (answer, reference)
+        if pair not in self.grades:
+            self.grades[pair] = answers_equivalent(answer, reference, use_math_verify=self.use_math_verify)
+        return self.grades[pair]
+
+    def add(self, answers: list[str | None], reference: str, scores: Mapping[str, Sequence[float]]) -> None:
+        """One problem: its candidates' answers and their scores per aggregation name."""
+        keys = [answer_key(a) for a in answers]
+        correct = [self.grade(a, reference) for a in answers]
+        self.correct_fraction += sum(correct) / len(correct)
+        self.n_candidates += len(answers)
+        self.n_unanswered += sum(a is None for a in answers)
+        for position, n in enumerate(self.ns):
+            self.pass_hits[position] += any(correct[:n])
+            for name in self.methods:
+                chosen = _select(name, keys[:n], scores, n)
+                self.hits[name][position] += chosen is not None and correct[chosen]
+
+
+def _checked_problems_and_ns(problems: Sequence[Mapping[str, Any]], ns: Sequence[int] | None) -> list[int]:
+    """Refuse problems without candidates or reference; the values of N (default 1, 2, 4, ... up to the most
+    candidates), each >= 1."""
     if not problems:
         raise ValueError("best_of_n_curve needs at least one problem")
     for index, problem in enumerate(problems):
@@ -258,60 +315,20 @@ def best_of_n_curve(
             raise ValueError(f"problem {index} has no candidates")
         if problem.get("reference") is None:
             raise ValueError(f"problem {index} has no 'reference' answer")
-    score_sets = _collect_scores(problems, scores)
-    method_names = _expand_methods(methods, list(score_sets))
-    counts = [len(p["candidates"]) for p in problems]
+    most = max(len(p["candidates"]) for p in problems)
     if ns is None:
-        ns = [2**k for k in range(max(counts).bit_length()) if 2**k <= max(counts)]
+        ns = [2**k for k in range(most.bit_length()) if 2**k <= most]
     ns = [int(n) for n in ns]
     if any(n < 1 for n in ns):
         raise ValueError(f"every N must be >= 1, got {ns}")
+    return ns
 
-    grades: dict[tuple[str, str], bool] = {}
 
-    def grade(answer: str | None, reference: str) -> bool:
-        if answer is None:
-            return False
-        pair = (answer, reference)
-        if pair not in grades:
-            grades[pair] = answers_equivalent(answer, reference, use_math_verify=use_math_verify)
-        return grades[pair]
-
-    hits = {name: [0] * len(ns) for name in method_names}
-    pass_hits = [0] * len(ns)
-    n_short = [sum(c < n for c in counts) for n in ns]
-    mean_correct_fraction = 0.0
-    n_candidates = n_unanswered = 0
-    for index, problem in enumerate(problems):
-        reference = str(problem["reference"])
-        answers = [_candidate_answer(c, step_separator) for c in problem["candidates"]]
-        keys = [answer_key(a) for a in answers]
-        correct = [grade(a, reference) for a in answers]
-        weights = {name: [sigmoid(v) for v in values[index]] for name, values in score_sets.items()}
-        mean_correct_fraction += sum(correct) / len(correct)
-        n_candidates += len(answers)
-        n_unanswered += sum(a is None for a in answers)
-        for position, n in enumerate(ns):
-            pass_hits[position] += any(correct[:n])
-            for name in method_names:
-                kind, _, aggregation = name.partition(":")
-                if kind == "majority":
-                    chosen = _plurality(keys[:n], [1.0] * len(keys[:n]))
-                elif kind == "weighted":
-                    chosen = _plurality(keys[:n], weights[aggregation][:n])
-                else:
-                    chosen = select_by_score(score_sets[aggregation][index][:n])
-                hits[name][position] += chosen is not None and correct[chosen]
-    n_problems = len(problems)
-    return {
-        "ns": ns,
-        "methods": method_names,
-        "accuracy": {name: [h / n_problems for h in values] for name, values in hits.items()},
-        "pass_at_n": [h / n_problems for h in pass_hits],
-        "pass_at_1": mean_correct_fraction / n_problems,
-        "n_short": n_short,
-        "n_problems": n_problems,
-        "candidates_per_problem": {"min": min(counts), "max": max(counts)},
-        "no_answer_rate": n_unanswered / n_candidates,
-        "n_graded_pairs": len(grades),
-    }
+def _select(name: str, keys: list[Any], scores: Mapping[str, Sequence[float]], n: int) -> int | None:
+    """The candidate that method `name` picks among the first `n` (answer keys `keys`, already cut to `n`)."""
+    kind, _, aggregation = name.partition(":")
+    if kind == "majority":
+        return _plurality(keys, [1.0] * len(keys))
+    if kind == "weighted":
+        return _plurality(keys, [sigmoid(v) for v in scores[aggregation][:n]])
+    return select_by_score(scores[aggregation][:n])

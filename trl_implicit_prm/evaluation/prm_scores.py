@@ -14,6 +14,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from .best_of_n import sigmoid
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["scorable", "score_candidates", "score_process_records"]
@@ -53,7 +55,7 @@ def score_process_records(
     )
     out: list[list[float]] = [[] for _ in records]
     for i, r in zip(index, results, strict=True):
-        out[i] = list(r.step_rewards) if how == "step" else [1.0 / (1.0 + math.exp(-q)) for q in r.q_values]
+        out[i] = list(r.step_rewards) if how == "step" else [sigmoid(q) for q in r.q_values]
     return out
 
 

@@ -20,7 +20,6 @@ O(M log M) for M step scores.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -29,6 +28,13 @@ from numbers import Integral
 from typing import Any
 
 import numpy as np
+
+from trl_implicit_prm.step_errors import (
+    ThresholdSweep,
+    accuracy,
+    f1_from_counts,
+    first_error_prediction,
+)
 
 __all__ = [
     "ProcessErrorResult",
@@ -42,42 +48,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ORACLE_NOTE = "oracle threshold (tuned on the records it reports: optimistic)"
-
-
-def first_error_prediction(step_scores: Sequence[float], threshold: float) -> int:
-    """Index of the first step whose score is strictly below `threshold`, or -1 if there is none.
-
-    A score exactly equal to the threshold is not below it. No steps -> -1.
-
-    Example:
-
-    ```python
-    >>> first_error_prediction([0.3, 0.1, -0.2, -0.5], threshold=0.0)
-    2
-    >>> first_error_prediction([0.3, 0.0], threshold=0.0)
-    -1
-
-    ```
-    """
-    for index, score in enumerate(step_scores):
-        if score < threshold:
-            return index
-    return -1
-
-
-def _f1(correct_err: int, correct_corr: int, n_err: int, n_corr: int) -> float:
-    """Harmonic mean of the two accuracies, from integer counts (NaN if a group is empty, 0 if both are 0).
-
-    Written as 2·ce·cc / (ce·nc + cc·ne) so that equal rationals give bit-identical floats (exact ties).
-    """
-    if n_err == 0 or n_corr == 0:
-        return math.nan
-    denominator = correct_err * n_corr + correct_corr * n_err
-    return 2.0 * correct_err * correct_corr / denominator if denominator else 0.0
-
-
-def _accuracy(correct: int, total: int) -> float:
-    return correct / total if total else math.nan
 
 
 @dataclass(frozen=True)
@@ -130,45 +100,13 @@ class ProcessErrorResult:
 
 @dataclass
 class _Prepared:
-    """Validated records, reduced to what the threshold sweep needs.
-
-    Erroneous record with label L and prefix minima m: prediction == L  iff  m[L] < τ <= m[L-1] (m[-1] = +inf),
-    an interval (lo, hi] that is empty when step L is not a new prefix minimum. Correct record: prediction
-    == -1 iff τ <= min(scores) (+inf without steps).
-    """
+    """Records after validation: labels (None for skipped records), scores, the skipped ones, and the sweep of
+    the valid ones (:class:`~trl_implicit_prm.step_errors.ThresholdSweep`)."""
 
     labels: list[int | None]  # None for skipped records
     scores: list[list[float]]
     skipped: list[tuple[int, str]]
-    n_err: int
-    n_corr: int
-    err_lo: np.ndarray  # sorted lower ends of the non-empty "correct" intervals of erroneous records
-    err_hi: np.ndarray  # sorted upper ends of the same intervals
-    corr_min: np.ndarray  # sorted minimum score of each correct record
-    values: np.ndarray  # sorted distinct step scores of the valid records
-
-    def counts(self, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Correct predictions on erroneous and on correct records at each threshold."""
-        # (#lo < τ) − (#hi < τ) = #{lo < τ <= hi}, because lo < hi for every stored interval.
-        correct_err = np.searchsorted(self.err_lo, thresholds, "left") - np.searchsorted(
-            self.err_hi, thresholds, "left"
-        )
-        correct_corr = self.n_corr - np.searchsorted(self.corr_min, thresholds, "left")  # #{min >= τ}
-        return correct_err, correct_corr
-
-    def candidates(self) -> np.ndarray:
-        """Midpoints between consecutive distinct scores, plus min − 1 and max + 1 (just [0.0] if no scores)."""
-        values = self.values
-        if values.size == 0:
-            return np.array([0.0])
-        lo, hi = values[:-1], values[1:]
-        mid = _midpoints(lo, hi)
-        return np.concatenate([[values[0] - 1.0], mid, [values[-1] + 1.0]])
-
-
-def _midpoints(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    mid = lo + (hi - lo) / 2
-    return np.where(mid > lo, mid, hi)  # adjacent floats: hi is still in (lo, hi]
+    sweep: ThresholdSweep
 
 
 def _label_problem(record: Any, n_steps: int) -> str | None:
@@ -182,6 +120,28 @@ def _label_problem(record: Any, n_steps: int) -> str | None:
     return None
 
 
+def _record_problem(
+    index: int, record: Any, record_scores: Sequence[float]
+) -> tuple[list[float], str | None]:
+    """A record's scores as floats, and why the record is skipped (None if it is valid); a caller bug (a score
+    count that differs from the steps, a non-finite score) raises ValueError."""
+    steps = record.get("steps") if isinstance(record, Mapping) else None
+    if (
+        not isinstance(steps, Sequence)
+        or isinstance(steps, str)
+        or not all(isinstance(s, str) for s in steps)
+    ):
+        return [], "'steps' must be a list of strings"
+    values = [float(s) for s in record_scores]
+    if len(values) != len(steps):
+        raise ValueError(
+            f"record {index}: {len(values)} scores for {len(steps)} steps (scores[{index}] needs one per step)"
+        )
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"record {index}: step scores must be finite, got {values}")
+    return values, _label_problem(record, len(steps))
+
+
 def _prepare(records: Sequence[Mapping[str, Any]], scores: Sequence[Sequence[float]]) -> _Prepared:
     if len(records) != len(scores):
         raise ValueError(
@@ -190,47 +150,12 @@ def _prepare(records: Sequence[Mapping[str, Any]], scores: Sequence[Sequence[flo
     labels: list[int | None] = []
     clean_scores: list[list[float]] = []
     skipped: list[tuple[int, str]] = []
-    err_lo, err_hi, corr_min, all_scores = [], [], [], []
-    n_err = n_corr = 0
     for index, (record, record_scores) in enumerate(zip(records, scores, strict=True)):
-        steps = record.get("steps") if isinstance(record, Mapping) else None
-        if (
-            not isinstance(steps, Sequence)
-            or isinstance(steps, str)
-            or not all(isinstance(s, str) for s in steps)
-        ):
-            skipped.append((index, "'steps' must be a list of strings"))
-            labels.append(None)
-            clean_scores.append([])
-            continue
-        values = [float(s) for s in record_scores]
-        if len(values) != len(steps):
-            raise ValueError(
-                f"record {index}: {len(values)} scores for {len(steps)} steps (scores[{index}] needs one per step)"
-            )
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError(f"record {index}: step scores must be finite, got {values}")
-        problem = _label_problem(record, len(steps))
+        values, problem = _record_problem(index, record, record_scores)
+        clean_scores.append(values)
+        labels.append(None if problem is not None else int(record["label"]))
         if problem is not None:
             skipped.append((index, problem))
-            labels.append(None)
-            clean_scores.append(values)
-            continue
-        label = int(record["label"])
-        labels.append(label)
-        clean_scores.append(values)
-        all_scores.extend(values)
-        prefix_min = list(itertools.accumulate(values, min))
-        if label == -1:
-            n_corr += 1
-            corr_min.append(prefix_min[-1] if prefix_min else math.inf)
-        else:
-            n_err += 1
-            lo = prefix_min[label]
-            hi = prefix_min[label - 1] if label > 0 else math.inf
-            if lo < hi:
-                err_lo.append(lo)
-                err_hi.append(hi)
     if skipped:
         logger.warning(
             "skipped %d malformed record(s) of %d, first: record %d: %s",
@@ -238,39 +163,9 @@ def _prepare(records: Sequence[Mapping[str, Any]], scores: Sequence[Sequence[flo
             len(records),
             *skipped[0],
         )
-    return _Prepared(
-        labels=labels,
-        scores=clean_scores,
-        skipped=skipped,
-        n_err=n_err,
-        n_corr=n_corr,
-        err_lo=np.sort(np.asarray(err_lo, dtype=float)),
-        err_hi=np.sort(np.asarray(err_hi, dtype=float)),
-        corr_min=np.sort(np.asarray(corr_min, dtype=float)),
-        values=np.unique(np.asarray(all_scores, dtype=float)),
-    )
-
-
-def _tune(prepared: _Prepared) -> float:
-    if prepared.n_err == 0 or prepared.n_corr == 0:
-        raise ValueError(
-            f"cannot tune a threshold on {prepared.n_err} erroneous and {prepared.n_corr} correct records: "
-            "F1 needs both kinds; pass threshold= instead"
-        )
-    candidates = prepared.candidates()
-    correct_err, correct_corr = prepared.counts(candidates)
-    ne, nc = prepared.n_err, prepared.n_corr
-    denominator = correct_err * nc + correct_corr * ne
-    f1 = np.where(denominator > 0, 2.0 * correct_err * correct_corr / np.maximum(denominator, 1), 0.0)
-    is_best = f1 == f1.max()
-    first = int(np.argmax(is_best))
-    last = first
-    while last + 1 < len(candidates) and is_best[last + 1]:
-        last += 1
-    if first == 0 or last == len(candidates) - 1:  # the best run is unbounded: keep its outer candidate
-        return float(candidates[0] if first == 0 else candidates[-1])
-    lo, hi = prepared.values[first - 1], prepared.values[last]  # the best run covers τ in (lo, hi]
-    return float(_midpoints(np.array([lo]), np.array([hi]))[0])
+    valid = [(label, values) for label, values in zip(labels, clean_scores, strict=True) if label is not None]
+    sweep = ThresholdSweep.build([label for label, _ in valid], [values for _, values in valid])
+    return _Prepared(labels=labels, scores=clean_scores, skipped=skipped, sweep=sweep)
 
 
 def tune_threshold(records: Sequence[Mapping[str, Any]], scores: Sequence[Sequence[float]]) -> float:
@@ -297,7 +192,7 @@ def tune_threshold(records: Sequence[Mapping[str, Any]], scores: Sequence[Sequen
 
     ```
     """
-    return _tune(_prepare(records, scores))
+    return _prepare(records, scores).sweep.tune()
 
 
 def _result(prepared: _Prepared, threshold: float, oracle: bool) -> ProcessErrorResult:
@@ -314,11 +209,11 @@ def _result(prepared: _Prepared, threshold: float, oracle: bool) -> ProcessError
                 correct_corr += 1
             else:
                 correct_err += 1
-    ne, nc = prepared.n_err, prepared.n_corr
+    ne, nc = prepared.sweep.n_err, prepared.sweep.n_corr
     return ProcessErrorResult(
-        acc_erroneous=_accuracy(correct_err, ne),
-        acc_correct=_accuracy(correct_corr, nc),
-        f1=_f1(correct_err, correct_corr, ne, nc),
+        acc_erroneous=accuracy(correct_err, ne),
+        acc_correct=accuracy(correct_corr, nc),
+        f1=f1_from_counts(correct_err, correct_corr, ne, nc),
         threshold=float(threshold),
         n_erroneous=ne,
         n_correct=nc,
@@ -376,7 +271,7 @@ def evaluate_process_errors(
         raise ValueError("tune=False needs a threshold=...")
     prepared = _prepare(records, scores)
     if tune:
-        return _result(prepared, _tune(prepared), oracle=True)
+        return _result(prepared, prepared.sweep.tune(), oracle=True)
     return _result(prepared, _check_threshold(threshold), oracle=False)
 
 
@@ -411,7 +306,7 @@ def evaluate_splits(
     if tune_on is not None and tune_on not in splits:
         raise ValueError(f"tune_on={tune_on!r} is not one of the splits {sorted(splits)}")
     prepared = {name: _prepare(records, scores) for name, (records, scores) in splits.items()}
-    tau = _tune(prepared[tune_on]) if tune_on is not None else _check_threshold(threshold)
+    tau = prepared[tune_on].sweep.tune() if tune_on is not None else _check_threshold(threshold)
     results = {name: _result(p, tau, oracle=name == tune_on) for name, p in prepared.items()}
     f1s = [r.f1 for r in results.values()]
     held_out = [r.f1 for name, r in results.items() if name != tune_on]
@@ -440,13 +335,11 @@ def f1_threshold_curve(
 
     ```
     """
-    prepared = _prepare(records, scores)
-    taus = (
-        prepared.candidates() if thresholds is None else np.asarray([_check_threshold(t) for t in thresholds])
-    )
-    correct_err, correct_corr = prepared.counts(taus)
-    ne, nc = prepared.n_err, prepared.n_corr
+    sweep = _prepare(records, scores).sweep
+    taus = sweep.candidates() if thresholds is None else np.asarray([_check_threshold(t) for t in thresholds])
+    correct_err, correct_corr = sweep.counts(taus)
+    ne, nc = sweep.n_err, sweep.n_corr
     return [
-        (float(tau), _accuracy(int(ce), ne), _accuracy(int(cc), nc), _f1(int(ce), int(cc), ne, nc))
+        (float(tau), accuracy(int(ce), ne), accuracy(int(cc), nc), f1_from_counts(int(ce), int(cc), ne, nc))
         for tau, ce, cc in zip(taus, correct_err, correct_corr, strict=True)
     ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,44 +21,43 @@ from tqdm.auto import tqdm
 from ..checks import check_beta
 from ..data.rendering import (
     PromptFormat,
-    append_eos_from_metadata,
-    prompt_format_from_metadata,
-    template_sha256,
 )
 from ..logps import completion_logps, resolve_logps_method
-from ..modeling import METADATA_FILE, check_max_length, check_reference, is_peft_model, unwrap_model
+from ..modeling import check_max_length, check_reference
 from ..rewards import implicit_step_rewards, step_logp_sums, step_q_values, token_rewards
 from .batching import collate, plan_batches
 from .cache import ReferenceCache
+from .checks import DEFAULT_MAX_BATCH_TOKENS, check_rendering, choose_reference, default_max_length
 from .encoding import EncodedResponse, decode_tokens, encode_response
-from .loading import identity_of, resolve_models, trainer_reference
+from .loading import (
+    DEFAULT_BETA,
+    DEFAULT_SEPARATOR,
+    identity_of,
+    pretrained_kwargs,
+    resolve_models,
+    trainer_reference,
+)
 from .step_rewards import StepRewards
 
-__all__ = ["DEFAULT_BETA", "DEFAULT_MAX_BATCH_TOKENS", "DEFAULT_SEPARATOR", "ProcessRewardComputer"]
+__all__ = [
+    "DEFAULT_BETA",
+    "DEFAULT_MAX_BATCH_TOKENS",
+    "DEFAULT_SEPARATOR",
+    "ProcessRewardComputer",
+    "default_max_length",
+]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BETA = 0.05
-DEFAULT_SEPARATOR = "\n\n"
-DEFAULT_MAX_BATCH_TOKENS = 16384
 PROGRESS_THRESHOLD = 128  # responses; above this `show_progress=None` shows a bar
-_SANE_LENGTH = 10**7  # tokenizers without a limit report 1e30
-
-
-def default_max_length(model: nn.Module, tokenizer: Any) -> int | None:
-    """The smaller of the model's position limit and the tokenizer's `model_max_length`, when they are sane."""
-    lm = unwrap_model(model)
-    config = getattr(lm, "config", None)
-    text_config = (
-        config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
-    )
-    limits = [
-        getattr(text_config, "max_position_embeddings", None),
-        getattr(text_config, "n_positions", None),
-        getattr(tokenizer, "model_max_length", None),
-    ]
-    sane = [int(x) for x in limits if isinstance(x, int) and 0 < x < _SANE_LENGTH]
-    return min(sane) if sane else None
+_PASSED_THROUGH = (
+    "max_length",
+    "truncation",
+    "batch_size",
+    "max_batch_tokens",
+    "reference_cache",
+    "logps_method",
+)
 
 
 class ProcessRewardComputer:
@@ -121,25 +119,9 @@ class ProcessRewardComputer:
         prompt_format: PromptFormat | Mapping[str, Any] | None = None,
         append_eos: bool = False,
     ):
-        adapter_reference = _choose_reference(model, ref_model, reference_free, adapter_reference)
+        adapter_reference = choose_reference(model, ref_model, reference_free, adapter_reference)
         beta = check_beta(beta)
-        if not isinstance(step_separator, str) or not step_separator:
-            raise ValueError(f"step_separator must be a non-empty string, got {step_separator!r}")
-        if isinstance(prompt_format, Mapping):
-            prompt_format = PromptFormat.from_metadata(prompt_format, "prompt_format")
-        if prompt_format is not None and not isinstance(prompt_format, PromptFormat):
-            raise TypeError(
-                f"prompt_format must be a PromptFormat, its dict or None, got {type(prompt_format).__name__}"
-            )
-        if not isinstance(append_eos, bool):
-            raise TypeError(f"append_eos must be True or False, got {append_eos!r}")
-        if append_eos and not getattr(tokenizer, "eos_token", None):
-            raise ValueError("append_eos=True needs a tokenizer with an eos_token; pass append_eos=False")
-        if (
-            getattr(tokenizer, "pad_token_id", None) is None
-            and getattr(tokenizer, "eos_token_id", None) is None
-        ):
-            raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad batches with")
+        prompt_format = check_rendering(tokenizer, step_separator, prompt_format, append_eos)
         if ref_model is not None:
             check_reference(model, ref_model, tokenizer, reference_name)
         if max_length is not None:
@@ -164,20 +146,6 @@ class ProcessRewardComputer:
         self.prompt_format: PromptFormat | None = prompt_format
         self.append_eos = append_eos
         self._warned_string_prompt = False
-        if (
-            prompt_format is not None
-            and prompt_format.is_chat
-            and prompt_format.chat_template_sha256 is not None
-        ):
-            current = template_sha256(tokenizer)
-            if current != prompt_format.chat_template_sha256:
-                logger.warning(
-                    "the tokenizer's chat template (sha256 %s) is not the one the PRM was trained with (sha256 %s): "
-                    "chat prompts are rendered differently from training; use the tokenizer saved with the "
-                    "checkpoint",
-                    current,
-                    prompt_format.chat_template_sha256,
-                )
         resolve_logps_method(model, logps_method, self.device)  # fail early on an unusable method
 
     # ----------------------------------------------------------------------------------------------------- loading
@@ -208,23 +176,20 @@ class ProcessRewardComputer:
           `implicit_prm.json`; for a PEFT adapter (directory or `PeftModel`), the base model with adapters
           disabled (no second copy in memory). Without either: an error, unless `reference_free=True`
           (ρ = log πθ; default: the checkpoint's metadata, else False).
-        - `beta` (default: metadata, else 0.05) and `step_separator` (default: metadata, else "\\n\\n").
-        - `tokenizer`: default, the one saved with the model (or with the adapter's base model).
-        - `device`: default CUDA when available, else CPU; `dtype`: a torch dtype or its name.
+        - `beta` (default: metadata, else 0.05), `step_separator` (default: metadata, else "\\n\\n"), `tokenizer`
+          (default: the one saved with the model or the adapter's base), `device` (default CUDA when available,
+          else CPU), `dtype` (a torch dtype or its name).
         - `max_length`: default, the smaller of the model's position limit and `tokenizer.model_max_length`;
           longer responses raise unless `truncation=True`.
         - `batch_size` caps the rows of a batch; `max_batch_tokens` (default 16384) caps its padded tokens.
-        - `reference_cache`: a :class:`ReferenceCache` to share between computers; default a private one;
-          `False` disables caching.
+        - `reference_cache`: a :class:`ReferenceCache` to share, default a private one, `False` for none.
         - `prompt_format` and `append_eos`: how training rendered prompts and ended completions (default: the
-          checkpoint's `implicit_prm.json`; when it records neither, strings as they are and no EOS, with a
-          warning).
+          checkpoint's `implicit_prm.json`; if it records neither, strings as they are, no EOS, a warning).
 
         Example:
 
         ```python
-        >>> import contextlib, io, tempfile
-        >>> from trl_implicit_prm.tiny import build_model, build_tokenizer
+        >>> import contextlib, io, tempfile; from trl_implicit_prm.tiny import build_model, build_tokenizer
         >>> tok, root = build_tokenizer(vocab_size=400), tempfile.mkdtemp()
         >>> with contextlib.redirect_stdout(io.StringIO()):  # saving may print a DeepSpeed notice
         ...     for name, seed in (("policy", 0), ("ref", 1)):
@@ -238,35 +203,9 @@ class ProcessRewardComputer:
         ```
         """
         resolved = resolve_models(model, ref_model, reference_free, tokenizer, device, dtype)
-        meta = resolved.metadata
-        where = resolved.policy_name or (model if isinstance(model, str) else None) or "the in-memory model"
-        source = (
-            str(Path(where) / METADATA_FILE) if Path(str(where)).is_dir() else f"{where} ({METADATA_FILE})"
-        )
-        if prompt_format is None:
-            prompt_format = prompt_format_from_metadata(meta, source)
-        if append_eos is None:
-            append_eos = append_eos_from_metadata(meta, source)
+        options = {k: v for k, v in locals().items() if k in _PASSED_THROUGH}  # to the constructor, unchanged
         return cls(
-            resolved.policy,
-            resolved.tokenizer,
-            ref_model=resolved.reference,
-            reference_free=resolved.reference is None and not resolved.adapter_reference,
-            adapter_reference=resolved.adapter_reference,
-            beta=beta if beta is not None else meta.get("beta", DEFAULT_BETA),
-            step_separator=step_separator
-            if step_separator is not None
-            else meta.get("step_separator", DEFAULT_SEPARATOR),
-            max_length=max_length,
-            truncation=truncation,
-            batch_size=batch_size,
-            max_batch_tokens=max_batch_tokens,
-            reference_cache=reference_cache,
-            logps_method=logps_method,
-            model_name=resolved.policy_name,
-            reference_name=resolved.reference_name,
-            prompt_format=prompt_format,
-            append_eos=append_eos,
+            **pretrained_kwargs(resolved, model, beta, step_separator, prompt_format, append_eos), **options
         )
 
     @classmethod
@@ -545,43 +484,3 @@ class ProcessRewardComputer:
                 )
             )
         return results
-
-
-def _choose_reference(
-    model: nn.Module, ref_model: Any, reference_free: bool, adapter_reference: bool | None
-) -> bool:
-    """Whether the reference is the policy with adapters disabled; an error when there is no reference at all.
-
-    A separate `ref_model` is the reference; a PEFT policy without one is scored against its adapters-disabled
-    base; reference-free scoring (`ρ = log πθ`) happens only when asked for with `reference_free=True`.
-    """
-    if not isinstance(reference_free, bool):
-        raise TypeError(f"reference_free must be True or False, got {reference_free!r}")
-    if reference_free and (ref_model is not None or adapter_reference):
-        raise ValueError(
-            "reference_free=True scores with the policy alone: do not pass ref_model or "
-            "adapter_reference=True with it"
-        )
-    if ref_model is not None:
-        if adapter_reference:
-            raise ValueError(
-                "adapter_reference=True uses the policy with adapters disabled; do not pass ref_model"
-            )
-        return False
-    if reference_free:
-        return False
-    peft = callable(getattr(model, "disable_adapter", None)) and is_peft_model(model)
-    if adapter_reference and not peft:
-        raise ValueError("adapter_reference=True needs a PEFT model (one with `disable_adapter()`)")
-    if not peft:
-        raise ValueError(
-            "no reference model: pass ref_model=... (usually the policy's initial checkpoint), use "
-            "ProcessRewardComputer.from_trainer(trainer) to score with a trainer's own reference, or pass "
-            "reference_free=True to score with log πθ alone (paper §5.5.2). A trainer's `ref_model` is None "
-            "after LoRA or precompute_ref_log_probs=True training, so do not pass `trainer.ref_model`."
-        )
-    if adapter_reference is None:
-        logger.info(
-            "the policy is a PEFT model without ref_model: its base with adapters disabled is the reference"
-        )
-    return True

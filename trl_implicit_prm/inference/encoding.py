@@ -100,19 +100,8 @@ def encode_response(
     steps = response_steps(response, separator)
     num_steps, lost = out["num_steps"], out["num_truncated_steps"]
     if lost and not truncation:
-        full = len(
-            tokenize_example(tokenizer, prompt, response, step_separator=separator, append_eos=append_eos)[
-                "input_ids"
-            ]
-        )
-        raise ResponseTooLongError(
-            f"responses[{index}]: prompt + response take {full} tokens, more than max_length={max_length}; "
-            f"{lost} of its {len(steps)} steps would lose tokens. Pass truncation=True to score the part that "
-            "fits (the result is flagged `truncated` and lists the steps left out), raise max_length, or "
-            "shorten the response",
-            index,
-            full,
-            int(max_length or 0),
+        _refuse_too_long(
+            tokenizer, prompt, response, index, separator, max_length, append_eos, lost, len(steps)
         )
     if not lost and num_steps != len(steps):
         raise RuntimeError(
@@ -126,6 +115,34 @@ def encode_response(
         steps=steps[:num_steps],
         unscored_steps=steps[num_steps:],
         num_truncated_steps=int(lost),
+    )
+
+
+def _refuse_too_long(
+    tokenizer: Any,
+    prompt: Any,
+    response: Any,
+    index: int,
+    separator: str,
+    max_length: int | None,
+    append_eos: bool,
+    lost: int,
+    n_steps: int,
+) -> None:
+    """Raise :class:`ResponseTooLongError` with the response's full length and the steps that would lose tokens."""
+    full = len(
+        tokenize_example(tokenizer, prompt, response, step_separator=separator, append_eos=append_eos)[
+            "input_ids"
+        ]
+    )
+    raise ResponseTooLongError(
+        f"responses[{index}]: prompt + response take {full} tokens, more than max_length={max_length}; "
+        f"{lost} of its {n_steps} steps would lose tokens. Pass truncation=True to score the part that "
+        "fits (the result is flagged `truncated` and lists the steps left out), raise max_length, or "
+        "shorten the response",
+        index,
+        full,
+        int(max_length or 0),
     )
 
 

@@ -59,6 +59,10 @@ class ResolvedModels:
     reference_name: str | None = None
 
 
+DEFAULT_BETA = 0.05
+DEFAULT_SEPARATOR = "\n\n"
+
+
 def resolve_device(device: Any) -> torch.device:
     """The given device, or CUDA when available, else CPU."""
     if device is None:
@@ -155,7 +159,7 @@ def trainer_reference(trainer: Any, ref_model: Any = None) -> dict[str, Any]:
         "beta": args.beta,
         "step_separator": args.step_separator,
         "model_name": trainer._model_id,
-        "reference_name": trainer._ref_model_id,
+        "reference_name": trainer.reference.model_id,
         "prompt_format": rendering.get("prompt_format"),
         "append_eos": bool(rendering.get("append_eos", False)),
     }
@@ -172,18 +176,16 @@ def trainer_reference(trainer: Any, ref_model: Any = None) -> dict[str, Any]:
         out["reference_name"] = str(ref_model) if isinstance(ref_model, str | os.PathLike) else None
     elif args.reference_free:
         out["reference_free"] = True
-    elif trainer.ref_model is not None:
-        out["ref_model"] = trainer.accelerator.unwrap_model(trainer.ref_model)
-    elif trainer._uses_adapter_reference:
+    elif trainer.reference.model is not None:
+        out["ref_model"] = trainer.accelerator.unwrap_model(trainer.reference.model)
+    elif trainer.reference.kind == "adapters_disabled":
         out["adapter_reference"] = True
-    elif (
-        trainer._ref_model_id is not None
-    ):  # precomputed reference log-probs: the reference model was dropped
+    elif trainer.reference.model_id is not None:  # precomputed reference log-probs: the model was let go
         logger.info(
             "from_trainer: the reference log-probs were precomputed; loading the reference %s again",
-            trainer._ref_model_id,
+            trainer.reference.model_id,
         )
-        location = _location(trainer._ref_model_id, "the trainer's reference")
+        location = _location(trainer.reference.model_id, "the trainer's reference")
         out["ref_model"] = _load(location, "the trainer's reference", **dict(args.model_init_kwargs or {}))
     else:
         raise ValueError(
@@ -254,3 +256,37 @@ def resolve_models(
     return ResolvedModels(
         policy, reference, adapter_reference, tokenizer, metadata, policy_source, reference_name
     )
+
+
+def pretrained_kwargs(
+    resolved: ResolvedModels,
+    model: Any,
+    beta: float | None,
+    step_separator: str | None,
+    prompt_format: Any,
+    append_eos: bool | None,
+) -> dict[str, Any]:
+    """`ProcessRewardComputer` arguments from resolved models: β, the separator, the prompt rendering and EOS
+    from the arguments, else from the checkpoint's `implicit_prm.json` (else the defaults)."""
+    from ..data.rendering import append_eos_from_metadata, prompt_format_from_metadata
+
+    meta = resolved.metadata
+    where = resolved.policy_name or (model if isinstance(model, str) else None) or "the in-memory model"
+    source = str(Path(where) / METADATA_FILE) if Path(str(where)).is_dir() else f"{where} ({METADATA_FILE})"
+    return {
+        "model": resolved.policy,
+        "tokenizer": resolved.tokenizer,
+        "ref_model": resolved.reference,
+        "reference_free": resolved.reference is None and not resolved.adapter_reference,
+        "adapter_reference": resolved.adapter_reference,
+        "beta": beta if beta is not None else meta.get("beta", DEFAULT_BETA),
+        "step_separator": step_separator
+        if step_separator is not None
+        else meta.get("step_separator", DEFAULT_SEPARATOR),
+        "model_name": resolved.policy_name,
+        "reference_name": resolved.reference_name,
+        "prompt_format": prompt_format
+        if prompt_format is not None
+        else prompt_format_from_metadata(meta, source),
+        "append_eos": append_eos if append_eos is not None else append_eos_from_metadata(meta, source),
+    }

@@ -191,8 +191,6 @@ def score_to_file(
     Returns `{"rows", "scored_here", "resumed"}`: the rows in the output, those this process scored now, and
     those found already done.
     """
-    from tqdm.auto import tqdm
-
     ctx = ctx or distributed_context()
     output = Path(output)
     parts = output.with_name(output.name + ".parts")
@@ -207,17 +205,34 @@ def score_to_file(
     batches = plan_batches(lengths, prc.max_batch_tokens, prc.batch_size)
     todo = [b for b in batches if not all(i in done for i in b)]
     assigned = assign_batches(todo, lengths, ctx.world_size)[ctx.rank]
+    tasks = [todo[k] for k in assigned]
+    scored = _score_batches(prc, encoded, tasks, done, mine, serialize, show_progress, ctx.rank)
+    ctx.barrier()
+    if ctx.is_main:
+        _merge_parts(parts, output, len(encoded))
+    ctx.barrier()
+    return {"rows": len(encoded), "scored_here": scored, "resumed": already}
+
+
+def _score_batches(
+    prc: Any,
+    encoded: Sequence[Any],
+    batches: list[list[int]],
+    done: Mapping[int, str],
+    part: Path,
+    serialize: Callable[[int, Any], str],
+    show_progress: bool,
+    rank: int,
+) -> int:
+    """Score this process's batches, appending `index<TAB>line` rows to its part file; returns the rows written."""
+    from tqdm.auto import tqdm
+
     scored = 0
     with (
-        mine.open("a", encoding="utf-8") as handle,
-        tqdm(
-            total=sum(len(todo[k]) for k in assigned),
-            disable=not show_progress,
-            desc=f"Scoring (rank {ctx.rank})",
-        ) as bar,
+        part.open("a", encoding="utf-8") as handle,
+        tqdm(total=sum(map(len, batches)), disable=not show_progress, desc=f"Scoring (rank {rank})") as bar,
     ):
-        for k in assigned:
-            batch = todo[k]
+        for batch in batches:
             results = prc.score_encoded([encoded[i] for i in batch], show_progress=False)
             lines = []
             for i, result in zip(batch, results, strict=True):
@@ -231,21 +246,22 @@ def score_to_file(
             handle.flush()
             scored += len(lines)
             bar.update(len(batch))
-    ctx.barrier()
-    if ctx.is_main:
-        done = read_parts(parts)
-        missing = [i for i in range(len(encoded)) if i not in done]
-        if missing:
-            raise RuntimeError(f"rows {missing[:10]} were not scored by any process; rerun to complete them")
-        tmp = output.with_name(output.name + ".tmp")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w", encoding="utf-8") as handle:
-            for i in range(len(encoded)):
-                handle.write(done[i] + "\n")
-        os.replace(tmp, output)
-        shutil.rmtree(parts)
-    ctx.barrier()
-    return {"rows": len(encoded), "scored_here": scored, "resumed": already}
+    return scored
+
+
+def _merge_parts(parts: Path, output: Path, n_rows: int) -> None:
+    """Write the finished rows of every part file to `output` in input order (atomically), then drop the parts."""
+    done = read_parts(parts)
+    missing = [i for i in range(n_rows) if i not in done]
+    if missing:
+        raise RuntimeError(f"rows {missing[:10]} were not scored by any process; rerun to complete them")
+    tmp = output.with_name(output.name + ".tmp")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tmp.open("w", encoding="utf-8") as handle:
+        for i in range(n_rows):
+            handle.write(done[i] + "\n")
+    os.replace(tmp, output)
+    shutil.rmtree(parts)
 
 
 def score_candidates_to_file(

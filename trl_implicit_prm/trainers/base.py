@@ -1,52 +1,50 @@
 """What the three implicit-PRM trainers share: models, reference, data, per-step log-probs, metrics, cards.
 
-A subclass declares the data kind it trains on and implements one method, `_loss_and_metrics`, from the
-per-step policy and reference log-probs of a batch to the loss. Everything else (loading, PEFT, the reference as
-a frozen copy / adapters disabled / precomputed / absent, DeepSpeed and DDP preparation, step-level evaluation,
-model cards, checkpoint metadata) lives here, once.
+A subclass declares the data kind it trains on and implements one method, `_loss_and_metrics` (declared below,
+with its contract), from a batch's implicit step rewards to the loss. Everything else lives here once: loading,
+PEFT, the reference (one :class:`~trl_implicit_prm.trainers.reference.Reference` of any kind), DeepSpeed and DDP
+preparation, the step rewards, metrics and step-level evaluation; checkpoint records (`implicit_prm.json`, the
+model card) come from :mod:`.saving`, reference precomputation from :mod:`.precompute`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from datasets import Dataset
 from torch import Tensor
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl.models.utils import disable_gradient_checkpointing, prepare_deepspeed, prepare_fsdp
 from trl.trainer.base_trainer import _BaseTrainer
-from trl.trainer.utils import disable_dropout_in_model, use_adapter
+from trl.trainer.utils import disable_dropout_in_model
 
 from trl_implicit_prm.data import ImplicitPRMCollator
-from trl_implicit_prm.data.rendering import measure_prompt_format
+from trl_implicit_prm.data.collator import TOKENIZED_COLUMNS
 from trl_implicit_prm.distributed import check_zero3_saves_weights
-from trl_implicit_prm.logps import completion_logps, ensure_fused_lm_head
+from trl_implicit_prm.logps import ensure_fused_lm_head
 from trl_implicit_prm.losses import kto_reference_point
 from trl_implicit_prm.modeling import (
-    ADAPTER_BASE,
     check_max_length,
     check_reference,
     is_peft_model,
     load_causal_lm,
     load_tokenizer,
     model_id_of,
-    write_metadata,
 )
-from trl_implicit_prm.rewards import implicit_step_rewards, step_logp_sums, step_mask
+from trl_implicit_prm.rewards import implicit_step_rewards, step_mask
+from trl_implicit_prm.step_errors import step_error_metrics
 from trl_implicit_prm.trainers.config import ImplicitPRMBaseConfig
 from trl_implicit_prm.trainers.data_prep import prepare_dataset
 from trl_implicit_prm.trainers.metrics import RowStats, reward_metrics
 from trl_implicit_prm.trainers.mismatched import mismatched_inputs
-from trl_implicit_prm.trainers.reference import recorded_reference
+from trl_implicit_prm.trainers.precompute import ReferencePrecomputeMixin
+from trl_implicit_prm.trainers.reference import Reference, model_step_logps, recorded_reference
+from trl_implicit_prm.trainers.saving import CheckpointRecordMixin, training_rendering
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +63,8 @@ PAPER = {
     ),
 }
 
-_MODEL_INPUTS = ("input_ids", "attention_mask", "completion_mask")
 
-
-class ImplicitRewardTrainer(_BaseTrainer):
+class ImplicitRewardTrainer(ReferencePrecomputeMixin, CheckpointRecordMixin, _BaseTrainer):
     """Base of the implicit-PRM trainers (not used directly: see ImplicitPRMTrainer, CETrainer, StepKTOTrainer)."""
 
     _tag_names: ClassVar[list[str]] = ["trl", "trl-implicit-prm", "process-reward-model"]
@@ -91,6 +87,62 @@ class ImplicitRewardTrainer(_BaseTrainer):
         callbacks: list[TrainerCallback] | None = None,
         optimizers: tuple = (None, None),
     ):
+        args = self._checked_args(model, args, train_dataset)
+        self._validate_reference_args(model, ref_model, args)
+        check_zero3_saves_weights(args.deepspeed_plugin, peft=peft_config is not None or is_peft_model(model))
+        init_kwargs = dict(args.model_init_kwargs or {})
+        self._model_id = model if isinstance(model, str) else model_id_of(model)
+        if ref_model is None and not args.reference_free:
+            ref_model = recorded_reference(self._model_id)
+        model = load_causal_lm(model, **init_kwargs)
+        check_max_length(model, args.max_length)
+        processing_class = self._checked_tokenizer(processing_class)
+        given = self._given_reference(model, ref_model, processing_class, init_kwargs)
+        model = self._with_peft(model, peft_config, args)
+        self.reference = given or self._default_reference(model, args, init_kwargs)
+        if self.reference.model is not None:
+            self.reference.model.eval().requires_grad_(False)
+        if args.disable_dropout:
+            for module in (model, self.reference.model):
+                if module is not None:
+                    disable_dropout_in_model(module)
+        raw_train_dataset = train_dataset
+        train_dataset, eval_dataset = self._prepared_datasets(
+            train_dataset, eval_dataset, processing_class, args
+        )
+        self._rendering = training_rendering(raw_train_dataset, processing_class, args)  # rows validated
+        if data_collator is None:
+            data_collator = ImplicitPRMCollator(
+                pad_token_id=processing_class.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of
+            )
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        self._prepare_reference_model()
+        self._metrics: dict[str, dict[str, list[float]]] = {m: defaultdict(list) for m in ("train", "eval")}
+        self._reward_totals: dict[str, dict[str, tuple[str, Tensor]]] = {"train": {}, "eval": {}}
+        self._z0_estimate: float | None = None  # KTO's latest z0 from mismatched pairs, for one-row batches
+        self._step_eval: dict[str, list] = {"rewards": [], "labels": []}
+        if args.precompute_ref_log_probs:
+            self._precompute_reference()
+
+    # --- set-up: the stages of __init__ -------------------------------------------------------------------------
+
+    @property
+    def ref_model(self) -> Any:
+        """The frozen reference model (`ref_model=` or a frozen copy of the initial policy); None for adapters
+        disabled, reference-free, or once precomputed. The reference itself, of any kind: `self.reference`."""
+        return self.reference.model
+
+    def _checked_args(self, model: Any, args: ImplicitPRMBaseConfig | None, train_dataset: Any) -> Any:
+        """`args`, or the default config named after the model; a config of another trainer is refused."""
         if args is None:
             name = (
                 (model if isinstance(model, str) else model_id_of(model) or "model")
@@ -104,15 +156,10 @@ class ImplicitRewardTrainer(_BaseTrainer):
             )
         if train_dataset is None:
             raise ValueError("train_dataset is required")
-        self._validate_reference_args(model, ref_model, args)
-        check_zero3_saves_weights(args.deepspeed_plugin, peft=peft_config is not None or is_peft_model(model))
+        return args
 
-        init_kwargs = dict(args.model_init_kwargs or {})
-        self._model_id = model if isinstance(model, str) else model_id_of(model)
-        if ref_model is None and not args.reference_free:
-            ref_model = recorded_reference(self._model_id)
-        model = load_causal_lm(model, **init_kwargs)
-        check_max_length(model, args.max_length)
+    def _checked_tokenizer(self, processing_class: Any) -> Any:
+        """The given tokenizer or the model's; it must be fast (offsets give the step spans) and have a pad token."""
         if processing_class is None:
             if not self._model_id:
                 raise ValueError(
@@ -126,17 +173,25 @@ class ImplicitRewardTrainer(_BaseTrainer):
             )
         if processing_class.pad_token is None:
             processing_class.pad_token = processing_class.eos_token
+        return processing_class
 
-        # Reference: an explicit model, the frozen initial policy, adapters disabled, precomputed, or none.
-        self._ref_model_id: str | None = None
+    def _given_reference(
+        self, model: PreTrainedModel, ref_model: Any, tokenizer: Any, init_kwargs: dict
+    ) -> Reference | None:
+        """A reference given as a path / hub id (loaded) or a model, checked against the policy; else None."""
+        if ref_model is None:
+            return None
         if isinstance(ref_model, str):
-            self._ref_model_id = ref_model
-            ref_model = load_causal_lm(ref_model, **init_kwargs)
-            check_reference(model, ref_model, processing_class, self._ref_model_id)
-        elif ref_model is not None:
-            self._ref_model_id = model_id_of(ref_model)
-            check_reference(model, ref_model, processing_class)
+            model_id, ref_model = ref_model, load_causal_lm(ref_model, **init_kwargs)
+            check_reference(model, ref_model, tokenizer, model_id)
+        else:
+            model_id = model_id_of(ref_model)
+            check_reference(model, ref_model, tokenizer)
+        return Reference("model", model=ref_model, model_id=model_id, logps_method=self._logps_method)
 
+    @staticmethod
+    def _with_peft(model: PreTrainedModel, peft_config: Any, args: ImplicitPRMBaseConfig) -> Any:
+        """The policy with `peft_config`'s adapters (a policy that is already a PeftModel keeps its own)."""
         if peft_config is not None:
             from peft import get_peft_model
 
@@ -145,65 +200,47 @@ class ImplicitRewardTrainer(_BaseTrainer):
             model = get_peft_model(model, peft_config)
         if is_peft_model(model) and args.gradient_checkpointing:
             model.enable_input_require_grads()
-        self._uses_adapter_reference = ref_model is None and is_peft_model(model) and not args.reference_free
-        if ref_model is None and not args.reference_free and not self._uses_adapter_reference:
-            self._ref_model_id = self._model_id
-            ref_model = self._frozen_copy(model, args, init_kwargs)
-        if ref_model is not None:
-            ref_model.eval().requires_grad_(False)
-        self.ref_model = ref_model
-        if args.disable_dropout:
-            disable_dropout_in_model(model)
-            if ref_model is not None:
-                disable_dropout_in_model(ref_model)
+        return model
 
-        raw_train_dataset = train_dataset
-        train_dataset = prepare_dataset(train_dataset, processing_class, args, self.data_kind, "train")
-        self._rendering = _training_rendering(raw_train_dataset, processing_class, args)  # rows validated
+    def _default_reference(self, model: Any, args: ImplicitPRMBaseConfig, init_kwargs: dict) -> Reference:
+        """Without a given reference: none (reference-free), adapters disabled (PEFT), else a frozen copy."""
+        if args.reference_free:
+            return Reference("none", logps_method=self._logps_method)
+        if is_peft_model(model):
+            return Reference("adapters_disabled", logps_method=self._logps_method)
+        copy_ = self._frozen_copy(model, args, init_kwargs)
+        return Reference("frozen_copy", model=copy_, model_id=self._model_id, logps_method=self._logps_method)
+
+    def _prepared_datasets(
+        self, train_dataset: Dataset, eval_dataset: Any, tokenizer: Any, args: ImplicitPRMBaseConfig
+    ) -> tuple[Dataset, Any]:
+        """The training set and each evaluation set validated, converted and tokenized for this trainer."""
+        train = prepare_dataset(train_dataset, tokenizer, args, self.data_kind, "train")
         if isinstance(eval_dataset, dict):
-            eval_dataset = {
-                k: prepare_dataset(v, processing_class, args, self.data_kind, k, eval_only=True)
+            return train, {
+                k: prepare_dataset(v, tokenizer, args, self.data_kind, k, eval_only=True)
                 for k, v in eval_dataset.items()
             }
-        elif eval_dataset is not None:
+        if eval_dataset is not None:
             eval_dataset = prepare_dataset(
-                eval_dataset, processing_class, args, self.data_kind, "eval", eval_only=True
+                eval_dataset, tokenizer, args, self.data_kind, "eval", eval_only=True
             )
-        if data_collator is None:
-            data_collator = ImplicitPRMCollator(
-                pad_token_id=processing_class.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of
-            )
+        return train, eval_dataset
 
-        super().__init__(
-            model=model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            callbacks=callbacks,
-            optimizers=optimizers,
-        )
+    def _prepare_reference_model(self) -> None:
+        """Fused log-prob heads on both models, and the frozen reference prepared as the policy is."""
         ensure_fused_lm_head(self.model)
-        if self.ref_model is not None:
-            ensure_fused_lm_head(self.ref_model)
-            if self.is_deepspeed_enabled:
-                self.ref_model = prepare_deepspeed(self.ref_model, self.accelerator)
-            elif self.is_fsdp_enabled:
-                self.ref_model = prepare_fsdp(self.ref_model, self.accelerator)
-            else:
-                self.ref_model = self.accelerator.prepare_model(self.ref_model, evaluation_mode=True)
-        self._metrics: dict[str, dict[str, list[float]]] = {
-            "train": defaultdict(list),
-            "eval": defaultdict(list),
-        }
-        self._reward_totals: dict[str, dict[str, tuple[str, Tensor]]] = {"train": {}, "eval": {}}
-        self._z0_estimate: float | None = None  # KTO's latest z0 from mismatched pairs, for one-row batches
-        self._step_eval: dict[str, list] = {"rewards": [], "labels": []}
-        if args.precompute_ref_log_probs:
-            self._precompute_reference()
-
-    # --- set-up -------------------------------------------------------------------------------------------------
+        if self.reference.model is None:
+            return
+        ref = self.reference.model
+        ensure_fused_lm_head(ref)
+        if self.is_deepspeed_enabled:
+            ref = prepare_deepspeed(ref, self.accelerator)
+        elif self.is_fsdp_enabled:
+            ref = prepare_fsdp(ref, self.accelerator)
+        else:
+            ref = self.accelerator.prepare_model(ref, evaluation_mode=True)
+        self.reference.model = ref
 
     @staticmethod
     def _validate_reference_args(model: Any, ref_model: Any, args: ImplicitPRMBaseConfig) -> None:
@@ -233,58 +270,18 @@ class ImplicitRewardTrainer(_BaseTrainer):
     def _set_signature_columns_if_needed(self) -> None:
         # The collator needs the tokenized columns and labels, not only the model's forward arguments.
         if self._signature_columns is None:
-            self._signature_columns = [
-                *_MODEL_INPUTS,
-                "step_index",
-                "num_steps",
-                "label",
-                "step_labels",
-                "ref_logps",
-                "ref_step_logps",
-                "num_truncated_steps",
-                *(
-                    f"{side}_{c}"
-                    for side in ("chosen", "rejected")
-                    for c in (
-                        "input_ids",
-                        "completion_mask",
-                        "step_index",
-                        "num_steps",
-                        "num_truncated_steps",
-                        "ref_logps",
-                        "ref_step_logps",
-                    )
-                ),
-                "ref_chosen_logps",
-                "ref_rejected_logps",
-                "ref_chosen_step_logps",
-                "ref_rejected_step_logps",
-            ]
+            self._signature_columns = list(TOKENIZED_COLUMNS)
 
     # --- per-step log-probs -----------------------------------------------------------------------------------
 
     def _step_logps(self, model: Any, inputs: dict[str, Tensor], num_steps: int) -> Tensor:
-        logps = completion_logps(model, *(inputs[k] for k in _MODEL_INPUTS), method=self._logps_method)
-        return step_logp_sums(logps, inputs["step_index"], num_steps)  # float64 per-step sums
+        """Per-step log-prob sums `[B, K]` (float64) of `model` on a batch."""
+        return model_step_logps(model, inputs, num_steps, self._logps_method)
 
     def _reference_step_logps(self, inputs: dict[str, Tensor], num_steps: int) -> Tensor | None:
-        """Per-step reference log-probs `[B, K]`: precomputed, from the reference, or adapters disabled."""
-        if self.args.reference_free:
-            return None
-        if "ref_step_logps" in inputs:
-            ref = inputs["ref_step_logps"]
-            return torch.nn.functional.pad(ref, (0, max(0, num_steps - ref.size(1))))[:, :num_steps]
-        return self._live_reference_step_logps(inputs, num_steps)
-
-    def _live_reference_step_logps(self, inputs: dict[str, Tensor], num_steps: int) -> Tensor:
-        with (
-            torch.no_grad(),
-            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
-        ):
-            if self.ref_model is not None:
-                return self._step_logps(self.ref_model, inputs, num_steps)
-            with use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None):
-                return self._step_logps(self.model, inputs, num_steps)
+        """Per-step reference log-probs `[B, K]` (:meth:`Reference.step_logps`), gradient checkpointing off."""
+        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            return self.reference.step_logps(inputs, num_steps, self.model, self.accelerator.unwrap_model)
 
     def _kto_reference_point(self, model: Any, inputs: dict[str, Tensor]) -> Tensor:
         """KTO's z0 for this batch: :func:`~trl_implicit_prm.losses.kto_reference_point` on the batch's mismatched
@@ -309,7 +306,8 @@ class ImplicitRewardTrainer(_BaseTrainer):
             disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
         ):
             policy = self._step_logps(model, pairs, 1)[:, 0]
-            reference = None if self.args.reference_free else self._live_reference_step_logps(pairs, 1)[:, 0]
+            reference = self.reference.step_logps(pairs, 1, self.model, self.accelerator.unwrap_model)
+            reference = None if reference is None else reference[:, 0]
         keep = slice(None) if policy.size(0) > 1 else slice(0, 0)
         z0 = kto_reference_point(
             policy[keep],
@@ -343,9 +341,6 @@ class ImplicitRewardTrainer(_BaseTrainer):
         rewards = implicit_step_rewards(policy, reference, self.args.beta, mask)  # float64, as when scoring
         if mode == "eval" and "step_labels" in inputs:
             self._record_step_eval(rewards.detach(), mask, inputs)
-        # Each trainer defines `_loss_and_metrics(model, step_rewards, step_mask, inputs) -> (loss, row_stats,
-        # scalars)`: the loss (None where it has none, e.g. DPO on a step-labelled eval set), per-example reward
-        # statistics (`RowStats`, or None) and batch-level scalars such as `kto/z0`.
         loss, row_stats, scalars = self._loss_and_metrics(model, rewards, mask, inputs)
         if loss is None and mode == "train":
             raise RuntimeError(
@@ -354,6 +349,26 @@ class ImplicitRewardTrainer(_BaseTrainer):
         loss = None if loss is None else loss.float()  # the rewards are float64; the optimizer sees float32
         self._record_metrics(mode, row_stats, scalars)
         return (loss, {"rewards": rewards.detach()}) if return_outputs else loss
+
+    def _loss_and_metrics(
+        self, model: Any, step_rewards: Tensor, step_mask: Tensor, inputs: dict[str, Tensor]
+    ) -> tuple[Tensor | None, RowStats | None, dict[str, float]]:
+        """The subclass hook: a batch's loss and metrics from its implicit step rewards.
+
+        Args:
+            model: the (wrapped) policy being trained, for losses that need another forward pass (KTO's z0).
+            step_rewards: `[B, K]` float64 step rewards `r^k = β·(Σ_{t∈S_k} log πθ − log πref)`, zero past
+                each row's steps (paired data: the B/2 chosen rows, then the B/2 rejected ones).
+            step_mask: `[B, K]` bool, True on each row's real steps.
+            inputs: the collated batch (`label`, `step_labels`, `step_label_mask`, ... by data kind).
+
+        Returns:
+            `(loss, row_stats, scalars)`: the scalar loss (None where the batch has none, e.g. DPO on a
+            step-labelled evaluation set; refused in training), per-example reward statistics
+            (:class:`~trl_implicit_prm.trainers.metrics.RowStats`, or None) and batch-level scalars such as
+            `kto/z0`, logged as means over batches.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement _loss_and_metrics")
 
     # --- metrics ----------------------------------------------------------------------------------------------
 
@@ -434,11 +449,7 @@ class ImplicitRewardTrainer(_BaseTrainer):
                 metric_key_prefix,
                 eval_only=True,
             )
-            if (
-                self.args.precompute_ref_log_probs
-                and not self._uses_adapter_reference
-                and _tokenized_needs_reference(eval_dataset)
-            ):
+            if not self.reference.is_live and _tokenized_needs_reference(eval_dataset):
                 raise ValueError(
                     "precompute_ref_log_probs=True keeps no reference model after start-up, so a new dataset "
                     "cannot be scored against it in evaluate(): give it as eval_dataset when building the trainer."
@@ -466,182 +477,10 @@ class ImplicitRewardTrainer(_BaseTrainer):
         )
         metrics = self._pop_metrics("eval")
         if self._step_eval["labels"]:
-            metrics.update(_step_error_metrics(self._step_eval["rewards"], self._step_eval["labels"]))
+            metrics.update(step_error_metrics(self._step_eval["rewards"], self._step_eval["labels"]))
         output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})
         return output
-
-    # --- reference precomputation -----------------------------------------------------------------------------
-
-    def _precompute_reference(self) -> None:
-        """Add per-step reference log-probs to the datasets, then let the reference model go."""
-        ref_engine = self.ref_model
-        if ref_engine is None and self.is_deepspeed_enabled and not self._uses_adapter_reference:
-            ref_engine = prepare_deepspeed(self.model, self.accelerator)
-        self.train_dataset = self._with_reference_logps(self.train_dataset, "train", ref_engine)
-        if isinstance(self.eval_dataset, dict):
-            self.eval_dataset = {
-                k: self._with_reference_logps(v, k, ref_engine) for k, v in self.eval_dataset.items()
-            }
-        elif self.eval_dataset is not None:
-            self.eval_dataset = self._with_reference_logps(self.eval_dataset, "eval", ref_engine)
-        self.ref_model = None
-        del ref_engine
-
-    def _with_reference_logps(self, dataset: Dataset, name: str, ref_engine: Any) -> Dataset:
-        batch_size = self.args.precompute_ref_batch_size or self.args.per_device_train_batch_size
-        loader = self.accelerator.prepare(
-            DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
-        )
-        model = ref_engine if ref_engine is not None else self.model  # before training: the initial policy
-        rows: list[list[float]] = []
-        paired = "chosen_input_ids" in dataset.column_names
-        adapter_off = (
-            use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None)
-            if self._uses_adapter_reference
-            else contextlib.nullcontext()
-        )
-        with torch.no_grad(), adapter_off:
-            for batch in tqdm(
-                loader,
-                desc=f"Reference log-probs ({name})",
-                disable=not self.accelerator.is_local_main_process,
-            ):
-                k = max(1, int(batch["num_steps"].max().item()))
-                steps = self._step_logps(model, batch, k)
-                n = batch["num_steps"]
-                if paired:  # rows are [chosen..., rejected...]: keep each example's pair together, [B, 2, K]
-                    half = steps.size(0) // 2
-                    steps = torch.stack([steps[:half], steps[half:]], dim=1)
-                    n = torch.stack([n[:half], n[half:]], dim=1)
-                # Other processes may have more steps: pad the step axis (the last one) before gathering.
-                steps = self.accelerator.pad_across_processes(steps, dim=steps.dim() - 1, pad_index=0.0)
-                steps, n = self.accelerator.gather_for_metrics((steps, n))
-                for row, count in zip(steps.cpu(), n.cpu(), strict=True):
-                    if paired:
-                        rows.append([row[0][: int(count[0])].tolist(), row[1][: int(count[1])].tolist()])
-                    else:
-                        rows.append(row[: int(count)].tolist())
-        if paired:
-            columns = {
-                "ref_chosen_step_logps": [r[0] for r in rows],
-                "ref_rejected_step_logps": [r[1] for r in rows],
-            }
-        else:
-            columns = {"ref_step_logps": rows}
-        for col, values in columns.items():
-            dataset = dataset.add_column(col, values)
-        return dataset
-
-    # --- saving -----------------------------------------------------------------------------------------------
-
-    def _implicit_prm_metadata(self) -> dict[str, Any]:
-        reference = (
-            None
-            if self.args.reference_free
-            else (ADAPTER_BASE if self._uses_adapter_reference else self._ref_model_id)
-        )
-        if reference not in (None, ADAPTER_BASE) and Path(reference).exists():
-            reference = str(Path(reference).resolve())  # a local path must survive moving the checkpoint
-        if reference is None and not self.args.reference_free:
-            logger.warning(
-                "The reference model was given in memory without a path, so the checkpoint cannot record it: "
-                "pass ref_model=... to ProcessRewardComputer.from_pretrained when scoring with this checkpoint."
-            )
-        return {
-            "beta": self.args.beta,
-            "reference_free": self.args.reference_free,
-            "reference_model": reference,
-            "step_separator": self.args.step_separator,
-            "trainer": type(self).__name__,
-            "loss_type": getattr(self.args, "loss_type", None) or getattr(self.args, "step_reward", None),
-            **self._rendering,
-        }
-
-    def create_model_card(
-        self,
-        model_name: str | None = None,
-        dataset_name: str | None = None,
-        tags: str | list[str] | None = None,
-        *,
-        output_dir: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """Write a PRM model card (see `trainers/model_card.py`) to `output_dir` (default `args.output_dir`)."""
-        if not self.is_world_process_zero():
-            return
-        from trl_implicit_prm.trainers.model_card import write_model_card
-
-        output_dir = output_dir or self.args.output_dir
-        metadata = metadata if metadata is not None else self._implicit_prm_metadata()
-        write_model_card(
-            self,
-            output_dir,
-            model_name=model_name or Path(output_dir).name,
-            metadata=metadata,
-            dataset_name=dataset_name,
-            tags=[tags] if isinstance(tags, str) else list(tags or ()),
-        )
-
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        super().save_model(output_dir, _internal_call)
-        output_dir = output_dir or self.args.output_dir
-        if self.is_world_process_zero():
-            metadata = self._implicit_prm_metadata()
-            write_metadata(output_dir, **metadata)
-            # Written into output_dir only: args.output_dir's own README.md is left alone.
-            self.create_model_card(model_name=Path(output_dir).name, output_dir=output_dir, metadata=metadata)
-
-    def _save_checkpoint(self, model, trial):
-        if self.args.hub_model_id is None:
-            model_name = Path(self.args.output_dir).name
-        else:
-            model_name = self.args.hub_model_id.split("/")[-1]
-        self.create_model_card(model_name=model_name)
-        super()._save_checkpoint(model, trial)
-
-
-def _training_rendering(dataset: Dataset, tokenizer: Any, args: ImplicitPRMBaseConfig) -> dict[str, Any]:
-    """`prompt_format` (measured from the training prompts) and `append_eos` for implicit_prm.json; nothing
-    for a dataset that was already tokenized (its rendering is unknown), `prompt_format` left out when the
-    prompts mix strings and chats."""
-    if "prompt" not in dataset.column_names:
-        logger.warning(
-            "The training dataset is already tokenized, so the checkpoint cannot record how its prompts were "
-            "rendered nor whether its completions end with EOS: pass both when scoring with it (see "
-            "docs/inference.md)."
-        )
-        return {}
-    prompts = (
-        p for batch in dataset.select_columns(["prompt"]).iter(batch_size=1000) for p in batch["prompt"]
-    )
-    prompt_format = measure_prompt_format(prompts, tokenizer)
-    out: dict[str, Any] = {"append_eos": args.append_eos}
-    if prompt_format is not None:
-        out["prompt_format"] = prompt_format.to_metadata()
-    return out
 
 
 def _tokenized_needs_reference(dataset: Dataset) -> bool:
     return not any(c.startswith("ref_") for c in dataset.column_names)
-
-
-def _step_error_metrics(step_rewards: list[list[float]], labels: list[int]) -> dict[str, float]:
-    """ProcessBench metrics of step rewards: at threshold 0 and at the threshold tuned on this set (oracle)."""
-    from trl_implicit_prm.evaluation import evaluate_process_errors
-
-    records = [
-        {"problem": "", "steps": [""] * len(r), "label": lab}
-        for r, lab in zip(step_rewards, labels, strict=True)
-    ]
-    at_zero = evaluate_process_errors(records, step_rewards, threshold=0.0)
-    out = {"steps/acc_erroneous": at_zero.acc_erroneous, "steps/acc_correct": at_zero.acc_correct}
-    if at_zero.n_erroneous and at_zero.n_correct:  # F1 and threshold tuning need both kinds of records
-        tuned = evaluate_process_errors(records, step_rewards, threshold=None)
-        out.update(
-            {
-                "steps/f1": at_zero.f1,
-                "steps/f1_oracle_threshold": tuned.f1,
-                "steps/oracle_threshold": tuned.threshold,
-            }
-        )
-    return {k: v for k, v in out.items() if v == v}  # NaN (a group without records) is not logged

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from trl.trainer.base_config import _BaseConfig
 
 from trl_implicit_prm.checks import check_beta, is_finite_positive
+from trl_implicit_prm.data.formats import check_step_separator
 
 __all__ = ["CEConfig", "ImplicitPRMBaseConfig", "ImplicitPRMConfig", "StepKTOConfig"]
 
@@ -124,8 +125,7 @@ class ImplicitPRMBaseConfig(_BaseConfig):
         check_beta(self.beta)
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
-        if not self.step_separator:
-            raise ValueError("step_separator must be a non-empty string")
+        check_step_separator(self.step_separator)
         if self.reference_free and self.precompute_ref_log_probs:
             raise ValueError(
                 "precompute_ref_log_probs=True has no reference to precompute when reference_free=True"

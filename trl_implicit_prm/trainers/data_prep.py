@@ -102,6 +102,13 @@ def prepare_dataset(
         raise TypeError(f"The {name} dataset must be a datasets.Dataset, got {type(dataset).__name__}")
     if len(dataset) == 0:
         raise ValueError(f"The {name} dataset is empty")
+    sums = [c for c in dataset.column_names if c in ("ref_logps", "ref_chosen_logps", "ref_rejected_logps")]
+    if sums:  # kept by tokenization, read by nothing: the run would use another reference, silently
+        raise ValueError(
+            f"The {name} dataset has per-response reference log-prob sums {sums}: they cannot give step rewards. "
+            "Give per-step sums instead (ref_step_logps; paired: ref_chosen_step_logps and ref_rejected_step_logps,"
+            " one float per step), set precompute_ref_log_probs=True, or drop the column."
+        )
     tokenized = _tokenized_kind(dataset)
     if tokenized is not None:
         if tokenized != target_kind and not (eval_only and tokenized == "stepwise"):

@@ -14,6 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from trl_implicit_prm.modeling import ADAPTER_BASE
+
+DEFAULT_SEPARATOR = "\n\n"
+
 __all__ = ["OBJECTIVES", "render_model_card", "write_model_card"]
 
 OBJECTIVES = {
@@ -65,34 +69,9 @@ def render_model_card(
 
     `model_path` is what the scoring snippet loads (the Hub id, or the checkpoint folder).
     """
-    paper = paper or {}
-    trainer = metadata.get("trainer") or "unknown trainer"
-    loss = metadata.get("loss_type")
-    objective = OBJECTIVES.get((trainer, loss), f"{trainer}, loss {loss!r}")
-    reference_free = bool(metadata.get("reference_free"))
-    reference = metadata.get("reference_model")
-    if reference_free:
-        reference_text = "none (reference-free: r = β·log πθ(y))"
-        ref_argument = "reference_free=True"
-    elif reference == "adapter-base":
-        reference_text = "the adapter's base model, with the adapters disabled"
-        ref_argument = None
-    elif reference:
-        reference_text = f"`{reference}`"
-        ref_argument = f"ref_model={json.dumps(reference)}"
-    else:
-        reference_text = "not recorded (it was given in memory): pass the reference you trained with"
-        ref_argument = 'ref_model="<the reference model you trained with>"'
-    separator = metadata.get("step_separator", "\n\n")
-    front = ["---", "library_name: transformers"]
-    if base_model and not base_model_is_local:  # the Hub's `base_model` must be a Hub id
-        front.append(f"base_model: {base_model}")
-    if tags:
-        front.append("tags:")
-        front.extend(f"- {tag}" for tag in sorted(set(tags)))
-    front.append("---")
+    reference_text, ref_argument = _reference(metadata)
     lines = [
-        *front,
+        *_front_matter(base_model, base_model_is_local, tags),
         "",
         f"# {model_name}",
         "",
@@ -101,46 +80,12 @@ def render_model_card(
         "r(y) = β·log(πθ(y)/πref(y)); summed over the tokens of one step, the same log-ratio is that step's "
         "reward, so it scores every step without step labels. It is not a chat or text-generation model.",
         "",
-        "| | |",
-        "|---|---|",
-        f"| objective | {objective} |",
-        f"| base model (πθ at the start) | {f'`{base_model}`' if base_model else 'not recorded (loaded in memory)'} |",
-        f"| reference πref | {reference_text} |",
-        f"| β | {_value(metadata.get('beta'))} |",
-        f"| step separator | {_value(separator)} |",
-    ]
-    if "prompt_format" in metadata:
-        lines.append(f"| prompt rendering | {_value(metadata['prompt_format'])} |")
-    else:
-        lines.append(
-            "| prompt rendering | a string prompt as given; a chat prompt with the tokenizer's chat template "
-            "(generation prompt added) |"
-        )
-    if "append_eos" in metadata:
-        lines.append(f"| EOS appended to responses | {_value(metadata['append_eos'])} |")
-    for key in sorted(k for k in metadata if k not in _KNOWN_FIELDS):
-        lines.append(f"| {key} | {_value(metadata[key])} |")
-    lines += [
+        *_settings_table(metadata, base_model, reference_text),
         "",
         "These are recorded in `implicit_prm.json`; `ProcessRewardComputer.from_pretrained` reads them, so score "
         "with the same reference, β, separator and prompt rendering as in training.",
         "",
-        "## Scoring",
-        "",
-        "```python",
-        "from trl_implicit_prm import ProcessRewardComputer",
-        "",
-        f"prc = ProcessRewardComputer.from_pretrained({json.dumps(model_path)}"
-        + (f", {ref_argument}" if ref_argument else "")
-        + ")",
-        f"steps = {json.dumps(['2 + 3 = 5.', 'The answer is 5.'])}",
-        'result = prc.score_one("What is 2 + 3?\\n", steps)',
-        "print(result.step_rewards, result.outcome_reward)   # one reward per step; they sum to the outcome reward",
-        "```",
-        "",
-        "From the command line: `trl-implicit-prm score --model <this folder> --input rows.jsonl --output "
-        "scored.jsonl` (add `accelerate launch --num_processes N -m trl_implicit_prm.cli` in front to score on N "
-        "GPUs).",
+        *_scoring_section(model_path, ref_argument),
         "",
         "## Training data",
         "",
@@ -158,12 +103,87 @@ def render_model_card(
             "## Citation",
             "",
             f"[{paper.get('title')}](https://huggingface.co/papers/{paper.get('id')}):",
-            "",
-            "```bibtex",
-            paper.get("citation", ""),
-            "```",
         ]
+        lines += ["", "```bibtex", paper.get("citation", ""), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _reference(metadata: Mapping[str, Any]) -> tuple[str, str | None]:
+    """How the card names the reference, and the `from_pretrained` argument that scores against it."""
+    reference = metadata.get("reference_model")
+    if metadata.get("reference_free"):
+        return "none (reference-free: r = β·log πθ(y))", "reference_free=True"
+    if reference == ADAPTER_BASE:
+        return "the adapter's base model, with the adapters disabled", None
+    if reference:
+        return f"`{reference}`", f"ref_model={json.dumps(reference)}"
+    return (
+        "not recorded (it was given in memory): pass the reference you trained with",
+        'ref_model="<the reference model you trained with>"',
+    )
+
+
+def _front_matter(base_model: str | None, base_model_is_local: bool, tags: Sequence[str]) -> list[str]:
+    """The YAML front matter the Hub reads."""
+    front = ["---", "library_name: transformers"]
+    if base_model and not base_model_is_local:  # the Hub's `base_model` must be a Hub id
+        front.append(f"base_model: {base_model}")
+    if tags:
+        front.append("tags:")
+        front.extend(f"- {tag}" for tag in sorted(set(tags)))
+    return [*front, "---"]
+
+
+def _settings_table(metadata: Mapping[str, Any], base_model: str | None, reference_text: str) -> list[str]:
+    """Objective, base model, reference, β, separator, prompt rendering, EOS and any other recorded field."""
+    trainer = metadata.get("trainer") or "unknown trainer"
+    loss = metadata.get("loss_type")
+    objective = OBJECTIVES.get((trainer, loss), f"{trainer}, loss {loss!r}")
+    lines = [
+        "| | |",
+        "|---|---|",
+        f"| objective | {objective} |",
+        f"| base model (πθ at the start) | {f'`{base_model}`' if base_model else 'not recorded (loaded in memory)'} |",
+        f"| reference πref | {reference_text} |",
+        f"| β | {_value(metadata.get('beta'))} |",
+        f"| step separator | {_value(metadata.get('step_separator', DEFAULT_SEPARATOR))} |",
+    ]
+    if "prompt_format" in metadata:
+        lines.append(f"| prompt rendering | {_value(metadata['prompt_format'])} |")
+    else:
+        lines.append(
+            "| prompt rendering | a string prompt as given; a chat prompt with the tokenizer's chat template "
+            "(generation prompt added) |"
+        )
+    if "append_eos" in metadata:
+        lines.append(f"| EOS appended to responses | {_value(metadata['append_eos'])} |")
+    lines += [
+        f"| {key} | {_value(metadata[key])} |"
+        for key in sorted(k for k in metadata if k not in _KNOWN_FIELDS)
+    ]
+    return lines
+
+
+def _scoring_section(model_path: str, ref_argument: str | None) -> list[str]:
+    """How to score with the checkpoint, in Python and from the command line."""
+    return [
+        "## Scoring",
+        "",
+        "```python",
+        "from trl_implicit_prm import ProcessRewardComputer",
+        "",
+        f"prc = ProcessRewardComputer.from_pretrained({json.dumps(model_path)}"
+        + (f", {ref_argument}" if ref_argument else "")
+        + ")",
+        f"steps = {json.dumps(['2 + 3 = 5.', 'The answer is 5.'])}",
+        'result = prc.score_one("What is 2 + 3?\\n", steps)',
+        "print(result.step_rewards, result.outcome_reward)   # one reward per step; they sum to the outcome reward",
+        "```",
+        "",
+        "From the command line: `trl-implicit-prm score --model <this folder> --input rows.jsonl --output "
+        "scored.jsonl` (add `accelerate launch --num_processes N -m trl_implicit_prm.cli` in front to score on N "
+        "GPUs).",
+    ]
 
 
 def _final_metrics(log_history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from trl_implicit_prm.losses import step_kto_loss
-from trl_implicit_prm.rewards import step_q_values
+from trl_implicit_prm.rewards import fit_steps, step_q_values
 from trl_implicit_prm.trainers.base import ImplicitRewardTrainer
 from trl_implicit_prm.trainers.config import StepKTOConfig
 from trl_implicit_prm.trainers.metrics import RowStats, group_row_stats
@@ -52,8 +52,8 @@ class StepKTOTrainer(ImplicitRewardTrainer):
     ) -> tuple[Tensor, RowStats, dict[str, float]]:
         k = step_rewards.size(1)
         values = step_rewards if self.args.step_reward == "step" else step_q_values(step_rewards) * mask
-        labels = _fit(inputs["step_labels"].to(values.dtype), k)
-        labelled = _fit(inputs["step_label_mask"].to(torch.bool), k) & mask
+        labels = fit_steps(inputs["step_labels"].to(values.dtype), k)
+        labelled = fit_steps(inputs["step_label_mask"].to(torch.bool), k) & mask
         z0 = self._kto_reference_point(model, inputs)
         losses = step_kto_loss(
             values, labels, labelled, z0, self.args.desirable_weight, self.args.undesirable_weight
@@ -66,8 +66,3 @@ class StepKTOTrainer(ImplicitRewardTrainer):
             RowStats("group", group_row_stats(values, labels >= 0.5, labelled)),
             {"kto/z0": z0.item()},
         )
-
-
-def _fit(t: Tensor, k: int) -> Tensor:
-    """Pad with zeros or cut the step dimension to `k`."""
-    return torch.nn.functional.pad(t, (0, max(0, k - t.size(1))))[:, :k]

@@ -1,14 +1,20 @@
-"""What the recipes share: argument classes, data loading, model kwargs, the train/save/evaluate tail, scoring.
+"""Pieces of the training scripts: argument classes, data loading, model kwargs, the train/save/evaluate tail.
 
-The recipes are run as scripts (`python recipes/train_ce.py ...` or `accelerate launch ... recipes/train_ce.py`),
-so this file is imported as the top-level module `common` from the recipes folder.
+Used by :mod:`trl_implicit_prm.scripts.train` (hence by `recipes/train_*.py` and `trl-implicit-prm train`), and
+public for anyone writing their own script in TRL's style:
+
+    >>> from trl_implicit_prm import CEConfig
+    >>> from trl_implicit_prm.scripts.utils import parse_args
+    >>> script_args, args, model_args = parse_args(
+    ...     CEConfig, argv=["--model_name_or_path", "m", "--dataset_name", "rows.jsonl", "--output_dir", "out",
+    ...                     "--use_cpu", "true", "--step_separator", "\\n"])
+    >>> args.step_separator, args.model_init_kwargs["dtype"]  # '\\n' as typed in a shell; ModelConfig's dtype
+    ('\\n', 'float32')
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +29,7 @@ from trl_implicit_prm.data import DataFormatError
 from trl_implicit_prm.data.jsonl import read_json_rows
 from trl_implicit_prm.distributed import end_distributed_run
 
-logger = logging.getLogger("recipes")
+logger = logging.getLogger(__name__)
 
 # Local file extension -> `datasets` builder.
 DATA_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -53,6 +59,19 @@ class RecipeArguments(ScriptArguments):
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom modelling code from the hub when loading the models."}
+    )
+
+
+@dataclass
+class CERecipeArguments(RecipeArguments):
+    """:class:`RecipeArguments` plus the CE task's rollout balancing."""
+
+    rollouts_balance: str | None = field(
+        default=None,
+        metadata={
+            "help": "Balance correct/incorrect rollouts before training: 'dataset' or 'instruction' "
+            "(paper Table 1, CE Dataset-wise / Inst.-wise Balanced). Needs rollout rows."
+        },
     )
 
 
@@ -206,156 +225,3 @@ def train_and_save(trainer: Any, script_args: RecipeArguments) -> dict[str, floa
     # Barrier, trackers, process group; a multi-process run exits here with status 0 (see end_distributed_run).
     end_distributed_run(trainer)
     return metrics
-
-
-# ---------------------------------------------------------------------------------------- scoring (inference)
-@dataclass
-class ScoringArguments:
-    """How score.py and evaluate.py build a `ProcessRewardComputer`."""
-
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Trained implicit PRM: checkpoint dir, PEFT adapter dir or hub id."}
-    )
-    ref_model_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Reference model. Default: the one recorded in the checkpoint's implicit_prm.json (the "
-            "adapter-disabled base for a PEFT adapter)."
-        },
-    )
-    reference_free: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Score without a reference (r = β·log πθ, paper §5.5.2). Default: the checkpoint's."
-        },
-    )
-    beta: float | None = field(default=None, metadata={"help": "β. Default: the checkpoint's (else 0.05)."})
-    step_separator: str | None = field(
-        default=None,
-        metadata={
-            "help": "Step separator of string responses (escapes such as \\n are read). Default: the "
-            "checkpoint's."
-        },
-    )
-    dtype: str | None = field(
-        default=None, metadata={"help": "Weights dtype: 'bfloat16', 'float32' or 'auto'."}
-    )
-    device: str | None = field(
-        default=None, metadata={"help": "'cuda', 'cpu', ... Default: CUDA if available."}
-    )
-    batch_size: int | None = field(default=None, metadata={"help": "Maximum responses per forward pass."})
-    max_batch_tokens: int | None = field(
-        default=None, metadata={"help": "Maximum padded tokens per forward pass."}
-    )
-    max_length: int | None = field(default=None, metadata={"help": "Longest prompt + response in tokens."})
-    truncation: bool = field(
-        default=False, metadata={"help": "Cut responses longer than max_length (flagged) instead of failing."}
-    )
-    chat_prompt: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Render string prompts (e.g. a ProcessBench problem) as one user message with the chat "
-            "template (true) or as plain text (false). Default: as in training, from the "
-            "checkpoint's implicit_prm.json."
-        },
-    )
-    prompt_separator: str | None = field(
-        default=None,
-        metadata={
-            "help": "Plain-text prompts end with this before the response (escapes such as \\n are read). "
-            "Default: the one recorded with the checkpoint."
-        },
-    )
-    append_eos: bool | None = field(
-        default=None,
-        metadata={
-            "help": "Append the EOS token to every response (its last step). Default: as in training, from "
-            "the checkpoint's implicit_prm.json."
-        },
-    )
-
-
-def build_computer(args: ScoringArguments) -> Any:
-    """The computer the scoring arguments describe; string prompts rendered as in training unless overridden."""
-    from trl_implicit_prm import ProcessRewardComputer
-    from trl_implicit_prm.data.rendering import override_prompt_format
-
-    if not args.model_name_or_path:
-        raise ValueError("model_name_or_path is required: the trained implicit PRM to score with")
-    separator = unescape(args.prompt_separator) if args.prompt_separator is not None else None
-    if args.chat_prompt and separator is not None:
-        raise ValueError(
-            "prompt_separator applies to plain-text prompts; do not combine it with chat_prompt=true"
-        )
-    computer = ProcessRewardComputer.from_pretrained(
-        args.model_name_or_path,
-        ref_model=args.ref_model_name_or_path,
-        reference_free=args.reference_free,
-        beta=args.beta,
-        step_separator=args.step_separator and unescape(args.step_separator),
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        truncation=args.truncation,
-        max_batch_tokens=args.max_batch_tokens,
-        append_eos=args.append_eos,
-    )
-    computer.prompt_format = override_prompt_format(
-        computer.prompt_format,
-        chat_prompt=args.chat_prompt,
-        prompt_separator=separator,
-        tokenizer=computer.tokenizer,
-    )
-    return computer
-
-
-def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a JSONL file or of a JSON array; every unreadable line is listed as `file:line` in one error."""
-    read = read_json_rows(path)
-    if read.bad:
-        raise _bad_lines_error(path, read.bad, read.unit)
-    where = "" if read.unit == "line" else "item "
-    for number, row in read.rows:
-        if not isinstance(row, dict):
-            raise DataFormatError(f"{path}:{where}{number}: expected a JSON object, got {type(row).__name__}")
-    return [row for _, row in read.rows]
-
-
-def write_rows(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write rows as strict JSONL: a NaN or infinite float becomes null, and the count is logged."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    nulled = 0
-    with out.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            clean, n = _strict(row)
-            nulled += n
-            handle.write(json.dumps(clean, ensure_ascii=False, allow_nan=False, default=_finite) + "\n")
-    if nulled:
-        logger.warning("%s: %d non-finite value(s) written as null", out, nulled)
-    return out
-
-
-def _strict(value: Any) -> tuple[Any, int]:
-    """`value` with NaN/inf floats (also numpy/torch scalars and arrays) as None, and how many there were."""
-    if hasattr(value, "tolist") and not isinstance(value, str):
-        value = value.tolist()
-    if isinstance(value, float):
-        return (value, 0) if math.isfinite(value) else (None, 1)
-    if isinstance(value, dict):
-        pairs = [(k, _strict(v)) for k, v in value.items()]
-        return {k: v for k, (v, _) in pairs}, sum(n for _, (_, n) in pairs)
-    if isinstance(value, list | tuple):
-        items = [_strict(v) for v in value]
-        return [v for v, _ in items], sum(n for _, n in items)
-    return value, 0
-
-
-def _finite(value: Any) -> Any:
-    return value.tolist() if hasattr(value, "tolist") else str(value)
-
-
-def clean_float(x: float) -> float | None:
-    """NaN/inf as None, for strict JSON."""
-    return x if math.isfinite(x) else None
