@@ -85,16 +85,28 @@ def test_trainers_md_tables_match_the_config_dataclasses():
     tables = _config_tables()
     text = tables.TRAINERS_MD.read_text(encoding="utf-8")
     names = [m.group(2) for m in tables.BLOCK.finditer(text)]
-    assert names == ["ImplicitPRMBaseConfig", "ImplicitPRMConfig", "CEConfig", "StepKTOConfig"]
+    assert names == [
+        "ImplicitPRMBaseConfig",
+        "ImplicitPRMConfig",
+        "CEConfig",
+        "StepKTOConfig",
+        "ExplicitPRMConfig",
+    ]
     assert tables.render(text) == text, "docs/trainers.md is stale: run `python docs/config_tables.py`"
 
 
 def test_every_config_field_is_documented():
-    from trl_implicit_prm.trainers import CEConfig, ImplicitPRMBaseConfig, ImplicitPRMConfig, StepKTOConfig
+    from trl_implicit_prm.trainers import (
+        CEConfig,
+        ExplicitPRMConfig,
+        ImplicitPRMBaseConfig,
+        ImplicitPRMConfig,
+        StepKTOConfig,
+    )
 
     tables = _config_tables()
     text = tables.TRAINERS_MD.read_text(encoding="utf-8")
-    for cls in (ImplicitPRMBaseConfig, ImplicitPRMConfig, CEConfig, StepKTOConfig):
+    for cls in (ImplicitPRMBaseConfig, ImplicitPRMConfig, CEConfig, StepKTOConfig, ExplicitPRMConfig):
         for field, _ in tables._own_fields(cls):
             assert field.metadata.get("help"), f"{cls.__name__}.{field.name} has no help string"
             assert f"| `{field.name}` |" in text

@@ -10,6 +10,7 @@ and returns a per-example loss tensor; reduce with `.mean()` (the trainers do). 
 | NCA      | paired   | `−log σ(r_w) − ½·log σ(−r_w) − ½·log σ(−r_l)`                               |
 | KTO      | unpaired | desirable `λ_D·(1 − σ(r − z0))`, undesirable `λ_U·(1 − σ(z0 − r))`          |
 | step KTO | stepwise | KTO on each labelled step's reward `r^k` (or on `q` at the step's end)      |
+| step CE  | stepwise | `−[ l_k·log σ(q_end(k)) + (1−l_k)·log σ(−q_end(k)) ]` per labelled step `k`   |
 
 `z0` is KTO's reference point: `max(0, mean β·(log πθ − log πref))` over mismatched (x, y) pairs, detached
 (:func:`kto_reference_point`; a batch without such a pair keeps the previous estimate). Paper: "Free Process
@@ -37,7 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ce_loss", "dpo_loss", "kto_loss", "kto_reference_point", "nca_loss", "step_kto_loss"]
+__all__ = [
+    "ce_loss",
+    "dpo_loss",
+    "kto_loss",
+    "kto_reference_point",
+    "nca_loss",
+    "step_ce_loss",
+    "step_kto_loss",
+]
 
 
 def ce_loss(rewards: Tensor, labels: Tensor) -> Tensor:
@@ -119,6 +128,30 @@ def kto_loss(
     return labels * desirable + (1.0 - labels) * undesirable
 
 
+def _labelled(step_values: Tensor, step_labels: Tensor, step_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The values and labels of the labelled steps (`step_mask` true), flattened; shapes must agree."""
+    if step_values.shape != step_labels.shape or step_values.shape != step_mask.shape:
+        raise ValueError(
+            f"step values {tuple(step_values.shape)}, step_labels {tuple(step_labels.shape)} and "
+            f"step_mask {tuple(step_mask.shape)} must have the same shape"
+        )
+    mask = step_mask.to(torch.bool)
+    return step_values[mask], step_labels[mask]
+
+
+def step_ce_loss(step_values: Tensor, step_labels: Tensor, step_mask: Tensor) -> Tensor:
+    """Step-level CE (second stage on step labels): `−[l_k·log σ(v_k) + (1−l_k)·log σ(−v_k)]` per labelled step.
+
+    `v_k` is normally the cumulative q-value at the end of step `k`, `q_end(k) = Σ_{j≤k} r^j` (pass
+    :func:`~trl_implicit_prm.rewards.step_q_values` of the step rewards): by Proposition 3.1 `q` is the soft
+    value of the prefix, so `σ(q_end(k))` is trained to be the probability that the prefix is still correct,
+    the objective of the paper's released Stage-2 models. Soft labels allowed. Returns the flat vector of the
+    labelled steps' losses (`step_mask` true): `.mean()` averages over the labelled steps of the batch.
+    """
+    values, labels = _labelled(step_values, step_labels, step_mask)
+    return ce_loss(values, labels)
+
+
 def step_kto_loss(
     step_rewards: Tensor,
     step_labels: Tensor,
@@ -134,10 +167,5 @@ def step_kto_loss(
     caller passes `step_q_values`) and the same reference point `z0`. Returns the flat vector of per-step
     losses of the labelled steps (`step_mask` true), so `.mean()` averages over labelled steps of the batch.
     """
-    if step_rewards.shape != step_labels.shape or step_rewards.shape != step_mask.shape:
-        raise ValueError(
-            f"step_rewards {tuple(step_rewards.shape)}, step_labels {tuple(step_labels.shape)} and "
-            f"step_mask {tuple(step_mask.shape)} must have the same shape"
-        )
-    mask = step_mask.to(torch.bool)
-    return kto_loss(step_rewards[mask], step_labels[mask], z0, desirable_weight, undesirable_weight)
+    values, labels = _labelled(step_rewards, step_labels, step_mask)
+    return kto_loss(values, labels, z0, desirable_weight, undesirable_weight)

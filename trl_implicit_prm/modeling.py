@@ -271,6 +271,7 @@ _METADATA_FIELDS: dict[str, tuple[str, Any]] = {
     "loss_type": ("a string or null", _is_str_or_none),
     "prompt_format": ("an object or null", lambda v: v is None or isinstance(v, dict)),
     "append_eos": ("true, false or null", lambda v: v is None or isinstance(v, bool)),
+    "kind": ('"implicit" or "explicit"', lambda v: v in ("implicit", "explicit")),
 }
 
 

@@ -196,12 +196,15 @@ class ProcessRewardComputer:
         ...         build_model("qwen2", tok, seed=seed).save_pretrained(f"{root}/{name}")
         ...         _ = tok.save_pretrained(f"{root}/{name}")
         >>> prc = ProcessRewardComputer.from_pretrained(f"{root}/policy", ref_model=f"{root}/ref", device="cpu")
-        >>> r = prc.score_one("Q: 2+2?\\n", "2+2=4.\\n\\nAnswer: 4.")
-        >>> len(r.step_rewards), r.truncated
-        (2, False)
+        >>> prc.score_one("Q: 2+2?\\n", "2+2=4.\\n\\nAnswer: 4.").num_steps
+        2
 
         ```
         """
+        from .explicit import explicit_computer  # an explicit PRM's checkpoint gets an ExplicitPRMComputer
+
+        if (explicit := explicit_computer(model, locals())) is not None:  # a classifier: its own loader
+            return explicit
         resolved = resolve_models(model, ref_model, reference_free, tokenizer, device, dtype)
         options = {k: v for k, v in locals().items() if k in _PASSED_THROUGH}  # to the constructor, unchanged
         return cls(

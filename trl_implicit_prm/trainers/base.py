@@ -283,9 +283,11 @@ class ImplicitRewardTrainer(ReferencePrecomputeMixin, CheckpointRecordMixin, _Ba
         with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
             return self.reference.step_logps(inputs, num_steps, self.model, self.accelerator.unwrap_model)
 
-    def _kto_reference_point(self, model: Any, inputs: dict[str, Tensor]) -> Tensor:
+    def _kto_reference_point(self, model: Any, inputs: dict[str, Tensor], per_step: bool = False) -> Tensor:
         """KTO's z0 for this batch: :func:`~trl_implicit_prm.losses.kto_reference_point` on the batch's mismatched
-        pairs (row `i`'s prompt with row `i+1`'s completion), summed over processes.
+        pairs (row `i`'s prompt with row `i+1`'s completion), summed over processes. `per_step=True` divides each
+        pair's log-ratio by its completion's number of steps: the reference point of a one-step reward `r^k`
+        (a response-level z0 is `K` steps' worth of KL and would sit above every step reward).
 
         A one-row batch has no mismatched pair (its row could only be paired with itself, and its own reward is
         no KL estimate). Its forward still runs, so that every process takes part in the same collectives
@@ -308,6 +310,9 @@ class ImplicitRewardTrainer(ReferencePrecomputeMixin, CheckpointRecordMixin, _Ba
             policy = self._step_logps(model, pairs, 1)[:, 0]
             reference = self.reference.step_logps(pairs, 1, self.model, self.accelerator.unwrap_model)
             reference = None if reference is None else reference[:, 0]
+        if per_step:  # row i holds row i+1's completion
+            steps = inputs["num_steps"].roll(-1).clamp(min=1).to(policy.dtype)
+            policy, reference = policy / steps, None if reference is None else reference / steps
         keep = slice(None) if policy.size(0) > 1 else slice(0, 0)
         z0 = kto_reference_point(
             policy[keep],

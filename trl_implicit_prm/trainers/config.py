@@ -16,7 +16,7 @@ from trl.trainer.base_config import _BaseConfig
 from trl_implicit_prm.checks import check_beta, is_finite_positive
 from trl_implicit_prm.data.formats import check_step_separator
 
-__all__ = ["CEConfig", "ImplicitPRMBaseConfig", "ImplicitPRMConfig", "StepKTOConfig"]
+__all__ = ["CEConfig", "ExplicitPRMConfig", "ImplicitPRMBaseConfig", "ImplicitPRMConfig", "StepKTOConfig"]
 
 
 @dataclass
@@ -223,23 +223,101 @@ class StepKTOConfig(ImplicitPRMBaseConfig, _KTOFields):
     """Configuration of [`StepKTOTrainer`] (second-stage training on step labels).
 
     Parameters:
-        step_reward (`str`, defaults to `"step"`):
-            Which implicit quantity each labelled step's KTO term uses: `"step"` is the step reward `r^k`,
-            `"q"` the cumulative q-value at the step's end.
+        loss_type (`str`, defaults to `"kto"`):
+            `"kto"`: step-level KTO, `λ_D·(1 − σ(v_k − z0))` on desirable steps, `λ_U·(1 − σ(z0 − v_k))` on
+            undesirable ones; `"ce"`: step-level cross-entropy `−[l_k·log σ(v_k) + (1−l_k)·log σ(−v_k)]` (the
+            paper's released Stage-2 models). Either is averaged over the labelled steps of the batch.
+        step_reward (`str` or `None`, defaults to `None`):
+            The implicit quantity `v_k` of each labelled step: `"step"` is the step reward `r^k`, `"q"` the
+            cumulative q-value at the step's end. `None` picks the loss's natural one: `"step"` for KTO, `"q"`
+            for CE.
+        desirable_weight, undesirable_weight, kto_reference_point:
+            KTO settings, used only with `loss_type="kto"`.
     """
 
-    step_reward: str = field(
-        default="step",
+    loss_type: str = field(
+        default="kto",
+        metadata={"help": "Objective on step labels: 'kto' or 'ce'.", "choices": ["kto", "ce"]},
+    )
+    step_reward: str | None = field(
+        default=None,
         metadata={
-            "help": "KTO on each step's reward r^k ('step') or on the cumulative q at its end ('q').",
-            "choices": ["step", "q"],
+            "help": "Quantity each labelled step's loss uses: the step reward r^k ('step') or the cumulative q "
+            "at its end ('q'); None: 'step' for loss_type='kto', 'q' for loss_type='ce'."
         },
     )
 
     def __post_init__(self) -> None:
+        if self.loss_type not in ("kto", "ce"):
+            raise ValueError(f"loss_type must be 'kto' or 'ce' for StepKTOConfig, got {self.loss_type!r}")
+        if self.step_reward is None:
+            self.step_reward = "step" if self.loss_type == "kto" else "q"
         if self.step_reward not in ("step", "q"):
-            raise ValueError(f"step_reward must be 'step' or 'q', got {self.step_reward!r}")
-        _check_kto(self)
+            raise ValueError(f"step_reward must be 'step', 'q' or None, got {self.step_reward!r}")
+        if self.loss_type == "kto":
+            _check_kto(self)
+        super().__post_init__()
+
+
+@dataclass
+class ExplicitPRMConfig(_BaseConfig):
+    r"""Configuration of [`ExplicitPRMTrainer`] (a discriminative PRM: a classifier at each step's last token).
+
+    The data fields mean what they mean in [`ImplicitPRMBaseConfig`] (same names, same defaults, the same
+    tokenization with step spans); there is no β and no reference model.
+
+    Parameters:
+        train_on_last_step_only (`bool`, defaults to `False`):
+            Train on the label of each row's last labelled step only (TRL's former `PRMTrainer` option);
+            by default every labelled step is trained on.
+        step_separator, append_eos, max_length, pad_to_multiple_of, dataset_num_proc, model_init_kwargs,
+        disable_dropout:
+            As in [`ImplicitPRMBaseConfig`].
+    """
+
+    _VALID_DICT_FIELDS: ClassVar[list[str]] = [*_BaseConfig._VALID_DICT_FIELDS, "model_init_kwargs"]
+
+    learning_rate: float = field(default=1e-5, metadata={"help": "Initial learning rate of AdamW."})
+    train_on_last_step_only: bool = field(
+        default=False,
+        metadata={"help": "Train on each row's last labelled step only; default: on every labelled step."},
+    )
+    step_separator: str = field(
+        default="\n\n",
+        metadata={
+            "help": "Separator splitting string completions into steps; it belongs to the step before it."
+        },
+    )
+    append_eos: bool = field(
+        default=True,
+        metadata={
+            "help": "Append the EOS token to string completions (in their last step); recorded for scoring."
+        },
+    )
+    max_length: int | None = field(
+        default=1024, metadata={"help": "Maximum tokens of prompt + completion; the completion end is cut."}
+    )
+    pad_to_multiple_of: int | None = field(
+        default=None, metadata={"help": "Pad each batch to a multiple of this length."}
+    )
+    dataset_num_proc: int | None = field(
+        default=None, metadata={"help": "Number of processes used to tokenize the datasets."}
+    )
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments of from_pretrained when the model is given as a path or hub id."
+        },
+    )
+    disable_dropout: bool = field(
+        default=True, metadata={"help": "Disable dropout in the model so scores are deterministic."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
+        if not self.step_separator:
+            raise ValueError("step_separator must be a non-empty string")
         super().__post_init__()
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from datasets import Dataset
 
 from trl_implicit_prm.data.rendering import measure_prompt_format
+from trl_implicit_prm.explicit import IMPLICIT_KIND
 from trl_implicit_prm.modeling import write_metadata
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class CheckpointRecordMixin:
                 "pass ref_model=... to ProcessRewardComputer.from_pretrained when scoring with this checkpoint."
             )
         return {
+            "kind": IMPLICIT_KIND,
             "beta": self.args.beta,
             "reference_free": self.args.reference_free,
             "reference_model": reference,
