@@ -60,6 +60,7 @@ class ScoredPrefix:
     new_tokens: int
     policy: _Track = field(repr=False)
     reference: _Track | None = field(repr=False)
+    released: bool = False
 
     @property
     def q_values(self) -> list[float]:
@@ -84,9 +85,10 @@ class ScoredPrefix:
 
     def release(self) -> None:
         """Drop the caches (the prefix can no longer be extended; its rewards stay)."""
-        self.policy.past = None
+        self.released = True
+        self.policy = _Track(self.policy.logps, None)
         if self.reference is not None:
-            self.reference.past = None
+            self.reference = _Track(self.reference.logps, None)
 
 
 class IncrementalScorer:
@@ -117,7 +119,7 @@ class IncrementalScorer:
     def __init__(self, prm: Any, *, placeholder: str = "x") -> None:
         self.prm = prm
         self.placeholder = placeholder
-        self.tokens_forwarded = 0
+        self.tokens_forwarded = 0  # tokens read by each model (policy and reference read the same ones)
 
     # ----------------------------------------------------------------------------------------------- public
     def start(self, prompts: Sequence[Any]) -> list[ScoredPrefix]:
@@ -179,6 +181,9 @@ class IncrementalScorer:
         complete: Sequence[bool],
         ids: Sequence[np.ndarray] | None = None,
     ) -> list[ScoredPrefix]:
+        for i, p in enumerate(prefixes):
+            if p.released:
+                raise ValueError(f"prefixes[{i}] was released (its caches dropped): it cannot be extended")
         encoded: list[EncodedResponse | None] = [None] * len(prefixes)
         if ids is None:
             encoded = [
@@ -194,6 +199,7 @@ class IncrementalScorer:
                 reference = self._run(ref_model, [p.reference for p in prefixes], ids, starts)
         out = []
         for i, prefix in enumerate(prefixes):
+            self.tokens_forwarded += max(0, len(ids[i]) - 1 - starts[i])
             out.append(
                 ScoredPrefix(
                     prefix.prompt,
@@ -232,7 +238,6 @@ class IncrementalScorer:
                 values = _kept(tracks[i].logps, starts[i] + 1, len(ids[i]))
                 values[starts[i] + 1 :] = lp.numpy()
                 out[i] = _Track(values, past)
-                self.tokens_forwarded += len(ids[i]) - 1 - starts[i]
         return out  # type: ignore[return-value]
 
     def _rewards(self, enc: EncodedResponse | None, policy: _Track, ref: _Track | None) -> list[float]:
