@@ -200,3 +200,36 @@ def test_search_config_refuses_bad_settings():
         SearchConfig(method="beam", n=6, beam_width=4)
     with pytest.raises(ValueError, match="method must be one of"):
         SearchConfig(method="mcts")
+
+
+def test_search_command_writes_jsonl_and_refuses_bad_input(tiny_dir, tmp_path, capsys):
+    import json
+
+    from trl_implicit_prm.cli import main
+
+    rows = [
+        {"prompt": "Q: 1 + 1?\n", "id": "a"},
+        {"prompt": [{"role": "user", "content": "Q: 2 + 2?"}], "id": "b"},
+    ]
+    inp = tmp_path / "problems.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "found.jsonl"
+    common = ["search", "--model", str(tiny_dir / "llama"), "--ref-model", str(tiny_dir / "llama-ref")]
+    common += ["--policy", str(tiny_dir / "llama"), "--device", "cpu", "--output", str(out)]
+    rc = main(
+        [*common, "--input", str(inp), "--method", "beam", "--n", "4", "--beam-width", "2"]
+        + ["--max-steps", "2", "--max-step-tokens", "5", "--with-candidates"]
+    )
+    assert rc == 0 and "searched 2 problem(s) with beam" in capsys.readouterr().out
+    found = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in found] == ["a", "b"]
+    for r in found:
+        assert r["response"] == "\n\n".join(r["steps"]) and len(r["step_rewards"]) == len(r["steps"])
+        assert r["score"] == pytest.approx(min(r["step_rewards"])) and r["generated_tokens"] > 0
+        assert r["scored_tokens"] > 0 and 1 <= len(r["candidates"]) <= 4
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"question": "no prompt"}\n')
+    assert main([*common, "--input", str(bad)]) == 2
+    assert "bad.jsonl:2: expected a JSON object with a 'prompt'" in capsys.readouterr().err
+    assert main([*common, "--input", str(inp), "--n", "6", "--beam-width", "4"]) == 2
+    assert "--n 6 must be a multiple of --beam-width 4" in capsys.readouterr().err
