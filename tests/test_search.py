@@ -44,7 +44,7 @@ def test_incremental_equals_full_scoring_with_forks_merges_and_pruning(model_and
     root = scorer.start([prompt])[0]
     # A fork: three continuations of one root, scored in one batch (different lengths, shared root past).
     a, b, c = scorer.extend([root] * 3, ["2 + 3 = 5.", "Add them", "Two plus three is five, so 5."])
-    assert a.policy.past[0][0].shape[1] == len(a.input_ids) - 1
+    assert a.policy.past.shape[-2] == len(a.input_ids) - 1
     # "5." followed by "\n\nSo": BPE merges ".\n\n" into one token, so the old last token is read again.
     assert "." in tokenizer.convert_ids_to_tokens([int(a.input_ids[-1])])
     a2 = scorer.extend([a], ["So the answer is 5."])[0]
@@ -217,8 +217,11 @@ def test_search_command_writes_jsonl_and_refuses_bad_input(tiny_dir, tmp_path, c
     common = ["search", "--model", str(tiny_dir / "llama"), "--ref-model", str(tiny_dir / "llama-ref")]
     common += ["--policy", str(tiny_dir / "llama"), "--device", "cpu", "--output", str(out)]
     rc = main(
-        [*common, "--input", str(inp), "--method", "beam", "--n", "4", "--beam-width", "2"]
-        + ["--max-steps", "2", "--max-step-tokens", "5", "--with-candidates"]
+        [
+            *common,
+            *("--input", str(inp), "--method", "beam", "--n", "4", "--beam-width", "2"),
+            *("--max-steps", "2", "--max-step-tokens", "5", "--with-candidates"),
+        ]
     )
     assert rc == 0 and "searched 2 problem(s) with beam" in capsys.readouterr().out
     found = [json.loads(line) for line in out.read_text().splitlines()]

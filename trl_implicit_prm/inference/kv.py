@@ -1,62 +1,72 @@
 """One batched forward over the new tokens of many rows, each continuing its own past key/values.
 
-A row's past is a tuple, per layer, of `(keys, values)` tensors `[heads, m, head_dim]` holding the first `m`
-tokens of its sequence. Rows of different past lengths share a forward: their pasts are left-padded to the
-longest (masked out by the attention mask) and their new tokens right-padded (padded queries come after every
-real one, so no real token attends to them); position ids are given explicitly, so models with absolute
-positions (GPT-2) see the same positions as in one forward over the whole sequence. Each row gets back its own
-contiguous past, so that dropping a row frees its memory.
+A row's past is one tensor `[layers, 2, heads, m, head_dim]` (keys and values of every layer) holding its first
+`m` tokens: one tensor per row keeps the bookkeeping to a few operations per batch whatever the depth. Rows of
+different past lengths share a forward: their pasts are left-padded to the longest (masked out by the attention
+mask) and their new tokens right-padded (padded queries come after every real one, so no real token attends to
+them); position ids are given explicitly, so models with absolute positions (GPT-2) see the same positions as in
+one forward over the whole sequence. Each row gets back its own contiguous past, so that dropping a row frees its
+memory, while forks of one prefix share its tensor until they are extended.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 __all__ = ["Past", "crop_past", "forward_new_tokens", "past_bytes", "past_length"]
 
-Past = tuple[tuple[Tensor, Tensor], ...]
+Past = Tensor  # [layers, 2, heads, tokens, head_dim]
 
 
 def past_length(past: Past | None) -> int:
     """Number of tokens a past holds (0 for None)."""
-    return 0 if past is None else int(past[0][0].shape[1])
+    return 0 if past is None else int(past.shape[-2])
 
 
 def past_bytes(past: Past | None) -> int:
-    """Bytes held by a past's tensors."""
-    if past is None:
-        return 0
-    return sum(t.numel() * t.element_size() for layer in past for t in layer)
+    """Bytes held by a past."""
+    return 0 if past is None else past.numel() * past.element_size()
 
 
 def crop_past(past: Past | None, length: int) -> Past | None:
-    """The first `length` tokens of a past (views, no copy); None when `length` is 0."""
+    """The first `length` tokens of a past (a view, no copy); None when `length` is 0."""
     if past is None or length == 0:
         return None
     if length > past_length(past):
         raise ValueError(f"cannot crop a past of {past_length(past)} tokens to {length}")
-    return tuple((k[:, :length], v[:, :length]) for k, v in past)
+    return past[..., :length, :]
 
 
 def _batched_past(pasts: Sequence[Past | None], longest: int) -> object | None:
+    """A `DynamicCache` of the rows' pasts, left-padded with zeros to `longest` tokens."""
     from transformers import DynamicCache
 
     if longest == 0:
         return None
     template = next(p for p in pasts if p is not None)
-    layers = []
-    for layer, (k0, v0) in enumerate(template):
-        keys, values = [], []
-        for past in pasts:
-            k, v = (k0[:, :0], v0[:, :0]) if past is None else past[layer]
-            pad = longest - k.shape[1]
-            keys.append(torch.cat([k.new_zeros(k.shape[0], pad, k.shape[2]), k], dim=1))
-            values.append(torch.cat([v.new_zeros(v.shape[0], pad, v.shape[2]), v], dim=1))
-        layers.append((torch.stack(keys), torch.stack(values)))
-    return DynamicCache(layers)
+    layers, two, heads, _, dim = template.shape
+    batch = template.new_zeros(layers, two, len(pasts), heads, longest, dim)
+    for i, past in enumerate(pasts):
+        if past is not None:
+            batch[:, :, i, :, longest - past.shape[-2] :] = past
+    return DynamicCache([(batch[layer, 0], batch[layer, 1]) for layer in range(layers)])
+
+
+def _split_pasts(cache: Any, lengths: Sequence[int], new: Sequence[int], longest: int) -> list[Past]:
+    """Each row's own past (a copy) out of the batched cache the forward returned."""
+    keys = [layer.keys for layer in cache.layers]
+    values = [layer.values for layer in cache.layers]
+    if any(k.shape != v.shape for k, v in zip(keys, values, strict=True)):
+        raise ValueError("incremental scoring needs keys and values of the same shape in every layer")
+    stacked = torch.stack([torch.stack(keys), torch.stack(values)], dim=1)  # [layers, 2, B, heads, T, dim]
+    return [
+        stacked[:, :, i, :, longest - m : longest + n].clone()
+        for i, (m, n) in enumerate(zip(lengths, new, strict=True))
+    ]
 
 
 def forward_new_tokens(
@@ -91,19 +101,9 @@ def forward_new_tokens(
         cache=_batched_past(pasts, longest),
         use_cache=True,
     )
-    logps, new_pasts = [], []
-    for i, (x, y, m) in enumerate(zip(inputs, targets, lengths, strict=True)):
-        n = int(x.numel())
-        logits = out.logits[i, :n].float()
+    logps = []
+    for i, (x, y) in enumerate(zip(inputs, targets, strict=True)):
+        logits = out.logits[i, : x.numel()].float()
         picked = logits.gather(-1, y.to(device).view(-1, 1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
         logps.append(picked.cpu())
-        new_pasts.append(
-            tuple(
-                (
-                    layer.keys[i, :, longest - m : longest + n].clone(),
-                    layer.values[i, :, longest - m : longest + n].clone(),
-                )
-                for layer in out.cache.layers
-            )
-        )
-    return logps, new_pasts
+    return logps, _split_pasts(out.cache, lengths, [int(x.numel()) for x in inputs], longest)

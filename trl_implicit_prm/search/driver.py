@@ -213,9 +213,8 @@ class SearchContext:
         for b in beams:
             for track in (b.prefix.policy, b.prefix.reference):
                 if track is not None and track.past is not None:
-                    for k, v in track.past:
-                        for t in (k, v):
-                            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+                    storage = track.past.untyped_storage()
+                    seen[storage.data_ptr()] = storage.nbytes()
         self.peak_cache_bytes = max(self.peak_cache_bytes, sum(seen.values()))
 
     def record(self, problem: int, kept: Sequence[Beam]) -> None:
