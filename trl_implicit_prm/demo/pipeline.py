@@ -82,6 +82,7 @@ class DemoConfig:
     n_bon_problems: int = 100
     bon_n: int = 16
     html_examples: int = 6
+    search_problems: int = 40  # PRM-guided search stage (demo/search_stage.py); 0 skips it
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -100,6 +101,7 @@ class DemoConfig:
             n_bon_problems=30,
             bon_n=8,
             html_examples=2,
+            search_problems=0,
         )
         return cls(**{**small, **overrides})
 
@@ -395,5 +397,14 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "rollouts": rollout_stats,
         "training_rows": {"unpaired": len(unpaired), "paired": len(paired), "stepwise": len(stepwise)},
     }
+    if cfg.search_problems:
+        from trl_implicit_prm.demo.search_stage import run_search_stage
+
+        results["extra"]["search"] = stages.run(
+            "6 PRM-guided search (best-of-N, beam, DVTS, early rejection)",
+            lambda: run_search_stage(
+                policy, tok, computers[names["ce"]], bon_set[: cfg.search_problems], out, seed=cfg.seed
+            ),
+        )
     report = write_report(out, cfg, results, eval_sets, stages.seconds)
     return report

@@ -11,11 +11,14 @@ memory, while forks of one prefix share its tensor until they are extended.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from ..modeling import unwrap_model
 
 __all__ = ["Past", "crop_past", "forward_new_tokens", "past_bytes", "past_length"]
 
@@ -69,6 +72,12 @@ def _split_pasts(cache: Any, lengths: Sequence[int], new: Sequence[int], longest
     ]
 
 
+def _cache_argument(model: nn.Module) -> str:
+    """The name a model's forward takes its cache under: `cache` (recent transformers) or `past_key_values`."""
+    forward = unwrap_model(model).forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
 def forward_new_tokens(
     model: nn.Module,
     pasts: Sequence[Past | None],
@@ -94,16 +103,17 @@ def forward_new_tokens(
         ids[i, : x.numel()] = x
         attention[i, : longest - m] = 0
         positions[i] = torch.arange(m, m + widest)
+    name = _cache_argument(model)
     out = model(
         input_ids=ids.to(device),
         attention_mask=attention.to(device),
         position_ids=positions.to(device),
-        cache=_batched_past(pasts, longest),
         use_cache=True,
+        **{name: _batched_past(pasts, longest)},
     )
     logps = []
     for i, (x, y) in enumerate(zip(inputs, targets, strict=True)):
         logits = out.logits[i, : x.numel()].float()
         picked = logits.gather(-1, y.to(device).view(-1, 1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
         logps.append(picked.cpu())
-    return logps, _split_pasts(out.cache, lengths, [int(x.numel()) for x in inputs], longest)
+    return logps, _split_pasts(out[name], lengths, [int(x.numel()) for x in inputs], longest)
