@@ -5,8 +5,8 @@ incrementally. Strategies and their budgets (mean tokens the policy generated pe
 included):
 
 - best-of-N (min) and weighted majority voting, on the first N of 16 independent samples (N = 4, 8, 16);
-- step-level beam search with beam width 4 (n = 4, 8, 16 beams), DVTS (n = 4, 8, 16, subtrees of 4);
-- early rejection: 16 candidates, all but the best `keep` (by their q-value) stopped after their first tokens.
+- step-level beam search with beam width 4 (n = 4, 8, 16 beams), DVTS (n = 8, 16: 2 and 4 subtrees of 4);
+- early rejection: 16 candidates, all but the best 1/8 or 1/4 (by their q-value) stopped after 6 tokens.
 
 Writes `search.png` and returns `{"methods": {name: {"budget_tokens": [...], "accuracy": [...]}}, ...}` for
 report.json, with a `comparison` of beam search and early rejection against best-of-16.
@@ -29,7 +29,8 @@ from trl_implicit_prm.search import IncrementalScorer, SearchConfig, Transformer
 __all__ = ["run_search_stage"]
 
 SIZES = (4, 8, 16)
-EARLY_KEEP = (0.125, 0.25, 0.5)
+DVTS_SIZES = (8, 16)
+EARLY_KEEP = (0.125, 0.25)
 
 
 def _accuracy(problems: Sequence[Problem], chosen: Sequence[Any]) -> float:
@@ -135,7 +136,7 @@ def run_search_stage(
         problems, generator, prm, [SearchConfig(method="beam", n=n, beam_width=4) for n in SIZES]
     )
     methods["DVTS"] = _curve(
-        problems, generator, prm, [SearchConfig(method="dvts", n=n, beam_width=4) for n in SIZES]
+        problems, generator, prm, [SearchConfig(method="dvts", n=n, beam_width=4) for n in DVTS_SIZES]
     )
     methods["early rejection"] = _curve(
         problems,

@@ -158,14 +158,7 @@ class TransformersStepGenerator:
     def _generate(self, chunk: list[StepRequest]) -> list[GeneratedStep]:
         tok = self.tokenizer
         limit = min(chunk[0].max_new_tokens or self.max_step_tokens, self.max_step_tokens)
-        texts = [context_text(self.render(r.prompt), r, self.separator) for r in chunk]
-        side, tok.padding_side = tok.padding_side, "left"
-        try:
-            enc = tok(
-                texts, return_tensors="pt", padding=True, add_special_tokens=isinstance(chunk[0].prompt, str)
-            )
-        finally:
-            tok.padding_side = side
+        enc = _left_padded(tok, [context_text(self.render(r.prompt), r, self.separator) for r in chunk])
         device = next(self.model.parameters()).device
         sampling = (
             {"do_sample": False}
@@ -196,6 +189,21 @@ class TransformersStepGenerator:
         budget_hit = not finished and len(row) >= budget and request.max_new_tokens is not None
         step, done, finished = cut_step(text, self.separator, finished, budget_hit)
         return GeneratedStep(step, done, finished, len(row))
+
+
+def _left_padded(tokenizer: Any, texts: list[str]) -> dict[str, torch.Tensor]:
+    """Left-padded ids of the texts, with the tokenizer's special tokens unless a text already starts with its
+    BOS (a chat template's rendering)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    rows = [tokenizer(t, add_special_tokens=not (bos and t.startswith(bos)))["input_ids"] for t in texts]
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = torch.full((len(rows), width), int(pad), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 class TextStepGenerator:
