@@ -236,3 +236,34 @@ def test_search_command_writes_jsonl_and_refuses_bad_input(tiny_dir, tmp_path, c
     assert "bad.jsonl:2: expected a JSON object with a 'prompt'" in capsys.readouterr().err
     assert main([*common, "--input", str(inp), "--n", "6", "--beam-width", "4"]) == 2
     assert "--n 6 must be a multiple of --beam-width 4" in capsys.readouterr().err
+
+
+def test_demo_search_stage_writes_its_plot_and_numbers(tiny_dir, tokenizer, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from trl_implicit_prm.demo import search_stage
+    from trl_implicit_prm.demo.task import ArithmeticTask
+
+    monkeypatch.setattr(search_stage, "SIZES", (2, 4))  # the demo's sizes, scaled down for a test
+    monkeypatch.setattr(search_stage, "DVTS_SIZES", (4,))
+    monkeypatch.setattr(search_stage, "EARLY_KEEP", (0.5,))
+    policy = AutoModelForCausalLM.from_pretrained(tiny_dir / "llama")
+    prm = ProcessRewardComputer.from_pretrained(
+        tiny_dir / "llama", ref_model=tiny_dir / "llama-ref", device="cpu"
+    )
+    problems = ArithmeticTask(n_terms=3, seed=0).make_problems(2, seed=0)
+    out = search_stage.run_search_stage(policy, tokenizer, prm, problems, tmp_path)
+    assert set(out["methods"]) == {
+        "best-of-N (min)",
+        "weighted vote",
+        "beam search",
+        "DVTS",
+        "early rejection",
+    }
+    for curve in out["methods"].values():
+        assert len(curve["budget_tokens"]) == len(curve["accuracy"]) >= 1
+        assert all(t > 0 for t in curve["budget_tokens"]) and all(0 <= a <= 1 for a in curve["accuracy"])
+    bon = out["methods"]["best-of-N (min)"]["budget_tokens"]
+    assert bon[0] < bon[1]  # 2 of the 4 samples cost fewer tokens than all 4
+    assert out["comparison"]["best_of_n"] == 4 and out["comparison"]["best_of_n_tokens"] == bon[-1]
+    assert (tmp_path / "search.png").stat().st_size > 0
