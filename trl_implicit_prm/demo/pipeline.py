@@ -82,7 +82,7 @@ class DemoConfig:
     n_bon_problems: int = 100
     bon_n: int = 16
     html_examples: int = 6
-    search_problems: int = 24  # PRM-guided search stage (demo/search_stage.py); 0 skips it
+    search_problems: int = 16  # PRM-guided search stage (demo/search_stage.py); 0 skips it
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -5,7 +5,7 @@ incrementally. Strategies and their budgets (mean tokens the policy generated pe
 included):
 
 - best-of-N (min) and weighted majority voting, on the first N of 16 independent samples (N = 4, 8, 16);
-- step-level beam search with beam width 4 (n = 4, 8, 16 beams), DVTS (n = 8, 16: 2 and 4 subtrees of 4);
+- step-level beam search with beam width 4 (n = 4, 8, 16 beams), DVTS (n = 4, 8: 1 and 2 subtrees of 4);
 - early rejection: 16 candidates, all but the best 1/8 or 1/4 (by their q-value) stopped after 6 tokens.
 
 Writes `search.png` and returns `{"methods": {name: {"budget_tokens": [...], "accuracy": [...]}}, ...}` for
@@ -29,7 +29,7 @@ from trl_implicit_prm.search import IncrementalScorer, SearchConfig, Transformer
 __all__ = ["run_search_stage"]
 
 SIZES = (4, 8, 16)
-DVTS_SIZES = (8, 16)
+DVTS_SIZES = (4, 8)
 EARLY_KEEP = (0.125, 0.25)
 
 
