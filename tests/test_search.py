@@ -245,6 +245,8 @@ def test_demo_search_stage_writes_its_plot_and_numbers(tiny_dir, tokenizer, tmp_
     from trl_implicit_prm.demo.task import ArithmeticTask
 
     monkeypatch.setattr(search_stage, "SIZES", (2, 4))  # the demo's sizes, scaled down for a test
+    monkeypatch.setattr(search_stage, "BEAM_SIZES", (4,))
+    monkeypatch.setattr(search_stage, "MAX_STEP_TOKENS", 6)
     monkeypatch.setattr(search_stage, "DVTS_SIZES", (4,))
     monkeypatch.setattr(search_stage, "EARLY_KEEP", (0.5,))
     policy = AutoModelForCausalLM.from_pretrained(tiny_dir / "llama")

@@ -22,13 +22,17 @@ import torch
 
 from trl_implicit_prm.demo.grading import grade
 from trl_implicit_prm.demo.task import STEP_SEPARATOR, Problem
-from trl_implicit_prm.evaluation.best_of_n import select_by_score, weighted_majority_vote
+from trl_implicit_prm.evaluation.best_of_n import weighted_majority_vote
 from trl_implicit_prm.evaluation.plots import _figure, _save
 from trl_implicit_prm.search import IncrementalScorer, SearchConfig, TransformersStepGenerator, run_search
+from trl_implicit_prm.search.driver import choose
 
 __all__ = ["run_search_stage"]
 
 SIZES = (4, 8, 16)
+MAX_STEP_TOKENS = 32
+MAX_STEPS = 6  # the demo's solutions have n_terms - 1 = 3 steps
+BEAM_SIZES = (4, 8, 16)
 DVTS_SIZES = (4, 8)
 EARLY_KEEP = (0.125, 0.25)
 
@@ -44,7 +48,8 @@ def _answer(steps: Sequence[str]) -> str | None:
 
 
 def _best_of_n_points(problems: Sequence[Problem], results: Sequence[Any]) -> dict[str, dict[str, list]]:
-    """Best-of-N (min) and weighted voting on the first N candidates of each problem."""
+    """Best-of-N (min) and weighted voting on the first N of the independent candidates of each problem (the
+    budget: the tokens those N generated)."""
     points: dict[str, dict[str, list]] = {
         "best-of-N (min)": {"budget_tokens": [], "accuracy": []},
         "weighted vote": {"budget_tokens": [], "accuracy": []},
@@ -52,7 +57,7 @@ def _best_of_n_points(problems: Sequence[Problem], results: Sequence[Any]) -> di
     for n in SIZES:
         firsts = [r.candidates[:n] for r in results]
         tokens = sum(c.tokens for cands in firsts for c in cands) / len(problems)
-        chosen = [cands[select_by_score([c.score for c in cands])].steps for cands in firsts]
+        chosen = [cands[choose(cands)].steps for cands in firsts]
         voted = [
             weighted_majority_vote([_answer(c.steps) for c in cands], [c.score for c in cands])
             for cands in firsts
@@ -124,25 +129,39 @@ def run_search_stage(
         policy,
         tokenizer,
         separator=STEP_SEPARATOR,
-        max_step_tokens=32,
+        max_step_tokens=MAX_STEP_TOKENS,
         temperature=temperature,
         batch_size=256,
     )
     torch.manual_seed(seed)
     prompts = [p.prompt for p in problems]
-    bon = run_search(prompts, generator, IncrementalScorer(prm), SearchConfig(method="bon", n=max(SIZES)))
+    bon = run_search(
+        prompts,
+        generator,
+        IncrementalScorer(prm),
+        SearchConfig(method="bon", n=max(SIZES), max_steps=MAX_STEPS),
+    )
     methods = _best_of_n_points(problems, bon)
     methods["beam search"] = _curve(
-        problems, generator, prm, [SearchConfig(method="beam", n=n, beam_width=4) for n in SIZES]
+        problems,
+        generator,
+        prm,
+        [SearchConfig(method="beam", n=n, beam_width=4, max_steps=MAX_STEPS) for n in BEAM_SIZES],
     )
     methods["DVTS"] = _curve(
-        problems, generator, prm, [SearchConfig(method="dvts", n=n, beam_width=4) for n in DVTS_SIZES]
+        problems,
+        generator,
+        prm,
+        [SearchConfig(method="dvts", n=n, beam_width=4, max_steps=MAX_STEPS) for n in DVTS_SIZES],
     )
     methods["early rejection"] = _curve(
         problems,
         generator,
         prm,
-        [SearchConfig(method="early", n=16, reject_after_tokens=6, keep_fraction=k) for k in EARLY_KEEP],
+        [
+            SearchConfig(method="early", n=16, reject_after_tokens=6, keep_fraction=k, max_steps=MAX_STEPS)
+            for k in EARLY_KEEP
+        ],
     )
     _plot(methods, out / "search.png")
     return {

@@ -222,16 +222,8 @@ class SearchContext:
         self.traces[problem].append([b.steps for b in kept])
 
     def result(self, problem: int, beams: Sequence[Beam], method: str, aggregation: str) -> SearchResult:
-        """The result of one problem: candidates from `beams` (finished ones when there are any), the best by
-        `aggregation` (:func:`~trl_implicit_prm.evaluation.best_of_n.select_by_score`)."""
-        scored = [b for b in beams if b.steps]
-        finished = [b for b in scored if b.finished]
-        pool = finished or scored
-        if not pool:
-            raise RuntimeError(
-                f"problem {problem}: the search ended without any candidate with a step (every generated step "
-                f"was empty: {self.empty_steps[problem]} times); check the generator's prompt rendering"
-            )
+        """The result of one problem: every beam with a step is a candidate, the best by `aggregation` among
+        those that ended with EOS when there are any (:func:`choose`)."""
         candidates = [
             Candidate(
                 list(b.steps),
@@ -240,9 +232,15 @@ class SearchContext:
                 b.finished,
                 b.tokens,
             )
-            for b in pool
+            for b in beams
+            if b.steps
         ]
-        best = select_by_score([c.score for c in candidates])
+        if not candidates:
+            raise RuntimeError(
+                f"problem {problem}: the search ended without any candidate with a step (every generated step "
+                f"was empty: {self.empty_steps[problem]} times); check the generator's prompt rendering"
+            )
+        best = choose(candidates)
         return SearchResult(
             self.prompts[problem],
             method,
@@ -254,6 +252,13 @@ class SearchContext:
             self.traces[problem],
             self.peak_cache_bytes,
         )
+
+
+def choose(candidates: Sequence[Candidate]) -> int:
+    """Index of the best candidate by score (:func:`~trl_implicit_prm.evaluation.best_of_n.select_by_score`),
+    among those that ended with EOS when there are any."""
+    pool = [i for i, c in enumerate(candidates) if c.finished] or list(range(len(candidates)))
+    return pool[select_by_score([candidates[i].score for i in pool])]
 
 
 def top_k(beams: Sequence[Beam], k: int, how: str) -> list[Beam]:
