@@ -20,7 +20,23 @@ METHODS = ("bon", "beam", "dvts", "early")
 
 @dataclass
 class SearchConfig:
-    """Settings of a PRM-guided search (see docs/search.md)."""
+    """Settings of a PRM-guided search (see docs/search.md).
+
+    Beam search and DVTS as in huggingface/search-and-learn (Beeching, Tunstall and Rush, 2024, "Scaling test-time
+    compute with open models"; Snell et al., 2024, arXiv:2408.03314); early rejection as in "PRMs are partial
+    reward models" (a candidate judged on its first tokens); the PRM is implicit (Yuan et al., 2024,
+    arXiv:2412.01981), whose q-value exists at every token.
+
+    Example:
+
+    ```python
+    >>> SearchConfig(method="beam", n=16, beam_width=4).n // 4
+    4
+    >>> SearchConfig(method="early", reject_by="step").keep_fraction
+    0.25
+
+    ```
+    """
 
     method: str = field(default="beam", metadata={"help": f"Search strategy, one of {METHODS}."})
     n: int = field(
