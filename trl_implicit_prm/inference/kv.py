@@ -5,8 +5,9 @@ A row's past is one tensor `[layers, 2, heads, m, head_dim]` (keys and values of
 different past lengths share a forward: their pasts are left-padded to the longest (masked out by the attention
 mask) and their new tokens right-padded (padded queries come after every real one, so no real token attends to
 them); position ids are given explicitly, so models with absolute positions (GPT-2) see the same positions as in
-one forward over the whole sequence. Each row gets back its own contiguous past, so that dropping a row frees its
-memory, while forks of one prefix share its tensor until they are extended.
+one forward over the whole sequence. Each row gets back a view of one tensor holding its batch (one copy per
+forward): the batch's memory is freed when none of its rows is alive any more (in a search, one round after
+its beams were pruned or extended), and forks of one prefix share their parent's tensor.
 """
 
 from __future__ import annotations
@@ -60,14 +61,18 @@ def _batched_past(pasts: Sequence[Past | None], longest: int) -> object | None:
 
 
 def _split_pasts(cache: Any, lengths: Sequence[int], new: Sequence[int], longest: int) -> list[Past]:
-    """Each row's own past (a copy) out of the batched cache the forward returned."""
-    keys = [layer.keys for layer in cache.layers]
-    values = [layer.values for layer in cache.layers]
-    if any(k.shape != v.shape for k, v in zip(keys, values, strict=True)):
+    """Each row's past out of the batched cache the forward returned: one copy of the batch into a tensor
+    `[layers, 2, B, heads, T, dim]`, each row a view of it (without its padding)."""
+    layers = cache.layers
+    if any(layer.keys.shape != layer.values.shape for layer in layers):
         raise ValueError("incremental scoring needs keys and values of the same shape in every layer")
-    stacked = torch.stack([torch.stack(keys), torch.stack(values)], dim=1)  # [layers, 2, B, heads, T, dim]
+    first = layers[0].keys
+    stacked = first.new_empty((len(layers), 2, *first.shape))
+    for index, layer in enumerate(layers):
+        stacked[index, 0] = layer.keys
+        stacked[index, 1] = layer.values
     return [
-        stacked[:, :, i, :, longest - m : longest + n].clone()
+        stacked[:, :, i, :, longest - m : longest + n]
         for i, (m, n) in enumerate(zip(lengths, new, strict=True))
     ]
 
