@@ -11,8 +11,9 @@ first difference on is recomputed, so a BPE merge across the old end (`"5."` + `
 assembly, :func:`~trl_implicit_prm.inference.assemble.assemble_step_rewards`).
 
 Forks share: several continuations of one prefix start from the same past tensors (no copy until each is
-extended). Memory is what live prefixes hold: drop a prefix (or call :meth:`ScoredPrefix.release`) and its
-caches are freed.
+extended). Memory is what live prefixes hold: the prefixes made by one call share one tensor per model
+(:mod:`.kv`), freed when none of them is referenced or holds its cache any more (drop them, or call
+:meth:`ScoredPrefix.release`); a search that prunes and extends every round holds about two rounds' caches.
 """
 
 from __future__ import annotations
