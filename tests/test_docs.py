@@ -29,6 +29,7 @@ FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```\s*$", re.DOTALL | re.MULTILIN
 NOT_RUN = {
     ("README.md", "hub-checkpoint"): "loads Llama-3.1-8B-Instruct from the hub",
     ("inference.md", "hub-checkpoint"): "loads an 8B checkpoint from the hub",
+    ("search.md", "vllm"): "needs vLLM and a GPU",
 }
 
 

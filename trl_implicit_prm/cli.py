@@ -17,7 +17,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-COMMANDS = ("demo", "train", "score", "eval_steps", "eval_bon", "convert", "eval_processbench")
+COMMANDS = ("demo", "train", "score", "eval_steps", "eval_bon", "convert", "eval_processbench", "search")
 
 
 def build_parser() -> argparse.ArgumentParser:

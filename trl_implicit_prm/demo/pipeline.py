@@ -82,6 +82,7 @@ class DemoConfig:
     n_bon_problems: int = 100
     bon_n: int = 16
     html_examples: int = 6
+    search_problems: int = 16  # PRM-guided search stage (demo/search_stage.py); 0 skips it
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -100,6 +101,7 @@ class DemoConfig:
             n_bon_problems=30,
             bon_n=8,
             html_examples=2,
+            search_problems=0,
         )
         return cls(**{**small, **overrides})
 
@@ -258,6 +260,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "rollouts": rollout_stats,
         "training_rows": {kind: len(r) for kind, r in rows.items()},
     }
+    if cfg.search_problems:  # 6. PRM-guided search with the CE PRM
+        results["extra"]["search"] = stages.run(
+            "6 PRM-guided search (best-of-N, beam, DVTS, early rejection)",
+            lambda: _search(cfg, policy, tok, computers, bon_set, out),
+        )
     return write_report(out, cfg, results, eval_sets, stages.seconds)
 
 
@@ -433,3 +440,13 @@ def _evaluate(
             bon_problems, score_candidates(prc, bon_problems, ["min"])
         )
     return results
+
+
+def _search(
+    cfg: DemoConfig, policy: Any, tok: Any, computers: dict[str, Any], bon_set: list, out: Path
+) -> Any:
+    """Stage 6 (:mod:`trl_implicit_prm.demo.search_stage`): accuracy against generated tokens per strategy."""
+    from trl_implicit_prm.demo.search_stage import run_search_stage
+
+    prm = computers["implicit PRM (CE)"]
+    return run_search_stage(policy, tok, prm, bon_set[: cfg.search_problems], out, seed=cfg.seed)

@@ -3,7 +3,8 @@
 Modules, one idea each: `computer` (the scorer), `step_rewards` (the result), `cache` (reference log-probs
 shared across computers), `encoding` (tokenization with step spans, truncation policy), `batching` (length-sorted,
 token-budget batches), `loading` (paths, adapters and references), `explicit` (explicit-PRM checkpoints,
-scored through the same API). Per-token log-probs come from
+scored through the same API), `assemble` (log-probs to `StepRewards`), `incremental` and `kv` (growing prefixes
+scored with the policy's and reference's KV caches). Per-token log-probs come from
 :mod:`trl_implicit_prm.logps`, the module the trainers use too.
 """
 

@@ -24,11 +24,11 @@ from ..data.rendering import (
 )
 from ..logps import completion_logps, resolve_logps_method
 from ..modeling import check_max_length, check_reference
-from ..rewards import implicit_step_rewards, step_logp_sums, step_q_values, token_rewards
+from .assemble import assemble_step_rewards
 from .batching import collate, plan_batches
 from .cache import ReferenceCache
 from .checks import DEFAULT_MAX_BATCH_TOKENS, check_rendering, choose_reference, default_max_length
-from .encoding import EncodedResponse, decode_tokens, encode_response
+from .encoding import EncodedResponse, encode_response
 from .loading import (
     DEFAULT_BETA,
     DEFAULT_SEPARATOR,
@@ -458,32 +458,6 @@ class ProcessRewardComputer:
         # The trainers' path: float32 log-probs, float64 per-step sums, r^k = β·(Σ policy − Σ reference).
         policy = self._logps(self.model, tensors)
         ref = None if self.reference_free else self._reference_logps(rows, policy.shape)
-        cmask, step_index = tensors["completion_mask"], tensors["step_index"]
-        most = max(len(r.steps) for r in rows)
-        steps = implicit_step_rewards(
-            step_logp_sums(policy, step_index, most),
-            None if ref is None else step_logp_sums(ref, step_index, most),
-            self.beta,
+        return assemble_step_rewards(
+            self.tokenizer, rows, policy, ref, tensors["step_index"], tensors["completion_mask"], self.beta
         )
-        tok_rewards = token_rewards(policy.double(), None if ref is None else ref.double(), cmask, self.beta)
-        q = step_q_values(steps)
-        outcome = steps.sum(-1).tolist()
-        texts = decode_tokens(self.tokenizer, [r.input_ids[r.prompt_length :] for r in rows])
-        results = []
-        for b, row in enumerate(rows):
-            k, span = len(row.steps), slice(row.prompt_length, row.length)
-            results.append(
-                StepRewards(
-                    steps=list(row.steps),
-                    step_rewards=steps[b, :k].tolist(),
-                    q_values=q[b, :k].tolist(),
-                    token_rewards=tok_rewards[b, span].tolist(),
-                    tokens=texts[b],
-                    token_steps=step_index[b, span].tolist(),
-                    outcome_reward=outcome[b],
-                    truncated=row.truncated,
-                    num_truncated_steps=row.num_truncated_steps,
-                    unscored_steps=list(row.unscored_steps),
-                )
-            )
-        return results
