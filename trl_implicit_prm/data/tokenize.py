@@ -52,7 +52,13 @@ from .formats import (
     validate_row,
 )
 
-__all__ = ["PromptTooLongError", "tokenize_dataset", "tokenize_example"]
+__all__ = [
+    "PromptTooLongError",
+    "completion_step_index",
+    "token_steps",
+    "tokenize_dataset",
+    "tokenize_example",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -237,8 +243,6 @@ def _encode(tokenizer: Any, items: list[_Text], max_length: int | None) -> _Span
     text_len = np.fromiter((len(item.text) for item in items), dtype=np.int64, count=n)
     base = np.zeros(n, dtype=np.int64)
     np.cumsum(text_len[:-1] + 1, out=base[1:])
-    # A zero-width token (a special token the tokenizer adds) takes the position of the token before it.
-    pos = np.maximum.accumulate(ends + base[row])
     n_bounds = np.fromiter((len(item.bounds) for item in items), dtype=np.int64, count=n)
     bounds = np.fromiter(
         chain.from_iterable(item.bounds for item in items), dtype=np.int64, count=int(n_bounds.sum())
@@ -246,8 +250,7 @@ def _encode(tokenizer: Any, items: list[_Text], max_length: int | None) -> _Span
     bounds += np.repeat(base, n_bounds)
     first_bound = np.zeros(n, dtype=np.int64)
     np.cumsum(n_bounds[:-1], out=first_bound[1:])
-    # Token ending at character e (exclusive) is in step k when bound[k] < e <= bound[k+1]; prompt if e <= bound[0].
-    step = (np.searchsorted(bounds, pos, side="left") - first_bound[row] - 1).astype(np.int32)
+    step = (token_steps(ends + base[row], bounds) - first_bound[row]).astype(np.int32)
     completion = (step >= 0).astype(np.int8)
     num_total = n_bounds - 1
 
@@ -318,6 +321,42 @@ def _encode(tokenizer: Any, items: list[_Text], max_length: int | None) -> _Span
         prompt_length.tolist(),
         errors,
     )
+
+
+def token_steps(token_ends: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """The boundary rule: the step of each token from the character where it ends (-1: before `bounds[0]`).
+
+    `bounds` are the character boundaries `[prompt end, end of step 0, end of step 1, ...]` (each step's
+    separator belongs to it). A token ending at character `e` (exclusive) is in step `k` when
+    `bounds[k] < e <= bounds[k+1]`, and in the prompt when `e <= bounds[0]`; a zero-width token (a special token
+    the tokenizer adds) takes the position of the token before it.
+    """
+    pos = np.maximum.accumulate(np.asarray(token_ends, dtype=np.int64))
+    return np.searchsorted(np.asarray(bounds, dtype=np.int64), pos, side="left") - 1
+
+
+def completion_step_index(pieces: Sequence[str], step_separator: str) -> np.ndarray:
+    """The step of every token of a generated completion, from the tokens' decoded texts, `[T]` int64.
+
+    For completions a policy generated (no re-tokenization: the scored ids are the generated ones). The text is
+    the concatenation of `pieces` (one string per token, e.g. from
+    :func:`~trl_implicit_prm.inference.encoding.decode_tokens`), split with :func:`split_steps`, and each token is
+    assigned by :func:`token_steps`, the rule every tokenization here follows. Zero-width tokens before the first
+    character belong to step 0; a whitespace-only completion is one step.
+
+    Example:
+
+    ```python
+    >>> completion_step_index(["2 + 3", " = 5.", "\\n\\n", "The", " answer is 5."], "\\n\\n").tolist()
+    [0, 0, 0, 1, 1]
+
+    ```
+    """
+    text = "".join(pieces)
+    steps = split_steps(text, step_separator) or [text]
+    bounds = _join("", steps, step_separator, False, "completion", None).bounds
+    ends = np.cumsum([len(p) for p in pieces], dtype=np.int64)
+    return np.maximum(token_steps(ends, np.asarray(bounds)), 0)
 
 
 def _check_max_length(max_length: int | None) -> None:
