@@ -28,6 +28,8 @@ _LAZY = {
     "ImplicitPRMCollator": "trl_implicit_prm.data",
     "ProcessRewardComputer": "trl_implicit_prm.inference",
     "StepRewards": "trl_implicit_prm.inference",
+    "PRIMEConfig": "trl_implicit_prm.rl",
+    "PRIMETrainer": "trl_implicit_prm.rl",
 }
 
 __all__ = [  # noqa: RUF022 (grouped like the API contract)
@@ -40,12 +42,15 @@ __all__ = [  # noqa: RUF022 (grouped like the API contract)
     "ImplicitPRMCollator",
     "ProcessRewardComputer",
     "StepRewards",
+    "PRIMEConfig",
+    "PRIMETrainer",
     "__version__",
 ]
 
 if TYPE_CHECKING:
     from trl_implicit_prm.data import ImplicitPRMCollator
     from trl_implicit_prm.inference import ProcessRewardComputer, StepRewards
+    from trl_implicit_prm.rl import PRIMEConfig, PRIMETrainer
     from trl_implicit_prm.trainers import (
         CEConfig,
         CETrainer,

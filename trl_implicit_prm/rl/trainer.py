@@ -67,8 +67,9 @@ class PRIMETrainer(GRPOTrainer):
     ...                    accuracy_lower_bound=0.0, accuracy_upper_bound=1.0, save_strategy="no")
     >>> trainer = PRIMETrainer(build_model("llama", tok), reward_funcs=verifier, args=args, processing_class=tok,
     ...                        train_dataset=Dataset.from_list([{"prompt": "3 + 4 = ?\\n"}] * 4))
-    >>> _ = trainer.train()  # doctest: +ELLIPSIS
-    <BLANKLINE>...
+    >>> trainer.train().global_step  # the Trainer prints its final log line  # doctest: +ELLIPSIS
+    {...}
+    1
 
     ```
     """
@@ -320,7 +321,7 @@ class PRIMETrainer(GRPOTrainer):
             "reference_free": False,
             "reference_model": reference,
             "step_separator": self.args.step_separator,
-            "trainer": type(self).__name__,
+            "trainer": "PRIMETrainer",
             "loss_type": "ce",
             "append_eos": True,  # a finished completion ends with the EOS it generated, in its last step
         }
