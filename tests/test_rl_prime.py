@@ -180,3 +180,46 @@ def test_prime_refuses_non_label_outcomes(tiny_dir, tmp_path, tokenizer):
         _train(tiny_dir, tmp_path, tokenizer, max_steps=1, reward_weights=[3.0])
     with pytest.raises(ValueError, match="credit_assignment must be one of"):
         PRIMEConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, credit_assignment="max")
+
+
+def test_implicit_prm_reward_in_stock_grpo(tiny_dir, tmp_path, tokenizer):
+    from trl import GRPOConfig, GRPOTrainer
+
+    from trl_implicit_prm import ImplicitPRMReward
+
+    prc = ProcessRewardComputer.from_pretrained(
+        tiny_dir / "llama", ref_model=tiny_dir / "llama-ref", beta=0.5
+    )
+    reward = ImplicitPRMReward(prc)
+    prompts, completions = ["3 + 4 = ?\n"] * 3, ["3 + 4 = 7.\n\nSo 7.", "\n \n", "3 + 4 = 8."]
+    expected = [
+        r.aggregate("min") for r in prc.score([prompts[0], prompts[2]], [completions[0], completions[2]])
+    ]
+    assert reward(prompts=prompts, completions=completions) == [expected[0], None, expected[1]]
+    assert ImplicitPRMReward(prc, aggregation="sum")(prompts=prompts[:1], completions=completions[:1]) == [
+        pytest.approx(prc.score_one(prompts[0], completions[0]).outcome_reward, abs=1e-12)
+    ]
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        ImplicitPRMReward(prc, aggregation="median")
+
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,
+        max_steps=1,
+        report_to="none",
+        save_strategy="no",
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=6,
+        logging_steps=1,
+    )
+    trainer = GRPOTrainer(
+        str(tiny_dir / "llama"),
+        reward_funcs=[reward],
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=Dataset.from_list([{"prompt": "3 + 4 = ?\n"}] * 4),
+    )
+    trainer.train()
+    assert any("rewards/implicit_prm_min/mean" in h for h in trainer.state.log_history)

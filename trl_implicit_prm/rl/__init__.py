@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from trl_implicit_prm.rl.config import PRIMEConfig
+from trl_implicit_prm.rl.reward_func import ImplicitPRMReward
 from trl_implicit_prm.rl.trainer import PRIMETrainer
 
-__all__ = ["PRIMEConfig", "PRIMETrainer"]
+__all__ = ["ImplicitPRMReward", "PRIMEConfig", "PRIMETrainer"]
