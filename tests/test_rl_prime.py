@@ -160,10 +160,15 @@ def test_prime_step_granularity_softmin_after(tiny_dir, tmp_path, tokenizer):
         credit_assignment="softmin",
         prm_update="after",
         max_completion_length=12,
+        prm_micro_batch_size=2,
+        prm_reference="policy",  # at the first step the policy is still the initial model
     )
     (_, rollout), log = trainer.seen[0], next(h for h in trainer.state.log_history if "prm/loss" in h)
-    # "after": the advantages use the update pass's (pre-update) rewards
+    # "after": the advantages use the update pass's (pre-update) rewards; 2 micro-batches give the same loss
     width = rollout["token_rewards"].size(1)
+    r = outcome_rewards(_prm_rewards(tiny_dir, states[0], rollout))
+    assert abs(ce_loss(r, rollout["labels"].double()).mean().item() - log["prm/loss"]) < 1e-6
+    assert max((states[0][k] - states[1][k]).abs().max().item() for k in states[0]) > 1e-5
     assert torch.allclose(
         rollout["token_rewards"], _prm_rewards(tiny_dir, states[0], rollout)[:, -width:], atol=1e-9
     )

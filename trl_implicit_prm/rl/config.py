@@ -57,6 +57,13 @@ class PRIMEConfig(GRPOConfig):
     prm_learning_rate: float = field(default=1e-6, metadata={"help": "AdamW learning rate of the PRM."})
     prm_weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay of the PRM."})
     prm_max_grad_norm: float = field(default=10.0, metadata={"help": "Gradient-norm clip of the PRM update."})
+    prm_micro_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Rollouts per PRM/reference forward and backward (must divide the rollouts each process "
+            "scores per generation); None: all at once."
+        },
+    )
     step_separator: str = field(
         default="\n\n",
         metadata={"help": "Separator splitting decoded completions into steps (step granularity)."},

@@ -22,7 +22,7 @@ from trl_implicit_prm.losses import ce_loss
 from trl_implicit_prm.modeling import unwrap_model, write_metadata
 from trl_implicit_prm.rewards import outcome_rewards, token_rewards
 
-__all__ = ["OnlinePRM", "pairwise_accuracy", "prepare_trainable_prm"]
+__all__ = ["OnlinePRM", "micro_batch_size", "pairwise_accuracy", "prepare_trainable_prm"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +47,23 @@ def pairwise_accuracy(rewards: Tensor, labels: Tensor, group_size: int) -> tuple
     return int(correct.sum()), int(better.sum())
 
 
+def micro_batch_size(args: Any, rows: int) -> int:
+    """Rows per PRM forward/backward: `prm_micro_batch_size` (which must divide `rows`), else all `rows`."""
+    size = args.prm_micro_batch_size or rows
+    if rows % size:
+        raise ValueError(
+            f"prm_micro_batch_size={size} must divide the {rows} rollouts each process scores per generation "
+            "(per_device_train_batch_size × steps_per_generation)"
+        )
+    return size
+
+
 def prepare_trainable_prm(
     model: nn.Module, accelerator: Any, args: Any, rows_per_update: int
 ) -> tuple[Any, Any]:
     """The PRM and its AdamW optimizer, placed for this run: a DeepSpeed engine of its own under DeepSpeed (the
-    run's ZeRO stage, no optimizer offload), DDP-wrapped on several processes, else on the device."""
+    run's ZeRO stage, no optimizer offload, one optimizer step per `rows_per_update` rows in micro-batches of
+    :func:`micro_batch_size`), DDP-wrapped on several processes, else on the device."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.prm_learning_rate, weight_decay=args.prm_weight_decay)
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
@@ -75,9 +87,10 @@ def prepare_trainable_prm(
     }.items():
         if zero.get(name) == "auto":
             zero[name] = value
+    micro = micro_batch_size(args, rows_per_update)
     config.update(
-        train_micro_batch_size_per_gpu=rows_per_update,
-        gradient_accumulation_steps=1,
+        train_micro_batch_size_per_gpu=micro,
+        gradient_accumulation_steps=rows_per_update // micro,
         train_batch_size=rows_per_update * accelerator.num_processes,
         gradient_clipping=args.prm_max_grad_norm,
     )
@@ -105,13 +118,23 @@ class OnlinePRM:
         self.max_grad_norm = args.prm_max_grad_norm
         self.method = args.prm_logps_method
         self.num_processes = num_processes
+        self.micro_batch_size = args.prm_micro_batch_size
         self.is_deepspeed = hasattr(model, "backward") and hasattr(model, "step")
 
     def logps(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        """Per-token log-probs `[B, P+C]` of the completion tokens of `batch` under `model`."""
-        return completion_logps(
-            model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], method=self.method
-        )
+        """Per-token log-probs `[B, P+C]` of the completion tokens of `batch` under `model`, by micro-batches."""
+        parts = [
+            completion_logps(
+                model, part["input_ids"], part["attention_mask"], part["completion_mask"], method=self.method
+            )
+            for part in self._micro_batches(batch)
+        ]
+        return torch.cat(parts)
+
+    def _micro_batches(self, batch: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+        rows = batch["input_ids"].size(0)
+        size = self.micro_batch_size or rows
+        return [{k: v[i : i + size] for k, v in batch.items()} for i in range(0, rows, size)]
 
     @torch.no_grad()
     def reference_logps(self, batch: dict[str, Tensor]) -> Tensor:
@@ -139,20 +162,28 @@ class OnlinePRM:
         DDP/DeepSpeed is that of the global mean.
         """
         self.model.train()
-        rewards = self.token_rewards(self.logps(self.model, batch), ref_logps, batch)
-        per_row = ce_loss(outcome_rewards(rewards), labels.to(rewards.dtype)) * keep.to(rewards.dtype)
-        loss = per_row.sum() * (self.num_processes / max(kept_total, 1))
-        if self.is_deepspeed:
-            self.model.backward(loss.float())
-            self.model.step()
-        else:
-            loss.float().backward()
+        scale = self.num_processes / max(kept_total, 1)
+        rewards, losses, start = [], [], 0
+        for part in self._micro_batches(batch):
+            end = start + part["input_ids"].size(0)
+            r = self.token_rewards(self.logps(self.model, part), ref_logps[start:end], part)
+            per_row = ce_loss(outcome_rewards(r), labels[start:end].to(r.dtype)) * keep[start:end].to(r.dtype)
+            loss = (per_row.sum() * scale).float()
+            if self.is_deepspeed:  # the engine steps the optimizer after the last micro-batch
+                self.model.backward(loss, scale_wrt_gas=False)
+                self.model.step()
+            else:
+                loss.backward()
+            rewards.append(r.detach())
+            losses.append(per_row.detach())
+            start = end
+        if not self.is_deepspeed:
             params = [p for p in self.model.parameters() if p.requires_grad]
             torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.model.eval()
-        return rewards.detach(), per_row.detach().sum()
+        return torch.cat(rewards), torch.cat(losses).sum()
 
     def save(
         self, output_dir: str | os.PathLike, state_dict: dict | None, tokenizer: Any, metadata: dict

@@ -16,7 +16,6 @@ from trl.trainer.utils import disable_dropout_in_model
 from trl_implicit_prm.data.rendering import measure_prompt_format
 from trl_implicit_prm.data.tokenize import completion_step_index
 from trl_implicit_prm.inference.encoding import decode_tokens
-from trl_implicit_prm.logps import completion_logps
 from trl_implicit_prm.modeling import check_same_vocabulary, is_peft_model, load_causal_lm, model_id_of
 from trl_implicit_prm.rewards import outcome_rewards, step_logp_sums
 from trl_implicit_prm.rl.advantages import (
@@ -38,6 +37,25 @@ def _load(model: Any, init_kwargs: dict | None) -> tuple[nn.Module, str | None]:
     if isinstance(model, str | os.PathLike):
         return load_causal_lm(model, **(init_kwargs or {})), str(model)
     return model, model_id_of(model)
+
+
+def _initial_prm(
+    model: Any, prm_model: Any, prm_ref_model: Any, args: PRIMEConfig
+) -> tuple[nn.Module, str | None, nn.Module | None, str | None]:
+    """The PRM (default: the initial policy) and its frozen reference (default: the PRM's initial weights), each
+    loaded from its path when there is one (a copy of an in-memory model otherwise), with those paths."""
+    if prm_ref_model is not None and args.prm_reference == "policy":
+        raise ValueError(
+            "prm_ref_model is a frozen reference; it cannot be given with prm_reference='policy'"
+        )
+    kwargs = args.model_init_kwargs
+    source = model if prm_model is None else prm_model
+    fresh = copy.deepcopy if isinstance(source, nn.Module) else (lambda path: path)
+    prm, prm_source = _load(fresh(source), kwargs)
+    if args.prm_reference == "policy":
+        return prm, prm_source, None, None
+    ref, ref_source = _load(fresh(source) if prm_ref_model is None else prm_ref_model, kwargs)
+    return prm, prm_source, ref, ref_source
 
 
 class PRIMETrainer(GRPOTrainer):
@@ -96,19 +114,7 @@ class PRIMETrainer(GRPOTrainer):
                 "the policy is a PEFT model, so the default PRM (a copy of the initial policy) is ambiguous: pass "
                 "prm_model= (the base checkpoint's path), or pass the base model with peft_config="
             )
-        init_kwargs = args.model_init_kwargs
-        prm, prm_source = _load(copy.deepcopy(model) if prm_model is None else prm_model, init_kwargs)
-        if prm_ref_model is not None and args.prm_reference == "policy":
-            raise ValueError(
-                "prm_ref_model is a frozen reference; it cannot be given with prm_reference='policy'"
-            )
-        ref, ref_source = (None, None)
-        if args.prm_reference == "copy":
-            ref, ref_source = (
-                (copy.deepcopy(prm), prm_source)
-                if prm_ref_model is None
-                else _load(prm_ref_model, init_kwargs)
-            )
+        prm, prm_source, ref, ref_source = _initial_prm(model, prm_model, prm_ref_model, args)
         super().__init__(model, reward_funcs, args=args, **kwargs)
         self._setup_prm(prm, prm_source, ref, ref_source)
 
@@ -122,6 +128,11 @@ class PRIMETrainer(GRPOTrainer):
         if self.args.disable_dropout:
             disable_dropout_in_model(prm)
         prm.requires_grad_(self.args.prm_update != "none")
+        if self.args.gradient_checkpointing and self.args.prm_update != "none":
+            prm.config.use_cache = False
+            prm.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs
+            )
         rows = self.args.per_device_train_batch_size * self.args.steps_per_generation
         model, optimizer = prepare_trainable_prm(prm, self.accelerator, self.args, rows)
         if ref is not None:
@@ -191,9 +202,7 @@ class PRIMETrainer(GRPOTrainer):
         """The PRM reference's log-probs: the frozen copy's, or the policy's at generation time ("policy")."""
         if self.prm.reference is not None:
             return self.prm.reference_logps(batch)
-        return completion_logps(
-            self.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
-        )
+        return self.prm.logps(self.model, batch)
 
     def _prm_step(self, batch: dict[str, Tensor], ref_logps: Tensor, labels: Tensor, keep: Tensor) -> Tensor:
         """Update the PRM (`prm_update`), log its metrics, and return the token rewards the advantages use."""
