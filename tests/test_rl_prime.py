@@ -228,3 +228,18 @@ def test_implicit_prm_reward_in_stock_grpo(tiny_dir, tmp_path, tokenizer):
     )
     trainer.train()
     assert any("rewards/implicit_prm_min/mean" in h for h in trainer.state.log_history)
+
+
+@pytest.mark.parametrize(
+    "completion",
+    ["3 + 4 = 7.\n\nThe answer is 7.", "So we add.\n\n\n\n2 + 2 = 4.\n\nThe answer is 4.", "Only one step."],
+)
+def test_generated_ids_get_the_training_step_spans(tokenizer, completion):
+    """Step spans from decoded generated ids equal those of the training tokenization of the same text."""
+    from trl_implicit_prm.data import tokenize_example
+    from trl_implicit_prm.inference.encoding import completion_step_index, decode_tokens
+
+    ex = tokenize_example(tokenizer, "Q: add.\n", completion, append_eos=True)
+    completion_ids = ex["input_ids"][ex["prompt_length"] :]
+    pieces = decode_tokens(tokenizer, [completion_ids])[0]
+    assert completion_step_index(pieces, "\n\n").tolist() == ex["step_index"][ex["prompt_length"] :]

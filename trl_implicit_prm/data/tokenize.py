@@ -54,7 +54,6 @@ from .formats import (
 
 __all__ = [
     "PromptTooLongError",
-    "completion_step_index",
     "token_steps",
     "tokenize_dataset",
     "tokenize_example",
@@ -333,30 +332,6 @@ def token_steps(token_ends: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """
     pos = np.maximum.accumulate(np.asarray(token_ends, dtype=np.int64))
     return np.searchsorted(np.asarray(bounds, dtype=np.int64), pos, side="left") - 1
-
-
-def completion_step_index(pieces: Sequence[str], step_separator: str) -> np.ndarray:
-    """The step of every token of a generated completion, from the tokens' decoded texts, `[T]` int64.
-
-    For completions a policy generated (no re-tokenization: the scored ids are the generated ones). The text is
-    the concatenation of `pieces` (one string per token, e.g. from
-    :func:`~trl_implicit_prm.inference.encoding.decode_tokens`), split with :func:`split_steps`, and each token is
-    assigned by :func:`token_steps`, the rule every tokenization here follows. Zero-width tokens before the first
-    character belong to step 0; a whitespace-only completion is one step.
-
-    Example:
-
-    ```python
-    >>> completion_step_index(["2 + 3", " = 5.", "\\n\\n", "The", " answer is 5."], "\\n\\n").tolist()
-    [0, 0, 0, 1, 1]
-
-    ```
-    """
-    text = "".join(pieces)
-    steps = split_steps(text, step_separator) or [text]
-    bounds = _join("", steps, step_separator, False, "completion", None).bounds
-    ends = np.cumsum([len(p) for p in pieces], dtype=np.int64)
-    return np.maximum(token_steps(ends, np.asarray(bounds)), 0)
 
 
 def _check_max_length(max_length: int | None) -> None:

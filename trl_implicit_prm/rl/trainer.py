@@ -14,8 +14,7 @@ from trl import GRPOTrainer
 from trl.trainer.utils import disable_dropout_in_model
 
 from trl_implicit_prm.data.rendering import measure_prompt_format
-from trl_implicit_prm.data.tokenize import completion_step_index
-from trl_implicit_prm.inference.encoding import decode_tokens
+from trl_implicit_prm.inference.encoding import completion_step_index, decode_tokens
 from trl_implicit_prm.modeling import check_same_vocabulary, is_peft_model, load_causal_lm, model_id_of
 from trl_implicit_prm.rewards import outcome_rewards, step_logp_sums
 from trl_implicit_prm.rl.advantages import (
