@@ -41,16 +41,16 @@ class RLDemoConfig:
 
     output_dir: str = "demo_output"
     seeds: list[int] = field(default_factory=lambda: [0])
-    steps: int = 30
-    eval_every: int = 10
+    steps: int = 24
+    eval_every: int = 8
     prompts_per_step: int = 8
     num_generations: int = 4
-    learning_rate: float = 2e-4
+    learning_rate: float = 3e-4
     prm_learning_rate: float = 1e-4
     temperature: float = 1.0
     max_completion_length: int = 96
     n_eval_problems: int = 100
-    eval_samples: int = 4
+    eval_samples: int = 2
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     progress: bool = True
 

@@ -127,5 +127,9 @@ class PRIMEConfig(GRPOConfig):
             raise ValueError(
                 f"prm_learning_rate must be > 0 (or prm_update='none'), got {self.prm_learning_rate}"
             )
+        if self.prm_micro_batch_size is not None and self.prm_micro_batch_size < 1:
+            raise ValueError(
+                f"prm_micro_batch_size must be a positive integer or None, got {self.prm_micro_batch_size}"
+            )
         if not self.step_separator:
             raise ValueError("step_separator must be a non-empty string")

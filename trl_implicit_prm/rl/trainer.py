@@ -24,7 +24,7 @@ from trl_implicit_prm.rl.advantages import (
     step_end_mask,
 )
 from trl_implicit_prm.rl.config import PRIMEConfig
-from trl_implicit_prm.rl.prm import OnlinePRM, pairwise_accuracy, prepare_trainable_prm
+from trl_implicit_prm.rl.prm import OnlinePRM, micro_batch_size, pairwise_accuracy, prepare_trainable_prm
 
 __all__ = ["PRIMETrainer"]
 
@@ -133,6 +133,7 @@ class PRIMETrainer(GRPOTrainer):
                 gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs
             )
         rows = self.args.per_device_train_batch_size * self.args.steps_per_generation
+        micro_batch_size(self.args, rows)  # refuses a size that does not divide the rollouts per process
         model, optimizer = prepare_trainable_prm(prm, self.accelerator, self.args, rows)
         if ref is not None:
             ref = self._prepare_frozen(ref)
