@@ -87,7 +87,7 @@ class _HeldOutAccuracy(TrainerCallback):
         self.rows: list[dict[str, float]] = []
 
     def measure(self, model: Any, step: int) -> None:
-        was_training = model.training
+        was_training, rng = model.training, torch.random.get_rng_state()  # sampling here reseeds torch
         greedy = greedy_accuracy(
             model, self.tokenizer, self.problems, max_new_tokens=self.cfg.max_completion_length
         )
@@ -104,6 +104,7 @@ class _HeldOutAccuracy(TrainerCallback):
         pass1 = sum(s.is_correct for sols in sampled for s in sols) / max(1, sum(map(len, sampled)))
         self.rows.append({"step": step, "greedy": greedy, "pass_at_1": pass1})
         model.train(was_training)
+        torch.random.set_rng_state(rng)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.cfg.eval_every == 0 or state.global_step == state.max_steps:
