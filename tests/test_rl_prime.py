@@ -46,7 +46,7 @@ class PRMSnapshots(TrainerCallback):
         self.on_step_begin(args, state, control)
 
 
-def _train(tiny_dir, tmp_path, tokenizer, **overrides):
+def _train(tiny_dir, tmp_path, tokenizer, peft=None, **overrides):
     fields = {
         "output_dir": str(tmp_path / "out"),
         "use_cpu": True,
@@ -71,6 +71,7 @@ def _train(tiny_dir, tmp_path, tokenizer, **overrides):
         args=PRIMEConfig(**fields),
         processing_class=tokenizer,
         train_dataset=Dataset.from_list(rows),
+        peft_config=peft,
     )
     snapshots = PRMSnapshots(trainer)
     trainer.add_callback(snapshots)
@@ -243,3 +244,21 @@ def test_generated_ids_get_the_training_step_spans(tokenizer, completion):
     completion_ids = ex["input_ids"][ex["prompt_length"] :]
     pieces = decode_tokens(tokenizer, [completion_ids])[0]
     assert completion_step_index(pieces, "\n\n").tolist() == ex["step_index"][ex["prompt_length"] :]
+
+
+def test_prime_with_a_lora_policy(tiny_dir, tmp_path, tokenizer):
+    from peft import LoraConfig
+
+    trainer, states = _train(
+        tiny_dir,
+        tmp_path,
+        tokenizer,
+        max_steps=1,
+        peft=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    assert hasattr(trainer.model, "peft_config")  # the policy trains adapters
+    assert not any(
+        n for n, _ in trainer.prm.model.named_parameters() if "lora" in n
+    )  # the PRM is a full model
+    assert max((states[0][k] - states[1][k]).abs().max().item() for k in states[0]) > 1e-5
+    _check_advantages(trainer, trainer.args)
