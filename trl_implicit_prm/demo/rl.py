@@ -209,7 +209,7 @@ def _plot(rl: dict[str, Any], path: Path) -> None:
         ax.plot(m["steps"], m["pass_at_1"], "--", color=color, alpha=0.7, label=f"{method} (pass@1)")
     ax.set_xlabel("RL step")
     ax.set_ylabel("held-out accuracy")
-    ax.set_title("RL from the SFT policy: outcome-only GRPO vs implicit process rewards")
+    ax.set_title("RL from the SFT policy: GRPO vs implicit process rewards", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
