@@ -45,7 +45,7 @@ class RLDemoConfig:
     eval_every: int = 8
     prompts_per_step: int = 8
     num_generations: int = 4
-    learning_rate: float = 3e-4
+    learning_rate: float = 5e-5
     prm_learning_rate: float = 1e-4
     temperature: float = 1.0
     max_completion_length: int = 96
