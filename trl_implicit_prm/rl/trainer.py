@@ -243,7 +243,7 @@ class PRIMETrainer(GRPOTrainer):
         ref_logps = self._reference_logps(batch)
         token_r = self._prm_step(batch, ref_logps, labels, keep)
         prompt_len = output["prompt_ids"].size(1)
-        step_index = self._step_index(output)
+        step_index = self._step_index(output) if self.args.granularity == "step" else None  # decoding costs
         process, process_mask = self._placed_process_rewards(token_r[:, prompt_len:], step_index, output)
         gathered = self._gather_padded(process, process_mask, output["completion_mask"])
         mask = gathered[2] * keep.unsqueeze(1).to(gathered[2].dtype)
@@ -285,7 +285,7 @@ class PRIMETrainer(GRPOTrainer):
         return slice(self.accelerator.process_index * b, (self.accelerator.process_index + 1) * b)
 
     def _placed_process_rewards(
-        self, token_r: Tensor, step_index: Tensor, output: dict[str, Tensor]
+        self, token_r: Tensor, step_index: Tensor | None, output: dict[str, Tensor]
     ) -> tuple[Tensor, Tensor]:
         """Process rewards `[B, C]` and their positions: every token, or each step's sum at its last token."""
         mask = output["completion_mask"].bool()
