@@ -8,6 +8,7 @@ values (the 8B ones without loading any weight).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import math
@@ -37,6 +38,18 @@ TRAINING_ROWS = {
     "dpo": 8,
     "step_kto": 8,
 }  # 8 rollouts of 2 responses -> 16 rows / 8 pairs; 8 step rows
+
+
+def _load(name: str):
+    """A recipe module, loaded from its file (the recipes folder is not put on sys.path: it has an evaluate.py)."""
+    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+PRIMERecipeArguments = _load("train_prime").PRIMERecipeArguments
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -394,7 +407,7 @@ def test_score_and_evaluate_recipes_agree_with_the_commands_on_an_empty_step(tin
 
 # ------------------------------------------------------------------------------------------- configs (no run)
 def _config_classes(name: str):
-    from trl_implicit_prm import CEConfig, ImplicitPRMConfig, StepKTOConfig
+    from trl_implicit_prm import CEConfig, ImplicitPRMConfig, PRIMEConfig, StepKTOConfig
 
     if name == "tiny-cpu.yaml":
         return [
@@ -406,6 +419,7 @@ def _config_classes(name: str):
         "-ce": (CEConfig, CERecipeArguments),
         "-dpo": (ImplicitPRMConfig, common.RecipeArguments),
         "-step-kto": (StepKTOConfig, common.RecipeArguments),
+        "-prime": (PRIMEConfig, PRIMERecipeArguments),
     }
     return [pair for suffix, pair in kinds.items() if re.search(rf"{suffix}(-lora)?\.yaml$", name)]
 
@@ -419,7 +433,8 @@ def _parse(name: str, config_class, script_class, *overrides: str):
 
 
 def test_every_config_is_known():
-    assert set(PAPER_CONFIGS) | {"llama3.1-8b-ce-lora.yaml", "tiny-cpu.yaml"} == set(ALL_CONFIGS)
+    known = {"llama3.1-8b-ce-lora.yaml", "tiny-cpu.yaml", "qwen2.5-math-7b-prime.yaml"}
+    assert set(PAPER_CONFIGS) | known == set(ALL_CONFIGS)
     for name in ALL_CONFIGS:
         assert _config_classes(name), f"{name}: which trainer is it for?"
 
@@ -482,6 +497,38 @@ def test_lora_config_is_one_gpu_and_says_it_is_not_from_the_paper():
     assert "NOT the paper's setting" in text
     for key in ("lora_r", "learning_rate"):
         assert "not from the paper" in next(line for line in text.splitlines() if line.startswith(key + ":"))
+
+
+def test_prime_config_holds_the_prime_values():
+    from trl_implicit_prm import PRIMEConfig
+
+    name = "qwen2.5-math-7b-prime.yaml"
+    script_args, args, model_args = _parse(name, PRIMEConfig, PRIMERecipeArguments, "--use_cpu", "true")
+    processes = yaml.safe_load((RECIPES / "accelerate" / "zero3.yaml").read_text())["num_processes"]
+    assert processes == 8 and args.learning_rate == 5e-7 and args.num_generations == 4
+    assert args.prm_learning_rate == 1e-6 and args.prm_beta == 0.05 and args.prm_max_grad_norm == 10.0
+    assert (args.process_reward_coef, args.outcome_reward_coef) == (5.0, 5.0)
+    assert (args.accuracy_lower_bound, args.accuracy_upper_bound) == (0.2, 0.8)
+    assert args.beta == 0.0 and args.bf16 and model_args.dtype == "bfloat16"
+    rollouts = args.per_device_train_batch_size * args.gradient_accumulation_steps * processes
+    assert rollouts % args.num_generations == 0
+    assert (args.per_device_train_batch_size * args.steps_per_generation) % args.prm_micro_batch_size == 0
+    lines = {line.split(":")[0]: line for line in (CONFIGS / name).read_text().splitlines() if ":" in line}
+    for key in ("learning_rate", "num_generations", "prm_learning_rate", "prm_beta", "prm_max_grad_norm"):
+        assert "PRIME" in lines[key], f"{name}: {key} does not say it is PRIME's"
+    assert script_args.answer_column == "answer"
+
+
+def test_prime_verifier_grades_final_answers():
+    verifier = _load("train_prime").make_verifier("answer")
+    completions = [
+        "3 + 4 = 7.\n\nThe answer is 7.",
+        "So \\boxed{8}.",
+        [{"role": "assistant", "content": "It is 7."}],
+    ]
+    assert verifier(completions, answer=["7", "7", "7"]) == [1.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="no 'answer' column"):
+        verifier(completions, solution=["7"] * 3)
 
 
 def test_tiny_config_runs_on_cpu_and_needs_a_model():

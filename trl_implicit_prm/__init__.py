@@ -30,6 +30,9 @@ _LAZY = {
     "ImplicitPRMCollator": "trl_implicit_prm.data",
     "ProcessRewardComputer": "trl_implicit_prm.inference",
     "StepRewards": "trl_implicit_prm.inference",
+    "PRIMEConfig": "trl_implicit_prm.rl",
+    "PRIMETrainer": "trl_implicit_prm.rl",
+    "ImplicitPRMReward": "trl_implicit_prm.rl",
 }
 
 __all__ = [  # noqa: RUF022 (grouped like the API contract)
@@ -44,12 +47,16 @@ __all__ = [  # noqa: RUF022 (grouped like the API contract)
     "ImplicitPRMCollator",
     "ProcessRewardComputer",
     "StepRewards",
+    "PRIMEConfig",
+    "PRIMETrainer",
+    "ImplicitPRMReward",
     "__version__",
 ]
 
 if TYPE_CHECKING:
     from trl_implicit_prm.data import ImplicitPRMCollator
     from trl_implicit_prm.inference import ProcessRewardComputer, StepRewards
+    from trl_implicit_prm.rl import ImplicitPRMReward, PRIMEConfig, PRIMETrainer
     from trl_implicit_prm.trainers import (
         CEConfig,
         CETrainer,

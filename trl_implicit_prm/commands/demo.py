@@ -28,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="a reduced run (about a minute) for a first look"
     )
     parser.add_argument(
+        "--rl", action="store_true", help="then the RL stage: GRPO vs PRIME vs min-form (rl.png)"
+    )
+    parser.add_argument(
+        "--rl-only", action="store_true", help="only the RL stage, on an existing --output-dir"
+    )
+    parser.add_argument("--rl-seeds", type=int, nargs="+", default=[0], help="seeds of the RL stage")
+    parser.add_argument(
         "--set",
         nargs="*",
         default=[],
@@ -65,7 +72,14 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"--set {item}: expected finite numbers, got {value!r}")
     cfg = DemoConfig.quick(**fields) if args.quick else DemoConfig(**fields)
     start = time.perf_counter()
-    report = run_demo(cfg)
+    report = {"claims": True} if args.rl_only else run_demo(cfg)
+    if args.rl or args.rl_only:
+        from trl_implicit_prm.demo.rl import RLDemoConfig, run_rl_demo
+
+        try:
+            run_rl_demo(RLDemoConfig(output_dir=cfg.output_dir, seeds=args.rl_seeds, progress=cfg.progress))
+        except FileNotFoundError as err:
+            raise CommandError(str(err)) from None
     print()
     print((Path(cfg.output_dir) / "report.md").read_text())
     print(f"[demo] done in {time.perf_counter() - start:.0f}s; report in {cfg.output_dir}/")

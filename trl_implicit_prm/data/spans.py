@@ -119,8 +119,6 @@ def _assign_tokens(items: list[Text], ids_lists: list[list[int]], offsets: list[
     text_len = np.fromiter((len(item.text) for item in items), dtype=np.int64, count=n)
     base = np.zeros(n, dtype=np.int64)
     np.cumsum(text_len[:-1] + 1, out=base[1:])
-    # A zero-width token (a special token the tokenizer adds) takes the position of the token before it.
-    pos = np.maximum.accumulate(ends + base[row])
     n_bounds = np.fromiter((len(item.bounds) for item in items), dtype=np.int64, count=n)
     bounds = np.fromiter(
         chain.from_iterable(item.bounds for item in items), dtype=np.int64, count=int(n_bounds.sum())
@@ -128,8 +126,7 @@ def _assign_tokens(items: list[Text], ids_lists: list[list[int]], offsets: list[
     bounds += np.repeat(base, n_bounds)
     first_bound = np.zeros(n, dtype=np.int64)
     np.cumsum(n_bounds[:-1], out=first_bound[1:])
-    # Token ending at character e (exclusive) is in step k when bound[k] < e <= bound[k+1]; prompt if e <= bound[0].
-    step = (np.searchsorted(bounds, pos, side="left") - first_bound[row] - 1).astype(np.int32)
+    step = (token_steps(ends + base[row], bounds) - first_bound[row]).astype(np.int32)  # the boundary rule
     return _Tokens(lengths, start, row, ids, step, n_bounds)
 
 
@@ -217,3 +214,15 @@ def encode_spans(tokenizer: Any, items: list[Text], max_length: int | None) -> S
         k.prompt_length.tolist(),
         errors,
     )
+
+
+def token_steps(token_ends: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """The boundary rule: the step of each token from the character where it ends (-1: before `bounds[0]`).
+
+    `bounds` are the character boundaries `[prompt end, end of step 0, end of step 1, ...]` (each step's
+    separator belongs to it). A token ending at character `e` (exclusive) is in step `k` when
+    `bounds[k] < e <= bounds[k+1]`, and in the prompt when `e <= bounds[0]`; a zero-width token (a special token
+    the tokenizer adds) takes the position of the token before it.
+    """
+    pos = np.maximum.accumulate(np.asarray(token_ends, dtype=np.int64))
+    return np.searchsorted(np.asarray(bounds, dtype=np.int64), pos, side="left") - 1

@@ -48,9 +48,14 @@ from .formats import (
     split_steps,
     validate_row,
 )
-from .spans import PromptTooLongError, Text, encode_spans
+from .spans import PromptTooLongError, Text, encode_spans, token_steps
 
-__all__ = ["PromptTooLongError", "tokenize_dataset", "tokenize_example"]
+__all__ = [
+    "PromptTooLongError",
+    "token_steps",
+    "tokenize_dataset",
+    "tokenize_example",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,16 @@ import numpy as np
 
 from ..data import DataFormatError, PromptTooLongError, split_steps, tokenize_example
 from ..data.formats import check_completion, check_prompt, is_chat
+from ..data.tokenize import _join, token_steps
 
-__all__ = ["EncodedResponse", "ResponseTooLongError", "decode_tokens", "encode_response", "response_steps"]
+__all__ = [
+    "EncodedResponse",
+    "ResponseTooLongError",
+    "completion_step_index",
+    "decode_tokens",
+    "encode_response",
+    "response_steps",
+]
 
 
 class ResponseTooLongError(ValueError):
@@ -185,3 +193,27 @@ def _merge_split_characters(tokenizer: Any, ids: list[int], pieces: list[str], m
         else:
             j += 1
     return pieces
+
+
+def completion_step_index(pieces: Sequence[str], step_separator: str) -> np.ndarray:
+    """The step of every token of a generated completion, from the tokens' decoded texts, `[T]` int64.
+
+    For completions a policy generated (no re-tokenization: the scored ids are the generated ones). The text is
+    the concatenation of `pieces` (one string per token, e.g. from :func:`decode_tokens`), split with
+    :func:`split_steps`, and each token is assigned by :func:`~trl_implicit_prm.data.spans.token_steps`, the
+    rule every tokenization here follows. Zero-width tokens before the first character belong to step 0; a
+    whitespace-only completion is one step.
+
+    Example:
+
+    ```python
+    >>> completion_step_index(["2 + 3", " = 5.", "\\n\\n", "The", " answer is 5."], "\\n\\n").tolist()
+    [0, 0, 0, 1, 1]
+
+    ```
+    """
+    text = "".join(pieces)
+    steps = split_steps(text, step_separator) or [text]
+    bounds = _join("", steps, step_separator, False, "completion", None).bounds
+    ends = np.cumsum([len(p) for p in pieces], dtype=np.int64)
+    return np.maximum(token_steps(ends, np.asarray(bounds)), 0)

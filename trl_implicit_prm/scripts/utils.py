@@ -100,7 +100,12 @@ def parse_args(config_class: type, script_class: type = RecipeArguments, argv: S
     # `--step_separator '\n\n'` arrives as backslash-n twice: read escapes as `trl-implicit-prm score` does.
     training_args.step_separator = unescape(training_args.step_separator)
     training_args.model_init_kwargs = {
-        **model_init_kwargs(model_args, script_args.trust_remote_code),
+        # GRPOConfig (PRIME) has its own trust_remote_code field, so that recipe's arguments do not repeat it
+        **model_init_kwargs(
+            model_args,
+            getattr(script_args, "trust_remote_code", None)
+            or getattr(training_args, "trust_remote_code", False),
+        ),
         **(training_args.model_init_kwargs or {}),
     }
     return script_args, training_args, model_args
