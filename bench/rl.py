@@ -26,7 +26,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch
 from datasets import Dataset
-from transformers import TrainerCallback
+from training import StepTimer  # the wall time of every optimizer step (bench/training.py)
 from trl import GRPOConfig, GRPOTrainer
 
 from trl_implicit_prm import PRIMEConfig, PRIMETrainer
@@ -35,20 +35,6 @@ from trl_implicit_prm.losses import ce_loss
 from trl_implicit_prm.tiny import build_model, build_tokenizer
 
 RESULTS = Path(__file__).parent / "results"
-
-
-class StepTimer(TrainerCallback):
-    """Wall time of every optimizer step (generation, scoring, PRM update, policy update)."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._start = 0.0
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self._start)
 
 
 def completion_text(i: int, k: int, steps: int) -> str:
