@@ -316,8 +316,7 @@ class ExplicitPRMConfig(_BaseConfig):
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
-        if not self.step_separator:
-            raise ValueError("step_separator must be a non-empty string")
+        check_step_separator(self.step_separator)
         super().__post_init__()
 
 
