@@ -470,3 +470,39 @@ def test_bad_rows_are_reported_with_their_index(tokenizer):
         tokenize_example(tokenizer, "a", ["x", "  "])
     with pytest.raises(ValueError, match="max_length"):
         tokenize_example(tokenizer, "a", "b", max_length=0)
+
+
+@pytest.fixture
+def split_counter(monkeypatch):
+    """Count the calls of the one step splitter, wherever a package module refers to it."""
+    import sys
+
+    from trl_implicit_prm.data import formats
+
+    calls = []
+    real = formats.split_steps
+
+    def counting(text, step_separator="\n\n"):
+        calls.append(text)
+        return real(text, step_separator)
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("trl_implicit_prm") and getattr(module, "split_steps", None) is real:
+            monkeypatch.setattr(module, "split_steps", counting)
+    return calls
+
+
+def test_each_completion_is_split_once_on_the_way_to_tokens(tokenizer, split_counter):
+    """Validation splits a completion into steps and tokenization renders from that split (the old code split
+    each completion two to four times: in validation, rendering and, for scoring, again for its step texts)."""
+    from trl_implicit_prm.inference.encoding import encode_response
+
+    texts = [f"Add {i}.\n\nGet {i + 1}." for i in range(3)]
+    ds = Dataset.from_dict({"prompt": ["Q: "] * 3, "chosen": texts, "rejected": texts[::-1]})
+    tokenize_dataset(ds, tokenizer)
+    assert sorted(split_counter) == sorted(texts * 2)  # each of the 6 completions once
+    split_counter.clear()
+    out = encode_response(
+        tokenizer, "Q: ", texts[0], index=0, separator="\n\n", max_length=None, truncation=False
+    )
+    assert split_counter == [texts[0]] and out.steps == ["Add 0.", "Get 1."]

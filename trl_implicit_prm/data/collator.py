@@ -10,44 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from .columns import RESPONSE_SUMS, TOKEN_KEYS, TOKENIZED_KINDS, tokenized_kind
+
 __all__ = ["ImplicitPRMCollator", "pad_token_rows"]
-
-_TOKEN_KEYS = ("input_ids", "completion_mask", "step_index")
-_SIDE_COLUMNS = ("input_ids", "completion_mask", "step_index", "num_steps", "num_truncated_steps")
-_RESPONSE_SUMS = ("ref_logps", "ref_chosen_logps", "ref_rejected_logps")
-# The columns of a tokenized dataset the collator reads (kept by the trainers' data loaders). Per-response
-# reference sums are kept too, so that the collator can refuse them with a message instead of their being dropped.
-TOKENIZED_COLUMNS = (
-    "input_ids",
-    "attention_mask",
-    "completion_mask",
-    "step_index",
-    "num_steps",
-    "num_truncated_steps",
-    "label",
-    "step_labels",
-    "ref_step_logps",
-    *(f"{side}_{c}" for side in ("chosen", "rejected") for c in _SIDE_COLUMNS),
-    "ref_chosen_step_logps",
-    "ref_rejected_step_logps",
-    *_RESPONSE_SUMS,
-)
-_KINDS = ("paired", "unpaired", "stepwise")
-
-
-def _kind_of(example: Mapping[str, Any]) -> str | None:
-    if "chosen_input_ids" in example or "rejected_input_ids" in example:
-        return "paired"
-    if "step_labels" in example:
-        return "stepwise"
-    if "input_ids" in example:
-        return "unpaired"
-    return None
 
 
 def _refuse_response_sums(examples: list[dict[str, Any]]) -> None:
     """A per-response reference sum cannot give step rewards; say what to pass instead of ignoring it."""
-    found = sorted({key for ex in examples for key in _RESPONSE_SUMS if key in ex})
+    found = sorted({key for ex in examples for key in RESPONSE_SUMS if key in ex})
     if found:
         raise ValueError(
             f"the examples hold {found}: per-response reference log-prob sums cannot give step rewards. Give "
@@ -114,8 +84,8 @@ class ImplicitPRMCollator:
             raise ValueError(
                 f"pad_to_multiple_of must be a positive integer or None, got {self.pad_to_multiple_of}"
             )
-        if self.kind is not None and self.kind not in _KINDS:
-            raise ValueError(f"kind must be one of {_KINDS} or None, got {self.kind!r}")
+        if self.kind is not None and self.kind not in TOKENIZED_KINDS:
+            raise ValueError(f"kind must be one of {TOKENIZED_KINDS} or None, got {self.kind!r}")
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not examples:
@@ -125,7 +95,7 @@ class ImplicitPRMCollator:
             rows = [self._side(ex, i, "chosen_") for i, ex in enumerate(examples)]
             rows += [self._side(ex, i, "rejected_") for i, ex in enumerate(examples)]
         else:
-            required = _TOKEN_KEYS + (("step_labels",) if kind == "stepwise" else ())
+            required = TOKEN_KEYS + (("step_labels",) if kind == "stepwise" else ())
             for i, ex in enumerate(examples):
                 self._require(ex, i, required, kind)
             rows = examples
@@ -167,7 +137,7 @@ class ImplicitPRMCollator:
         return batch
 
     def _detect(self, examples: Sequence[Mapping[str, Any]]) -> str:
-        kinds = [_kind_of(ex) for ex in examples]
+        kinds = [tokenized_kind(ex) for ex in examples]
         if None in kinds:
             i = kinds.index(None)
             raise ValueError(
@@ -188,8 +158,8 @@ class ImplicitPRMCollator:
             raise ValueError(f"example {i} ({kind}) lacks the key(s) {missing}; got keys {sorted(example)}")
 
     def _side(self, example: Mapping[str, Any], i: int, prefix: str) -> dict[str, Any]:
-        self._require(example, i, [prefix + k for k in _TOKEN_KEYS], "paired")
-        row = {k: example[prefix + k] for k in _TOKEN_KEYS}
+        self._require(example, i, [prefix + k for k in TOKEN_KEYS], "paired")
+        row = {k: example[prefix + k] for k in TOKEN_KEYS}
         if prefix + "num_steps" in example:
             row["num_steps"] = example[prefix + "num_steps"]
         return row

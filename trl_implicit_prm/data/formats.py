@@ -316,28 +316,35 @@ def _check_step(step: Any, column: str, index: int | None, item: int | None, k: 
     _check_text(step, _where(column, index, item, k))
 
 
-def check_steps(value: Any, column: str, index: int | None = None, item: int | None = None) -> None:
-    """Validate an explicit list of step strings: non-empty, each step with a non-whitespace character."""
+def check_steps(value: Any, column: str, index: int | None = None, item: int | None = None) -> list[str]:
+    """Validate an explicit list of step strings (non-empty, each step with a non-whitespace character); return
+    it as a list."""
     if not isinstance(value, list | tuple) or not value:
         raise DataFormatError(
             f"{_where(column, index, item)}: expected a non-empty list of step strings, got {_found(value)}"
         )
     for k, step in enumerate(value):
         _check_step(step, column, index, item, k)
+    return list(value)
 
 
 def check_completion(
     value: Any, column: str, index: int | None = None, item: int | None = None, step_separator: str = "\n\n"
-) -> None:
-    """Validate a completion: a string, a list of step strings or one assistant message."""
+) -> list[str]:
+    """Validate a completion (a string, a list of step strings or one assistant message) and return its steps.
+
+    The steps are those of :func:`split_steps` (for a message: of its content), split here once: the tokenizers
+    render from them rather than splitting again.
+    """
     if isinstance(value, str):
-        if not split_steps(value, step_separator):
+        steps = split_steps(value, step_separator)
+        if not steps:
             what = "empty string" if not value else "whitespace only"
             raise DataFormatError(
                 f"{_where(column, index, item)}: expected a non-empty completion, got {value!r} ({what})"
             )
         _check_text(value, _where(column, index, item))
-        return
+        return steps
     if is_chat(value):
         message = value[0]
         if (
@@ -349,16 +356,16 @@ def check_completion(
                 f"{_where(column, index, item)}: expected one assistant message "
                 f"[{{'role': 'assistant', 'content': str}}], got {_found(list(map(dict, value)))}"
             )
-        if not split_steps(message["content"], step_separator):
+        steps = split_steps(message["content"], step_separator)
+        if not steps:
             raise DataFormatError(
                 f"{_where(column, index, item)}: expected a non-empty assistant message content, "
                 f"got {message['content']!r}"
             )
         _check_text(message["content"], f"{_where(column, index, item)} content")
-        return
+        return steps
     if isinstance(value, list | tuple) and value:
-        check_steps(value, column, index, item)
-        return
+        return check_steps(value, column, index, item)
     raise DataFormatError(
         f"{_where(column, index, item)}: expected {_COMPLETION_EXPECTED}, got {_found(value)}"
     )
@@ -373,15 +380,18 @@ def _check_list(value: Any, column: str, index: int | None, what: str) -> None:
 
 def validate_row(
     row: Mapping[str, Any], kind: str, index: int | None = None, *, step_separator: str = "\n\n"
-) -> None:
-    """Check that `row` is a valid row of `kind`; raise :class:`DataFormatError` naming the column otherwise.
+) -> dict[str, Any]:
+    """Check that `row` is a valid row of `kind` and return the steps of its completions, split once.
 
-    `index` is the row's position in its dataset, quoted in error messages.
+    Raises :class:`DataFormatError` naming the column otherwise; `index` is the row's position in its dataset,
+    quoted in error messages. The result maps each completion column to its steps (as :func:`check_completion`
+    returns them; for rollouts, one list of steps per completion).
 
     Example:
 
     ```python
-    >>> validate_row({"prompt": "1+1=", "completion": "2", "label": 1}, "unpaired")
+    >>> validate_row({"prompt": "1+1=", "completion": "Add.\\n\\n2", "label": 1}, "unpaired")
+    {'completion': ['Add.', '2']}
     >>> validate_row({"prompt": "1+1=", "completion": "2", "label": "yes"}, "unpaired", index=3)
     Traceback (most recent call last):
     ...
@@ -397,36 +407,44 @@ def validate_row(
         where = f"row {index}: " if index is not None else ""
         raise DataFormatError(where + _missing_columns_message(list(row.keys()), kind))
     check_prompt(row["prompt"], "prompt", index)
-    if kind == "paired":
-        check_completion(row["chosen"], "chosen", index, step_separator=step_separator)
-        check_completion(row["rejected"], "rejected", index, step_separator=step_separator)
-    elif kind == "unpaired":
-        check_completion(row["completion"], "completion", index, step_separator=step_separator)
-        check_label(row["label"], "label", index)
-    elif kind == "rollouts":
-        completions, correctness = row["completions"], row["correctness"]
-        _check_list(completions, "completions", index, "completions")
-        _check_list(correctness, "correctness", index, "labels")
-        for i, completion in enumerate(completions):
-            check_completion(completion, "completions", index, i, step_separator=step_separator)
-        if len(correctness) != len(completions):
-            raise DataFormatError(
-                f"{_where('correctness', index)}: expected one label per completion "
-                f"({len(completions)} completions), got {len(correctness)} labels"
-            )
-        for i, label in enumerate(correctness):
-            check_label(label, "correctness", index, i)
-    else:  # stepwise
-        steps, labels = row["completions"], row["labels"]
-        check_steps(steps, "completions", index)
-        _check_list(labels, "labels", index, "step labels")
-        if len(labels) != len(steps):
-            raise DataFormatError(
-                f"{_where('labels', index)}: expected one label per step of 'completions' "
-                f"({len(steps)} steps), got {len(labels)} labels"
-            )
-        for k, label in enumerate(labels):
-            check_label(label, "labels", index, k)
+    if kind in ("paired", "unpaired"):
+        columns = ("chosen", "rejected") if kind == "paired" else ("completion",)
+        steps = {c: check_completion(row[c], c, index, step_separator=step_separator) for c in columns}
+        if kind == "unpaired":
+            check_label(row["label"], "label", index)
+        return steps
+    if kind == "rollouts":
+        return {"completions": _check_rollout(row["completions"], row["correctness"], index, step_separator)}
+    steps, labels = check_steps(row["completions"], "completions", index), row["labels"]  # stepwise
+    _check_list(labels, "labels", index, "step labels")
+    if len(labels) != len(steps):
+        raise DataFormatError(
+            f"{_where('labels', index)}: expected one label per step of 'completions' "
+            f"({len(steps)} steps), got {len(labels)} labels"
+        )
+    for k, label in enumerate(labels):
+        check_label(label, "labels", index, k)
+    return {"completions": steps}
+
+
+def _check_rollout(
+    completions: Any, correctness: Any, index: int | None, step_separator: str
+) -> list[list[str]]:
+    """A rollout row's completions and labels, one label per completion; the steps of every completion."""
+    _check_list(completions, "completions", index, "completions")
+    _check_list(correctness, "correctness", index, "labels")
+    steps = [
+        check_completion(completion, "completions", index, i, step_separator=step_separator)
+        for i, completion in enumerate(completions)
+    ]
+    if len(correctness) != len(completions):
+        raise DataFormatError(
+            f"{_where('correctness', index)}: expected one label per completion "
+            f"({len(completions)} completions), got {len(correctness)} labels"
+        )
+    for i, label in enumerate(correctness):
+        check_label(label, "correctness", index, i)
+    return steps
 
 
 def validate_dataset(

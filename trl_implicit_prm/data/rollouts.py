@@ -76,9 +76,13 @@ def rollouts_to_pairs(
         raise ValueError(
             f"max_pairs_per_prompt must be a positive integer or None, got {max_pairs_per_prompt}"
         )
+    return pairs_of_rows(_rows(dataset_or_rows, step_separator), seed, max_pairs_per_prompt)
+
+
+def pairs_of_rows(rows: list[dict[str, Any]], seed: int, max_pairs_per_prompt: int | None) -> Dataset:
+    """:func:`rollouts_to_pairs` on rows already validated, as ``[{prompt, completions, labels (floats)}]``."""
     rng = random.Random(seed)
     out: dict[str, list[Any]] = {"prompt": [], "chosen": [], "rejected": []}
-    rows = _rows(dataset_or_rows, step_separator)
     dropped = 0
     for row in rows:
         good = [c for c, y in zip(row["completions"], row["labels"], strict=True) if y >= 0.5]

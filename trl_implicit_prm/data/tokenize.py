@@ -33,9 +33,9 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from datasets import Features, Value
-from datasets import Sequence as ListOf
+from datasets import Features
 
+from .columns import COMPLETION_COLUMNS, SIDE_PREFIXES, output_features
 from .formats import (
     FORMATS,
     DataFormatError,
@@ -43,9 +43,9 @@ from .formats import (
     _where,
     check_completion,
     check_prompt,
+    check_step_separator,
     detect_format,
     is_chat,
-    split_steps,
     validate_row,
 )
 from .spans import PromptTooLongError, Text, encode_spans, token_steps
@@ -103,27 +103,25 @@ def _render(
     tokenizer: Any,
     prompt: Any,
     completion: Any,
+    steps: list[str],
     separator: str,
     column: str,
     index: int | None,
     cache: dict[str, str],
     eos: str | None = None,
 ) -> Text:
-    """Render one (validated) prompt/completion pair into text and step boundaries.
+    """Render one validated prompt/completion pair, whose `steps` validation gave, into text and step boundaries.
 
     `eos` (the EOS token's text) is appended to a string or step-list completion unless it already ends with
     it, as TRL's DPOTrainer/KTOTrainer do; it belongs to the last step. Assistant messages keep what the chat
     template renders.
     """
-    steps = (
-        None
-        if is_chat(completion)
-        else (split_steps(completion, separator) if isinstance(completion, str) else list(completion))
-    )
-    if eos is not None and steps is not None and not steps[-1].endswith(eos):
+    chat = is_chat(completion)
+    steps = list(steps)
+    if eos is not None and not chat and not steps[-1].endswith(eos):
         steps[-1] += eos
     if isinstance(prompt, str):
-        if steps is None:
+        if chat:
             raise DataFormatError(
                 f"{_where(column, index)}: an assistant-message completion needs a chat prompt "
                 f"(a list of messages), but 'prompt' is a string; pass the completion as a string"
@@ -140,9 +138,11 @@ def _render(
     if prompt_text is None:
         prompt_text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         cache[key] = prompt_text
-    if steps is not None:
+    if not chat:
         return _join(prompt_text, steps, separator, False, column, index)
-    return _render_assistant(tokenizer, messages, prompt_text, dict(completion[0]), separator, column, index)
+    return _render_assistant(
+        tokenizer, messages, prompt_text, dict(completion[0]), steps, separator, column, index
+    )
 
 
 def _render_assistant(
@@ -150,12 +150,13 @@ def _render_assistant(
     messages: list[dict[str, Any]],
     prompt_text: str,
     message: dict[str, Any],
+    steps: list[str],
     separator: str,
     column: str,
     index: int | None,
 ) -> Text:
-    """An assistant-message completion, rendered by the chat template: the template's text before the content
-    joins the first step, its end-of-turn text the last one."""
+    """An assistant-message completion (`steps`: its content's), rendered by the chat template: the template's
+    text before the content joins the first step, its end-of-turn text the last one."""
     full = tokenizer.apply_chat_template([*messages, message], tokenize=False)
     if not full.startswith(prompt_text):
         raise DataFormatError(
@@ -170,7 +171,6 @@ def _render_assistant(
             f"{_where(column, index)}: the chat template changes the assistant content when rendering it, "
             "so its steps cannot be located; pass the completion as a string instead"
         )
-    steps = split_steps(content, separator)
     steps[0] = rest[:at] + steps[0]  # template text before the content: first step
     steps[-1] += rest[at + len(content) :]  # end-of-turn text after it: last step
     return _join(prompt_text, steps, separator, False, column, index)
@@ -181,7 +181,7 @@ def _check_arguments(tokenizer: Any, max_length: int | None, step_separator: str
     _require_fast(tokenizer)
     if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
         raise ValueError(f"max_length must be a positive integer or None, got {max_length!r}")
-    split_steps("", step_separator)  # validates the separator
+    check_step_separator(step_separator)
 
 
 def tokenize_example(
@@ -223,9 +223,22 @@ def tokenize_example(
     """
     _check_arguments(tokenizer, max_length, step_separator)
     check_prompt(prompt, "prompt")
-    check_completion(completion, "completion", step_separator=step_separator)
+    steps = check_completion(completion, "completion", step_separator=step_separator)
+    return encode_example(tokenizer, prompt, completion, steps, step_separator, max_length, append_eos)
+
+
+def encode_example(
+    tokenizer: Any,
+    prompt: Any,
+    completion: Any,
+    steps: list[str],
+    step_separator: str,
+    max_length: int | None,
+    append_eos: bool,
+) -> dict[str, Any]:
+    """:func:`tokenize_example` on an already validated pair, with the `steps` validation returned."""
     eos = _eos_text(tokenizer, append_eos)
-    item = _render(tokenizer, prompt, completion, step_separator, "completion", None, {}, eos)
+    item = _render(tokenizer, prompt, completion, steps, step_separator, "completion", None, {}, eos)
     spans = encode_spans(tokenizer, [item], max_length)
     if spans.errors[0] is not None:
         raise spans.errors[0]
@@ -237,27 +250,6 @@ def tokenize_example(
         "num_truncated_steps": spans.num_truncated[0],
         "prompt_length": spans.prompt_length[0],
     }
-
-
-_SIDES = {"paired": ("chosen_", "rejected_"), "unpaired": ("",), "stepwise": ("",)}
-
-
-def _output_features(kind: str) -> Features:
-    """Ids and step indices as int32, `completion_mask` as int8, labels as float64 (exactly as given)."""
-    per_side = {
-        "input_ids": ListOf(Value("int32")),
-        "completion_mask": ListOf(Value("int8")),
-        "step_index": ListOf(Value("int32")),
-        "num_steps": Value("int32"),
-        "num_truncated_steps": Value("int32"),
-    }
-    features = {prefix + name: feature for prefix in _SIDES[kind] for name, feature in per_side.items()}
-    if kind == "unpaired":
-        features["label"] = Value("float64")
-    if kind == "stepwise":
-        features["label"] = Value("float64")
-        features["step_labels"] = ListOf(Value("float64"))
-    return Features(features)
 
 
 def tokenize_dataset(
@@ -280,7 +272,7 @@ def tokenize_dataset(
     - stepwise: the unpaired fields plus `step_labels` (one per kept step; labels of steps truncated away are
       dropped, counted in `num_truncated_steps`); `label` is the minimum of all its step labels (the outcome).
 
-    `append_eos=True` appends EOS as :func:`tokenize_example` does; column types: :func:`_output_features`. Rows
+    `append_eos=True` appends EOS as :func:`tokenize_example` does; column types: :func:`~trl_implicit_prm.data.columns.output_features`. Rows
     whose prompt alone fills `max_length` are dropped and counted in a warning. Rollouts must be converted first
     with :func:`~trl_implicit_prm.data.rollouts_to_pairs` or :func:`~trl_implicit_prm.data.rollouts_to_unpaired`.
 
@@ -299,7 +291,7 @@ def tokenize_dataset(
     """
     _check_arguments(tokenizer, max_length, step_separator)
     kind = _checked_kind(dataset, kind)
-    token_features = _output_features(kind)
+    token_features = output_features(kind)
     extra = {c: f for c, f in dataset.features.items() if c not in FORMATS[kind] and c not in token_features}
     eos = _eos_text(tokenizer, append_eos)
     settings = {
@@ -352,16 +344,13 @@ def _tokenize_batch(
     """One `datasets.map` batch: validate, render, encode; rows whose prompt fills `max_length` are dropped."""
     n = len(indices)
     cache: dict[str, str] = {}
-    for i, index in enumerate(indices):
+    steps = [
         validate_row({c: batch[c][i] for c in FORMATS[kind]}, kind, index, step_separator=step_separator)
-    columns = (
-        ("chosen", "rejected")
-        if kind == "paired"
-        else ("completion" if kind == "unpaired" else "completions",)
-    )
+        for i, index in enumerate(indices)
+    ]
     items = [
-        _render(tokenizer, batch["prompt"][i], batch[column][i], step_separator, column, index, cache, eos)
-        for column in columns
+        _render(tokenizer, batch["prompt"][i], batch[c][i], steps[i][c], step_separator, c, index, cache, eos)
+        for c in COMPLETION_COLUMNS[kind]
         for i, index in enumerate(indices)
     ]
     spans = encode_spans(tokenizer, items, max_length)
@@ -378,7 +367,7 @@ def _tokenize_batch(
         return [values[i] for i in kept] if dropped else values
 
     out: dict[str, list[Any]] = {}
-    for side, prefix in enumerate(_SIDES[kind]):
+    for side, prefix in enumerate(SIDE_PREFIXES[kind]):
         out[prefix + "input_ids"] = pick(spans.input_ids, side)
         out[prefix + "completion_mask"] = pick(spans.completion_mask, side)
         out[prefix + "step_index"] = pick(spans.step_index, side)
@@ -407,7 +396,7 @@ def _warn_dropped_and_truncated(result: Any, n_rows: int, kind: str, max_length:
         )
     if max_length is None or not len(result):
         return
-    for prefix in _SIDES[kind]:
+    for prefix in SIDE_PREFIXES[kind]:
         truncated = sum(1 for x in result[prefix + "num_truncated_steps"] if x)
         if truncated:
             logger.warning(

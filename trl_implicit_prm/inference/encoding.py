@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ..data import DataFormatError, PromptTooLongError, split_steps, tokenize_example
-from ..data.formats import check_completion, check_prompt, is_chat
-from ..data.tokenize import _join, token_steps
+from ..data import DataFormatError, PromptTooLongError, split_steps
+from ..data.formats import check_completion, check_prompt
+from ..data.tokenize import _join, encode_example, token_steps
 
 __all__ = [
     "EncodedResponse",
@@ -23,7 +23,6 @@ __all__ = [
     "completion_step_index",
     "decode_tokens",
     "encode_response",
-    "response_steps",
 ]
 
 
@@ -58,15 +57,6 @@ class EncodedResponse:
         return self.num_truncated_steps > 0
 
 
-def response_steps(response: Any, separator: str) -> list[str]:
-    """The step texts of a response: a string split on `separator`, a list of steps, or an assistant message."""
-    if isinstance(response, str):
-        return split_steps(response, separator)
-    if is_chat(response):
-        return split_steps(response[0]["content"], separator)
-    return list(response)
-
-
 def encode_response(
     tokenizer: Any,
     prompt: Any,
@@ -85,16 +75,9 @@ def encode_response(
     the EOS token to a string or step-list response, in its last step (as the trainers do by default).
     """
     check_prompt(prompt, "prompts", index)
-    check_completion(response, "responses", index, step_separator=separator)
+    steps = check_completion(response, "responses", index, step_separator=separator)
     try:
-        out = tokenize_example(
-            tokenizer,
-            prompt,
-            response,
-            step_separator=separator,
-            max_length=max_length,
-            append_eos=append_eos,
-        )
+        out = encode_example(tokenizer, prompt, response, steps, separator, max_length, append_eos)
     except PromptTooLongError as err:
         raise ResponseTooLongError(
             f"prompts[{index}]: the prompt alone takes {err.prompt_length} tokens, which leaves no room for the "
@@ -105,12 +88,9 @@ def encode_response(
         ) from err
     except DataFormatError as err:
         raise DataFormatError(f"responses[{index}]: {err}") from err
-    steps = response_steps(response, separator)
     num_steps, lost = out["num_steps"], out["num_truncated_steps"]
     if lost and not truncation:
-        _refuse_too_long(
-            tokenizer, prompt, response, index, separator, max_length, append_eos, lost, len(steps)
-        )
+        _refuse_too_long(tokenizer, prompt, response, index, separator, max_length, append_eos, lost, steps)
     if not lost and num_steps != len(steps):
         raise RuntimeError(
             f"responses[{index}]: {len(steps)} steps but {num_steps} token spans (library bug)"
@@ -135,17 +115,13 @@ def _refuse_too_long(
     max_length: int | None,
     append_eos: bool,
     lost: int,
-    n_steps: int,
+    steps: list[str],
 ) -> None:
     """Raise :class:`ResponseTooLongError` with the response's full length and the steps that would lose tokens."""
-    full = len(
-        tokenize_example(tokenizer, prompt, response, step_separator=separator, append_eos=append_eos)[
-            "input_ids"
-        ]
-    )
+    full = len(encode_example(tokenizer, prompt, response, steps, separator, None, append_eos)["input_ids"])
     raise ResponseTooLongError(
         f"responses[{index}]: prompt + response take {full} tokens, more than max_length={max_length}; "
-        f"{lost} of its {n_steps} steps would lose tokens. Pass truncation=True to score the part that "
+        f"{lost} of its {len(steps)} steps would lose tokens. Pass truncation=True to score the part that "
         "fits (the result is flagged `truncated` and lists the steps left out), raise max_length, or "
         "shorten the response",
         index,

@@ -24,7 +24,7 @@ from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import disable_dropout_in_model
 
 from trl_implicit_prm.data import ImplicitPRMCollator
-from trl_implicit_prm.data.collator import TOKENIZED_COLUMNS
+from trl_implicit_prm.data.columns import TOKENIZED_COLUMNS
 from trl_implicit_prm.distributed import check_zero3_saves_weights
 from trl_implicit_prm.logps import ensure_fused_lm_head
 from trl_implicit_prm.losses import kto_reference_point

@@ -24,6 +24,8 @@ from trl_implicit_prm.data import (
     tokenize_dataset,
     validate_dataset,
 )
+from trl_implicit_prm.data.columns import RESPONSE_SUMS, tokenized_kind
+from trl_implicit_prm.data.rollouts import pairs_of_rows
 
 logger = logging.getLogger(__name__)
 
@@ -34,24 +36,15 @@ _HINT = {
 }
 
 
-def _tokenized_kind(dataset: Dataset) -> str | None:
-    cols = set(dataset.column_names)
-    if "chosen_input_ids" in cols:
-        return "paired"
-    if "input_ids" in cols:
-        return "stepwise" if "step_labels" in cols else "unpaired"
-    return None
-
-
-def _group_unpaired(dataset: Dataset) -> Dataset:
-    """Unpaired rows grouped by prompt into rollouts (prompt, completions, correctness)."""
+def _group_unpaired(dataset: Dataset) -> list[dict[str, Any]]:
+    """Validated unpaired rows grouped by prompt into rollout rows (prompt, completions, labels)."""
     groups: dict[str, dict[str, Any]] = {}
     for row in dataset:
         key = json.dumps(row["prompt"], sort_keys=True)
-        group = groups.setdefault(key, {"prompt": row["prompt"], "completions": [], "correctness": []})
+        group = groups.setdefault(key, {"prompt": row["prompt"], "completions": [], "labels": []})
         group["completions"].append(row["completion"])
-        group["correctness"].append(row["label"])
-    return Dataset.from_list(list(groups.values()))
+        group["labels"].append(float(row["label"]))
+    return list(groups.values())
 
 
 def _paired_to_unpaired(dataset: Dataset) -> Dataset:
@@ -65,13 +58,11 @@ def _paired_to_unpaired(dataset: Dataset) -> Dataset:
 def _convert(dataset: Dataset, kind: str, target: str, name: str, args: Any) -> tuple[Dataset, str]:
     """Rows of `kind` as rows of `target`, or an error saying which trainer fits them."""
     if target == "paired" and kind in ("rollouts", "unpaired"):
-        rollouts = dataset if kind == "rollouts" else _group_unpaired(dataset)
-        pairs = rollouts_to_pairs(
-            rollouts,
-            seed=args.seed,
-            max_pairs_per_prompt=getattr(args, "max_pairs_per_prompt", None),
-            step_separator=args.step_separator,
-        )
+        max_pairs = getattr(args, "max_pairs_per_prompt", None)
+        if kind == "rollouts":  # validates each rollout row, naming the user's rows
+            pairs = rollouts_to_pairs(dataset, args.seed, max_pairs, step_separator=args.step_separator)
+        else:  # validated by the caller
+            pairs = pairs_of_rows(_group_unpaired(dataset), args.seed, max_pairs)
         if len(pairs) == 0:
             raise ValueError(
                 f"The {name} dataset ({kind}, {len(dataset)} rows) gives no (correct, incorrect) pair: every "
@@ -102,14 +93,14 @@ def prepare_dataset(
         raise TypeError(f"The {name} dataset must be a datasets.Dataset, got {type(dataset).__name__}")
     if len(dataset) == 0:
         raise ValueError(f"The {name} dataset is empty")
-    sums = [c for c in dataset.column_names if c in ("ref_logps", "ref_chosen_logps", "ref_rejected_logps")]
+    sums = [c for c in dataset.column_names if c in RESPONSE_SUMS]
     if sums:  # kept by tokenization, read by nothing: the run would use another reference, silently
         raise ValueError(
             f"The {name} dataset has per-response reference log-prob sums {sums}: they cannot give step rewards. "
             "Give per-step sums instead (ref_step_logps; paired: ref_chosen_step_logps and ref_rejected_step_logps,"
             " one float per step), set precompute_ref_log_probs=True, or drop the column."
         )
-    tokenized = _tokenized_kind(dataset)
+    tokenized = tokenized_kind(dataset.column_names)
     if tokenized is not None:
         if tokenized != target_kind and not (eval_only and tokenized == "stepwise"):
             raise ValueError(
@@ -119,8 +110,10 @@ def prepare_dataset(
         return dataset
     kind = detect_format(dataset)
     if kind != target_kind and not (eval_only and kind == "stepwise"):
-        # Validate before converting, so that errors name the user's own columns and rows.
-        validate_dataset(dataset, kind, step_separator=args.step_separator)
+        # Rows are validated once before converting, so that errors name the user's own columns and rows:
+        # here, or (rollouts) by the converter. Converted rows are new rows: tokenization validates those.
+        if kind != "rollouts":
+            validate_dataset(dataset, kind, step_separator=args.step_separator)
         dataset, kind = _convert(dataset, kind, target_kind, name, args)
     # tokenize_dataset validates every row; stepwise rows get `label` = their lowest step label.
     out = tokenize_dataset(
