@@ -35,6 +35,7 @@ class ForwardClock:
         self.seconds = 0.0
 
     def wrap(self, prc) -> None:
+        """Wrap the computer's scoring calls with the timer."""
         inner = prc._logps
 
         def timed(model, tensors):

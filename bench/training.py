@@ -40,9 +40,11 @@ class StepTimer(TrainerCallback):
         self._start = 0.0
 
     def on_step_begin(self, args, state, control, **kwargs):
+        """Start timing a step."""
         self._start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
+        """Record the step's wall time."""
         self.times.append(time.perf_counter() - self._start)
 
 

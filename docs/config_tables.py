@@ -24,7 +24,9 @@ def _own_fields(cls: type) -> list[tuple[dataclasses.Field, str]]:
     those of ImplicitPRMBaseConfig (the annotation is read from the class: parsers may overwrite `Field.type`)."""
     from trl_implicit_prm.trainers import ImplicitPRMBaseConfig
 
-    inherited = set() if cls is ImplicitPRMBaseConfig else {f.name for f in dataclasses.fields(ImplicitPRMBaseConfig)}
+    inherited = (
+        set() if cls is ImplicitPRMBaseConfig else {f.name for f in dataclasses.fields(ImplicitPRMBaseConfig)}
+    )
     declared: dict[str, object] = {}
     for klass in cls.__mro__:
         if klass.__module__.startswith("trl_implicit_prm") and (
@@ -32,8 +34,11 @@ def _own_fields(cls: type) -> list[tuple[dataclasses.Field, str]]:
         ):
             for name, annotation in vars(klass).get("__annotations__", {}).items():
                 declared.setdefault(name, annotation)
-    return [(f, _type_name(declared[f.name])) for f in dataclasses.fields(cls)
-            if f.name in declared and f.name not in inherited]
+    return [
+        (f, _type_name(declared[f.name]))
+        for f in dataclasses.fields(cls)
+        if f.name in declared and f.name not in inherited
+    ]
 
 
 def _type_name(annotation: object) -> str:

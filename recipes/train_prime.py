@@ -23,7 +23,8 @@ from trl_implicit_prm.scripts.utils import load_train_eval, parse_args, train_an
 @dataclass
 class PRIMERecipeArguments(ScriptArguments):
     """TRL's `ScriptArguments` plus the PRM's models and the answer column. Like `trl_implicit_prm.scripts.utils.RecipeArguments` without
-    `trust_remote_code`, which `PRIMEConfig` (a `GRPOConfig`) already has."""
+    `trust_remote_code`, which `PRIMEConfig` (a `GRPOConfig`) already has.
+    """
 
     ref_model_name_or_path: str | None = field(
         default=None,
@@ -59,6 +60,7 @@ def make_verifier(answer_column: str):
 
 
 def main() -> None:
+    """Parse the config and train (see the module docstring)."""
     script_args, training_args, model_args = parse_args(PRIMEConfig, PRIMERecipeArguments)
     with training_args.main_process_first(desc="loading the datasets"):
         train_dataset, eval_dataset = load_train_eval(script_args)

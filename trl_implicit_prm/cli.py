@@ -21,6 +21,7 @@ COMMANDS = ("demo", "train", "score", "eval_steps", "eval_bon", "convert", "eval
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `trl-implicit-prm` argument parser, one sub-command per task."""
     parser = argparse.ArgumentParser(
         prog="trl-implicit-prm",
         description="Implicit process reward models: train on outcome labels, score every step.",
@@ -56,6 +57,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; user errors print a message and return 2, without a traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

@@ -127,7 +127,8 @@ def completion_logps(
     chunk_size: int = 4096,
 ) -> Tensor:
     """Per-token log-probs `log π(y_t | x, y_<t)` of the completion tokens, float32 `[B, T]` aligned with
-    `input_ids`, zero elsewhere. Gradients flow when called outside `torch.no_grad()`."""
+    `input_ids`, zero elsewhere. Gradients flow when called outside `torch.no_grad()`.
+    """
     method = resolve_logps_method(model, method, input_ids.device)
     kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
     positions = position_ids(attention_mask)

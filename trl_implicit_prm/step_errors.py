@@ -167,7 +167,8 @@ def correct_counts(
 def step_error_metrics(step_scores: Sequence[Sequence[float]], labels: Sequence[int]) -> dict[str, float]:
     """The trainers' step-level evaluation metrics: accuracies at threshold 0, and, when there are both erroneous
     and correct records, F1 at 0, the oracle threshold tuned on these records and its F1. Labels must be valid
-    (in [-1, number of steps)) and scores finite; NaN values (an empty group) are left out."""
+    (in [-1, number of steps)) and scores finite; NaN values (an empty group) are left out.
+    """
     for index, values in enumerate(step_scores):
         if not all(math.isfinite(v) for v in values):
             raise ValueError(f"record {index}: step scores must be finite, got {list(values)}")

@@ -65,7 +65,8 @@ def positive_int(text: str) -> int:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --ref-model, --reference-free, --beta, --separator, --chat-prompt, --prompt-separator,
-    --append-eos, --batch-size, --dtype, --device."""
+    --append-eos, --batch-size, --dtype, --device.
+    """
     parser.add_argument(
         "--model", required=True, help="checkpoint directory, hub id or PEFT adapter directory"
     )

@@ -36,6 +36,7 @@ _MAX_REPORTED = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `convert` command's arguments to `parser`."""
     from trl_implicit_prm.data.converters import SOURCES
 
     parser.add_argument("--from", dest="source", required=True, choices=SOURCES, help="the source format")
@@ -67,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the `convert` command; return the exit status."""
     from trl_implicit_prm.data import converters
 
     to = args.to or _DEFAULT_TO[args.source]

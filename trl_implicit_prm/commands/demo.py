@@ -18,6 +18,7 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `demo` command's arguments to `parser`."""
     parser.add_argument("--output-dir", default="demo_output", help="where the report and models go")
     parser.add_argument("--seed", type=int, default=0, help="seed of the task, sampling and training")
     parser.add_argument(
@@ -50,6 +51,7 @@ def _has_non_finite(value: object) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the `demo` command; return the exit status."""
     from trl_implicit_prm.demo.pipeline import DemoConfig, run_demo
 
     fields = {

@@ -36,6 +36,7 @@ HELP = "best-of-N accuracy of PRM selection and (weighted) majority voting on a 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `eval-bon` command's arguments to `parser`."""
     add_model_arguments(parser)
     parser.add_argument("--data", required=True, type=Path, help="candidates JSONL/JSON file")
     parser.add_argument(
@@ -70,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def screen_problems(loaded: Any, pre: Preflight, truncation: bool) -> tuple[list[dict[str, Any]], list[Any]]:
     """The problems whose candidates all fit in the length limit (or `truncation`), and a :class:`SkippedRow`
-    (with its line) for each other one. Candidates with nothing to score are kept (they score -inf)."""
+    (with its line) for each other one. Candidates with nothing to score are kept (they score -inf).
+    """
     from trl_implicit_prm.commands._validate import encode_checked, prompt_problem
     from trl_implicit_prm.evaluation import SkippedRow
     from trl_implicit_prm.evaluation.prm_scores import scorable
@@ -105,6 +107,7 @@ def _print_table(curve: dict[str, Any], n_skipped: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the `eval-bon` command; return the exit status."""
     from trl_implicit_prm.commands._validate import print_skipped
     from trl_implicit_prm.evaluation import (
         best_of_n_curve,

@@ -24,6 +24,7 @@ HELP = "ProcessBench F1 per subset, threshold tuned on gsm8k (the official proto
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `eval-processbench` command's arguments to `parser`."""
     add_model_arguments(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -54,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the `eval-processbench` command; return the exit status."""
     from trl_implicit_prm.evaluation import write_results_json
     from trl_implicit_prm.evaluation.prm_scores import score_process_records
     from trl_implicit_prm.evaluation.processbench import (

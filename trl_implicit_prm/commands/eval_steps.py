@@ -35,6 +35,7 @@ HELP = "step-error F1 (ProcessBench protocol) of a PRM on one or more split file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `eval-steps` command's arguments to `parser`."""
     add_model_arguments(parser)
     parser.add_argument(
         "--data",
@@ -71,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def named_files(items: list[str]) -> tuple[list[str], list[Path]]:
     """Split names and paths of `--data` items: NAME=PATH, or PATH named by its file stem (by its path when two
-    files share a stem). An item that is an existing file is a PATH even if it holds '='."""
+    files share a stem). An item that is an existing file is a PATH even if it holds '='.
+    """
     given = [
         item.partition("=")[::2] if "=" in item and not Path(item).is_file() else ("", item) for item in items
     ]
@@ -92,7 +94,8 @@ def named_files(items: list[str]) -> tuple[list[str], list[Path]]:
 def screen_records(loaded: Any, pre: Preflight) -> tuple[list[dict[str, Any]], list[Any]]:
     """The records the PRM can score, and a :class:`SkippedRow` (with its line) for each one it cannot:
     an empty or whitespace-only step, a problem that is not text, or more tokens than the length limit.
-    Records without steps are kept (the protocol predicts -1 for them)."""
+    Records without steps are kept (the protocol predicts -1 for them).
+    """
     from trl_implicit_prm.commands._validate import content_problem, encode_checked
     from trl_implicit_prm.evaluation import SkippedRow
 
@@ -173,6 +176,7 @@ def _print_table(result: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the `eval-steps` command; return the exit status."""
     from trl_implicit_prm.commands._validate import print_skipped
     from trl_implicit_prm.evaluation import (
         evaluate_splits,

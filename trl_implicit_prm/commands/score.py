@@ -63,6 +63,7 @@ _MAX_REPORTED = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `score` command's arguments to `parser`."""
     add_model_arguments(parser)
     parser.add_argument(
         "--input", required=True, type=Path, help="JSONL rows with 'prompt' and 'response' or 'steps'"
@@ -128,7 +129,8 @@ def read_rows(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
 
 def _read_numbered(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str]], str]:
     """Rows and `(number, message)` errors, and the prefix of a number ("" for a JSONL line, "item " for a
-    JSON array)."""
+    JSON array).
+    """
     from trl_implicit_prm.data.jsonl import read_json_rows
 
     read = read_json_rows(path)
@@ -154,7 +156,8 @@ def check_rows(
     path: Path, rows: list[tuple[int, dict[str, Any]]], pre: Preflight, truncation: bool, unit: str = ""
 ) -> tuple[list[tuple[int, dict[str, Any], Any]], list[tuple[int, str]]]:
     """Content and length checks of structurally valid rows: `(line, row, encoded)` of the good ones, and
-    `(line, "file:line: problem")` of the bad ones."""
+    `(line, "file:line: problem")` of the bad ones.
+    """
     from trl_implicit_prm.commands._validate import content_problem, encode_checked
 
     good, bad = [], []
@@ -205,6 +208,7 @@ def _report(errors: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the `score` command; return the exit status."""
     if not args.input.is_file():
         raise CommandError(f"--input: {args.input} does not exist")
     rows, errors, unit = _read_numbered(args.input)

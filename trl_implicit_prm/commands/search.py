@@ -33,6 +33,7 @@ HELP = "PRM-guided search (best-of-N, beam, DVTS, early rejection) with incremen
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `search` command's arguments to `parser`."""
     from trl_implicit_prm.search import METHODS
     from trl_implicit_prm.search.driver import RANKINGS
 
@@ -158,6 +159,7 @@ def _generator(args: argparse.Namespace, prm: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the `search` command; return the exit status."""
     import torch
     from tqdm.auto import tqdm
 

@@ -17,6 +17,7 @@ HELP = "train an implicit PRM (ce, dpo or step-kto) from a YAML config, as the r
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `train` command's arguments to `parser`."""
     parser.add_argument(
         "task", choices=["ce", "dpo", "step-kto"], help="which trainer: CE, DPO/NCA, step KTO"
     )
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the `train` command; return the exit status."""
     from trl_implicit_prm.scripts.train import main
 
     if not args.options:

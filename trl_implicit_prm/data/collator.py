@@ -88,6 +88,7 @@ class ImplicitPRMCollator:
             raise ValueError(f"kind must be one of {TOKENIZED_KINDS} or None, got {self.kind!r}")
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Pad `examples` (tokenized rows of one kind) into a batch of tensors."""
         if not examples:
             raise ValueError("cannot collate an empty list of examples")
         kind = self.kind or self._detect(examples)

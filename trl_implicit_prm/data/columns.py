@@ -77,7 +77,8 @@ def tokenized_kind(columns: Iterable[str]) -> str | None:
 
 def output_features(kind: str) -> Features:
     """The column types of a tokenized dataset of `kind`: ids and step indices int32, `completion_mask` int8,
-    labels float64 (exactly as given)."""
+    labels float64 (exactly as given).
+    """
     per_side = {
         "input_ids": ListOf(Value("int32")),
         "completion_mask": ListOf(Value("int8")),

@@ -318,7 +318,8 @@ def _check_step(step: Any, column: str, index: int | None, item: int | None, k: 
 
 def check_steps(value: Any, column: str, index: int | None = None, item: int | None = None) -> list[str]:
     """Validate an explicit list of step strings (non-empty, each step with a non-whitespace character); return
-    it as a list."""
+    it as a list.
+    """
     if not isinstance(value, list | tuple) or not value:
         raise DataFormatError(
             f"{_where(column, index, item)}: expected a non-empty list of step strings, got {_found(value)}"

@@ -90,6 +90,7 @@ class PromptFormat:
 
     @property
     def is_chat(self) -> bool:
+        """Whether prompts are chat messages rendered with the tokenizer's template."""
         return self.kind == "chat"
 
     def render(self, prompt: Any) -> Any:

@@ -57,7 +57,8 @@ class Spans:
 @dataclass
 class _Tokens:
     """Every token of a batch, concatenated: its row, id and step (-1 in the prompt); per row, its length and
-    first token, and how many step boundaries (prompt end included) it has."""
+    first token, and how many step boundaries (prompt end included) it has.
+    """
 
     lengths: np.ndarray
     start: np.ndarray

@@ -156,7 +156,8 @@ def _render_assistant(
     index: int | None,
 ) -> Text:
     """An assistant-message completion (`steps`: its content's), rendered by the chat template: the template's
-    text before the content joins the first step, its end-of-turn text the last one."""
+    text before the content joins the first step, its end-of-turn text the last one.
+    """
     full = tokenizer.apply_chat_template([*messages, message], tokenize=False)
     if not full.startswith(prompt_text):
         raise DataFormatError(

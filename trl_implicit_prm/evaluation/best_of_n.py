@@ -224,6 +224,7 @@ def best_of_n_curve(
         methods: "majority"; "prm:<name>" (the top-scoring candidate); "weighted:<name>" (majority vote
             weighted by σ(score)); a bare "prm" / "weighted" means one method per score name.
         use_math_verify: passed to :func:`answers_equivalent`.
+        step_separator: joins a step-list response into the text its answer is extracted from.
 
     A problem with fewer than N candidates uses all it has (`n_short[i]` counts them for `ns[i]`). Each distinct
     (answer, reference) pair is graded once; a None answer is wrong.
@@ -257,7 +258,8 @@ def best_of_n_curve(
 
 class _Tally:
     """Running counts of :func:`best_of_n_curve`: hits per method and N, pass@N, the summed fraction of correct
-    candidates, and the (answer, reference) grades, each distinct pair graded once."""
+    candidates, and the (answer, reference) grades, each distinct pair graded once.
+    """
 
     def __init__(self, ns: list[int], methods: list[str], use_math_verify: bool | None):
         self.ns, self.methods, self.use_math_verify = ns, methods, use_math_verify
@@ -307,7 +309,8 @@ class _Tally:
 
 def _checked_problems_and_ns(problems: Sequence[Mapping[str, Any]], ns: Sequence[int] | None) -> list[int]:
     """Refuse problems without candidates or reference; the values of N (default 1, 2, 4, ... up to the most
-    candidates), each >= 1."""
+    candidates), each >= 1.
+    """
     if not problems:
         raise ValueError("best_of_n_curve needs at least one problem")
     for index, problem in enumerate(problems):

@@ -42,7 +42,8 @@ def score_process_records(
     prc: Any, records: Sequence[dict[str, Any]], how: str = "step"
 ) -> list[list[float]]:
     """Per-step scores of each record's `steps`: step rewards (`how="step"`) or σ(q) at each step end
-    (`how="q-sigmoid"`). Records without steps get no score (the protocol predicts -1 for them)."""
+    (`how="q-sigmoid"`). Records without steps get no score (the protocol predicts -1 for them).
+    """
     if how not in ("step", "q-sigmoid"):
         raise ValueError(f"how must be 'step' or 'q-sigmoid', got {how!r}")
     index = [i for i, r in enumerate(records) if r["steps"]]

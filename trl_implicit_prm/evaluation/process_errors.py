@@ -101,7 +101,8 @@ class ProcessErrorResult:
 @dataclass
 class _Prepared:
     """Records after validation: labels (None for skipped records), scores, the skipped ones, and the sweep of
-    the valid ones (:class:`~trl_implicit_prm.step_errors.ThresholdSweep`)."""
+    the valid ones (:class:`~trl_implicit_prm.step_errors.ThresholdSweep`).
+    """
 
     labels: list[int | None]  # None for skipped records
     scores: list[list[float]]
@@ -124,7 +125,8 @@ def _record_problem(
     index: int, record: Any, record_scores: Sequence[float]
 ) -> tuple[list[float], str | None]:
     """A record's scores as floats, and why the record is skipped (None if it is valid); a caller bug (a score
-    count that differs from the steps, a non-finite score) raises ValueError."""
+    count that differs from the steps, a non-finite score) raises ValueError.
+    """
     steps = record.get("steps") if isinstance(record, Mapping) else None
     if (
         not isinstance(steps, Sequence)

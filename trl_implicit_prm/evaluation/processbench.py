@@ -163,7 +163,8 @@ def _pct(value: float) -> str:
 
 def markdown_table(result: Mapping[str, Any], model_name: str = "implicit PRM") -> str:
     """The benchmark's table (F1 per subset and their average), the oracle row below it labelled as an upper
-    bound, then the per-subset details (accuracies, counts, thresholds)."""
+    bound, then the per-subset details (accuracies, counts, thresholds).
+    """
     names = list(result["subsets"])
     titles = [SUBSET_TITLES[n] for n in names]
     tau = result["threshold"]

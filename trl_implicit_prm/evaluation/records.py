@@ -76,6 +76,7 @@ class LoadedRecords(Sequence):
 
     @property
     def n_skipped(self) -> int:
+        """Number of records skipped (each with its reason)."""
         return len(self.skipped)
 
     def __len__(self) -> int:

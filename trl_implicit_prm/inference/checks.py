@@ -1,6 +1,7 @@
 """Checks of a :class:`~trl_implicit_prm.inference.ProcessRewardComputer`'s settings, made before it scores:
 which reference it uses (:func:`choose_reference`), how prompts are rendered and responses ended
-(:func:`check_rendering`), and the default length limit (:func:`default_max_length`)."""
+(:func:`check_rendering`), and the default length limit (:func:`default_max_length`).
+"""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def check_rendering(
     append_eos: Any,
 ) -> PromptFormat | None:
     """The prompt format as a :class:`PromptFormat` (or None), after checking the separator, `append_eos` and
-    the tokenizer's pad/EOS tokens; a warning when the chat template differs from the one training used."""
+    the tokenizer's pad/EOS tokens; a warning when the chat template differs from the one training used.
+    """
     check_step_separator(step_separator)
     if isinstance(prompt_format, Mapping):
         prompt_format = PromptFormat.from_metadata(prompt_format, "prompt_format")

@@ -247,6 +247,7 @@ class ProcessRewardComputer:
     # ------------------------------------------------------------------------------------------------ properties
     @property
     def device(self) -> torch.device:
+        """The device of the policy model (inputs are moved there)."""
         return next(self.model.parameters()).device
 
     @property
@@ -257,7 +258,8 @@ class ProcessRewardComputer:
     @property
     def reference_id(self) -> str | None:
         """What identifies the reference in a :class:`ReferenceCache`: its source (path or hub id, or the
-        in-memory object), dtype and device type. None when reference-free."""
+        in-memory object), dtype and device type. None when reference-free.
+        """
         if self.reference_free:
             return None
         module = self.ref_model if self.ref_model is not None else self.model.get_base_model()

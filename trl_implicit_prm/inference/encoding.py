@@ -50,10 +50,12 @@ class EncodedResponse:
 
     @property
     def length(self) -> int:
+        """Number of tokens, prompt included."""
         return int(self.input_ids.shape[0])
 
     @property
     def truncated(self) -> bool:
+        """Whether truncation cut at least one step."""
         return self.num_truncated_steps > 0
 
 

@@ -100,7 +100,8 @@ class ExplicitPRMComputer(ProcessRewardComputer):
         **kwargs: Any,
     ) -> ExplicitPRMComputer:
         """Load an explicit-PRM checkpoint directory (the arguments of `ProcessRewardComputer.from_pretrained`;
-        `ref_model`, `reference_free=True` and `beta` are refused: an explicit PRM has none)."""
+        `ref_model`, `reference_free=True` and `beta` are refused: an explicit PRM has none).
+        """
         from transformers import AutoModelForTokenClassification
 
         if ref_model is not None or reference_free or beta is not None:
@@ -174,7 +175,8 @@ class ExplicitPRMComputer(ProcessRewardComputer):
 
 def explicit_computer(model: Any, args: dict[str, Any]) -> ExplicitPRMComputer | None:
     """The computer of an explicit PRM checkpoint (`kind: "explicit"` in its `implicit_prm.json`), else None;
-    `args` are the arguments of `ProcessRewardComputer.from_pretrained`."""
+    `args` are the arguments of `ProcessRewardComputer.from_pretrained`.
+    """
     if not is_explicit_checkpoint(model):
         return None
     positional = ("ref_model", "reference_free", "beta", "step_separator", "tokenizer", "device", "dtype")

@@ -267,7 +267,8 @@ def pretrained_kwargs(
     append_eos: bool | None,
 ) -> dict[str, Any]:
     """`ProcessRewardComputer` arguments from resolved models: β, the separator, the prompt rendering and EOS
-    from the arguments, else from the checkpoint's `implicit_prm.json` (else the defaults)."""
+    from the arguments, else from the checkpoint's `implicit_prm.json` (else the defaults).
+    """
     from ..data.rendering import append_eos_from_metadata, prompt_format_from_metadata
 
     meta = resolved.metadata

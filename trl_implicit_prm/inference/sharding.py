@@ -53,6 +53,7 @@ class DistributedContext:
 
     @property
     def is_main(self) -> bool:
+        """Whether this is the process that writes outputs."""
         return self.rank == 0
 
 

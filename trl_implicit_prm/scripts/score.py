@@ -186,7 +186,8 @@ def score_main(argv: Sequence[str] | None = None) -> None:
 def evaluate_main(argv: Sequence[str] | None = None) -> None:
     """`recipes/evaluate.py`: `eval-steps` on `process_files` and/or `eval-bon` on `bon_file`, with TRL-style
     keys; results and plots in `output_dir` (eval_steps.json, f1_vs_threshold.png, eval_bon.json,
-    best_of_n.png)."""
+    best_of_n.png).
+    """
     from trl import TrlParser
 
     parser = TrlParser((ScoringArguments, EvaluateArguments))

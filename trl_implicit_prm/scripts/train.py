@@ -90,7 +90,8 @@ def build_trainer(task: str, script_args: RecipeArguments, training_args: Any, m
 
 def main(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
     """Run the training task `task` ('ce', 'dpo' or 'step-kto') on `--config file.yaml` plus overrides
-    (`argv`, default: the command line); returns the train and eval metrics."""
+    (`argv`, default: the command line); returns the train and eval metrics.
+    """
     import trl_implicit_prm
 
     spec = _task(task)

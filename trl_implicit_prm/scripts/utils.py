@@ -41,7 +41,8 @@ _MAX_REPORTED = 20  # bad lines listed in one error
 class RecipeArguments(ScriptArguments):
     """TRL's `ScriptArguments` (dataset_name, dataset_config, dataset_train_split, dataset_test_split, ...) plus
     what the implicit-PRM recipes add. `dataset_name` is a hub id, a local .json/.jsonl/.parquet/.csv file, a
-    folder of such files, or a folder written by `Dataset.save_to_disk`."""
+    folder of such files, or a folder written by `Dataset.save_to_disk`.
+    """
 
     ref_model_name_or_path: str | None = field(
         default=None,
@@ -135,7 +136,8 @@ def _bad_lines_error(path: str | os.PathLike, bad: Sequence[Any], unit: str) -> 
 
 def check_json_file(path: str | os.PathLike) -> None:
     """Refuse a local JSON/JSONL data file with lines that are not valid UTF-8 or JSON (`NaN` included) or hold
-    a lone surrogate, listing them as `file:line`; `datasets` would fail on them without a line number."""
+    a lone surrogate, listing them as `file:line`; `datasets` would fail on them without a line number.
+    """
     read = read_json_rows(path)
     if read.bad:
         raise _bad_lines_error(path, read.bad, read.unit)
@@ -203,13 +205,15 @@ def load_train_eval(script_args: RecipeArguments) -> tuple[Dataset, Dataset | No
 
 
 def is_local(name: str) -> bool:
+    """Whether `name` is a local path (else a Hub id, refused offline by the loaders)."""
     return Path(name).expanduser().exists()
 
 
 # ---------------------------------------------------------------------------------------------- training tail
 def train_and_save(trainer: Any, script_args: RecipeArguments) -> dict[str, float]:
     """Train, save the checkpoint (with `implicit_prm.json`), evaluate if there is an eval set, push if asked, and
-    end the run (`end_distributed_run`: in a multi-process run the process exits here, status 0)."""
+    end the run (`end_distributed_run`: in a multi-process run the process exits here, status 0).
+    """
     args = trainer.args
     result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.log_metrics("train", result.metrics)

@@ -138,7 +138,8 @@ class ImplicitRewardTrainer(ReferencePrecomputeMixin, CheckpointRecordMixin, _Ba
     @property
     def ref_model(self) -> Any:
         """The frozen reference model (`ref_model=` or a frozen copy of the initial policy); None for adapters
-        disabled, reference-free, or once precomputed. The reference itself, of any kind: `self.reference`."""
+        disabled, reference-free, or once precomputed. The reference itself, of any kind: `self.reference`.
+        """
         return self.reference.model
 
     def _checked_args(self, model: Any, args: ImplicitPRMBaseConfig | None, train_dataset: Any) -> Any:
@@ -338,6 +339,7 @@ class ImplicitRewardTrainer(ReferencePrecomputeMixin, CheckpointRecordMixin, _Ba
         return torch.tensor(self._z0_estimate, device=device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The batch's loss from its implicit step rewards (the subclass's :meth:`_loss_and_metrics`), metrics recorded."""
         mode = "train" if self.model.training else "eval"
         num_steps = max(1, int(inputs["num_steps"].max().item()))
         policy = self._step_logps(model, inputs, num_steps)
@@ -402,7 +404,8 @@ class ImplicitRewardTrainer(ReferencePrecomputeMixin, CheckpointRecordMixin, _Ba
     def _pop_metrics(self, mode: str) -> dict[str, float]:
         """The metrics of `mode` since the last call, then reset: reward metrics are per-item means over every row
         recorded (`Σ sums / Σ counts`, see :mod:`~trl_implicit_prm.trainers.metrics`), scalars (`kto/z0`) the
-        mean of their per-batch values."""
+        mean of their per-batch values.
+        """
         metrics = {k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v}
         for prefix, (kind, totals) in self._reward_totals[mode].items():
             metrics.update(reward_metrics(kind, totals, prefix))
@@ -413,12 +416,14 @@ class ImplicitRewardTrainer(ReferencePrecomputeMixin, CheckpointRecordMixin, _Ba
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the training metrics: per-item means over the rows of every process and every micro-batch since
         the last log (scalars such as `kto/z0`: the mean of their per-batch values). Evaluation metrics are added
-        by `evaluation_loop`, once per evaluation set."""
+        by `evaluation_loop`, once per evaluation set.
+        """
         if self.model.training:
             logs.update(self._pop_metrics("train"))
         super().log(logs, start_time)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation loss and per-row step rewards (for the step-error metrics) of one batch."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)
@@ -445,6 +450,7 @@ class ImplicitRewardTrainer(ReferencePrecomputeMixin, CheckpointRecordMixin, _Ba
     def evaluate(
         self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
     ) -> dict[str, float]:
+        """Trainer.evaluate, plus the step-error metrics when the evaluation set has step labels."""
         if isinstance(eval_dataset, Dataset):  # a dataset given here is prepared as the init-time ones are
             eval_dataset = prepare_dataset(
                 eval_dataset,
@@ -473,7 +479,8 @@ class ImplicitRewardTrainer(ReferencePrecomputeMixin, CheckpointRecordMixin, _Ba
         the per-example values of the whole set (padded duplicates excluded) and named
         `{metric_key_prefix}_rewards/...`, `{metric_key_prefix}_steps/...` (`eval_<name>_...` for a dict of
         evaluation sets). They are in the logged metrics, in what `on_evaluate` callbacks (early stopping) see,
-        and usable as `metric_for_best_model`."""
+        and usable as `metric_for_best_model`.
+        """
         self._step_eval = {"rewards": [], "labels": []}
         self._metrics["eval"].clear()
         self._reward_totals["eval"].clear()

@@ -25,7 +25,8 @@ _COLUMNS = ["input_ids", "completion_mask", "step_index", "num_steps", "step_lab
 
 def _load_classifier(model: str | PreTrainedModel, init_kwargs: dict[str, Any]) -> PreTrainedModel:
     """A token-classification model: loaded from a path (a causal-LM checkpoint gets a fresh 2-way head), or the
-    given one, which must already have a 1- or 2-output head."""
+    given one, which must already have a 1- or 2-output head.
+    """
     if isinstance(model, str):
         return AutoModelForTokenClassification.from_pretrained(model, **{"num_labels": 2, **init_kwargs})
     if getattr(model.config, "num_labels", None) not in (1, 2) or not type(model).__name__.endswith(
@@ -162,6 +163,7 @@ class ExplicitPRMTrainer(_BaseTrainer):
         return (loss, {"step_log_odds": z}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation loss and per-step scores of one batch."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs)

@@ -44,7 +44,8 @@ class ImplicitPRMTrainer(ImplicitRewardTrainer):
 
     def __init__(self, *args: Any, **kwargs: Any):
         """The arguments of the base trainer; also refuses a `metric_for_best_model` naming the loss of a
-        step-labelled eval set, which DPO/NCA do not have."""
+        step-labelled eval set, which DPO/NCA do not have.
+        """
         super().__init__(*args, **kwargs)
         _check_best_model_metric(self.args.metric_for_best_model, self.eval_dataset)
 

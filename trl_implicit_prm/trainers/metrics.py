@@ -69,7 +69,8 @@ def pair_row_stats(chosen: Tensor, rejected: Tensor) -> Tensor:
 
 def reward_metrics(kind: str, totals: Tensor, prefix: str = "rewards") -> dict[str, float]:
     """Per-item means from summed statistics `[S]` of `kind` (`"group"` or `"pair"`); a mean without items is
-    left out (a set without negatives has no `rewards/negative`)."""
+    left out (a set without negatives has no `rewards/negative`).
+    """
     t = totals.double().tolist()
     if kind == "group":
         pos_sum, pos_n, neg_sum, neg_n, correct, n = t
@@ -90,7 +91,8 @@ def reward_metrics(kind: str, totals: Tensor, prefix: str = "rewards") -> dict[s
 @dataclass
 class RowStats:
     """One batch's per-example statistics: `sums` `[B, S]` (rows aligned with the batch's examples, so that
-    `gather_for_metrics` can drop padded duplicates) of `kind` (`"group"` or `"pair"`), logged as `prefix/...`."""
+    `gather_for_metrics` can drop padded duplicates) of `kind` (`"group"` or `"pair"`), logged as `prefix/...`.
+    """
 
     kind: str
     sums: Tensor

@@ -1,6 +1,7 @@
 """Precomputed reference log-probs (`precompute_ref_log_probs=True`): one pass of the reference over every
 dataset before training writes per-step sums as columns (`ref_step_logps`; paired: `ref_chosen_step_logps`,
-`ref_rejected_step_logps`), then the reference model is let go (:meth:`Reference.without_model`)."""
+`ref_rejected_step_logps`), then the reference model is let go (:meth:`Reference.without_model`).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from tqdm.auto import tqdm
 
 class ReferencePrecomputeMixin:
     """Mixed into the trainers' base; needs `self.reference`, `self.model`, `self.accelerator`, the datasets
-    and `self.data_collator`."""
+    and `self.data_collator`.
+    """
 
     def _precompute_reference(self) -> None:
         """Add per-step reference log-probs to the datasets, then let the reference model go."""

@@ -1,6 +1,7 @@
 """A trainer's reference πref: one small type (:class:`Reference`) for its four kinds, and which reference a
 trainer uses when none is given (:func:`recorded_reference`: the frozen initial policy, unless the policy is
-itself an implicit PRM, whose metadata names the reference its rewards are measured against)."""
+itself an implicit PRM, whose metadata names the reference its rewards are measured against).
+"""
 
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ REFERENCE_KINDS = ("model", "frozen_copy", "adapters_disabled", "none")
 
 def model_step_logps(model: Any, inputs: dict[str, Tensor], num_steps: int, method: str) -> Tensor:
     """Per-step sums `[B, num_steps]` (float64) of `model`'s completion-token log-probs on a tokenized batch:
-    :func:`~trl_implicit_prm.logps.completion_logps` then :func:`~trl_implicit_prm.rewards.step_logp_sums`."""
+    :func:`~trl_implicit_prm.logps.completion_logps` then :func:`~trl_implicit_prm.rewards.step_logp_sums`.
+    """
     logps = completion_logps(model, *(inputs[k] for k in MODEL_INPUTS), method=method)
     return step_logp_sums(logps, inputs["step_index"], num_steps)
 
@@ -161,7 +163,8 @@ class Reference:
 
     def describe(self) -> str | None:
         """The `reference_model` of `implicit_prm.json`: the model's path (absolute when local) or hub id,
-        `"adapter-base"` for adapters disabled, None when reference-free or for an in-memory model."""
+        `"adapter-base"` for adapters disabled, None when reference-free or for an in-memory model.
+        """
         if self.kind == "none":
             return None
         if self.kind == "adapters_disabled":

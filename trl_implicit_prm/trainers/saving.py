@@ -1,5 +1,6 @@
 """What a trainer's checkpoint records: `implicit_prm.json` (β, the reference, the separator, the prompt
-rendering) and the PRM model card, written by every save (:class:`CheckpointRecordMixin` of the trainers)."""
+rendering) and the PRM model card, written by every save (:class:`CheckpointRecordMixin` of the trainers).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ logger = logging.getLogger(__name__)
 
 class CheckpointRecordMixin:
     """`save_model` and checkpoints also write `implicit_prm.json` and the model card (mixed into the trainers'
-    base, before `transformers.Trainer`); needs `self.reference`, `self.args` and `self._rendering`."""
+    base, before `transformers.Trainer`); needs `self.reference`, `self.args` and `self._rendering`.
+    """
 
     def _implicit_prm_metadata(self) -> dict[str, Any]:
         reference = self.reference.describe()
@@ -64,6 +66,7 @@ class CheckpointRecordMixin:
         )
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save weights that load (ZeRO-3: gathered or refused) and the implicit-PRM metadata."""
         super().save_model(output_dir, _internal_call)
         output_dir = output_dir or self.args.output_dir
         if self.is_world_process_zero():
@@ -84,7 +87,8 @@ class CheckpointRecordMixin:
 def training_rendering(dataset: Dataset, tokenizer: Any, args: Any) -> dict[str, Any]:
     """`prompt_format` (measured from the training prompts) and `append_eos` for implicit_prm.json; nothing
     for a dataset that was already tokenized (its rendering is unknown), `prompt_format` left out when the
-    prompts mix strings and chats."""
+    prompts mix strings and chats.
+    """
     if "prompt" not in dataset.column_names:
         logger.warning(
             "The training dataset is already tokenized, so the checkpoint cannot record how its prompts were "
