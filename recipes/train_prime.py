@@ -6,81 +6,14 @@ See docs/rl.md.
 
     accelerate launch --config_file recipes/accelerate/zero3.yaml recipes/train_prime.py \
         --config recipes/configs/qwen2.5-math-7b-prime.yaml
+
+The same run as `trl-implicit-prm train prime --config ...`: both call `trl_implicit_prm.scripts.train.main`,
+which parses the config, loads the data and builds the trainer (`scripts.prime.build_prime_trainer`, with the
+verifier `scripts.prime.make_verifier`), then trains and saves (`scripts.utils.train_and_save`). To change a
+stage, copy this file and call those functions yourself.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass, field
-from typing import Any
-
-from trl import ScriptArguments, get_peft_config
-
-from trl_implicit_prm import PRIMEConfig, PRIMETrainer
-from trl_implicit_prm.evaluation.answers import answers_equivalent, extract_answer
-from trl_implicit_prm.scripts.utils import load_train_eval, parse_args, train_and_save
-
-
-@dataclass
-class PRIMERecipeArguments(ScriptArguments):
-    """TRL's `ScriptArguments` plus the PRM's models and the answer column. Like `trl_implicit_prm.scripts.utils.RecipeArguments` without
-    `trust_remote_code`, which `PRIMEConfig` (a `GRPOConfig`) already has.
-    """
-
-    ref_model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "The PRM's frozen reference (path or hub id). Default: a copy of the initial PRM."},
-    )
-    eval_dataset_name: str | None = field(
-        default=None, metadata={"help": "A separate evaluation set. Default: dataset_test_split, if any."}
-    )
-    prm_model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Initial implicit PRM (path or hub id). Default: the initial policy."}
-    )
-    answer_column: str = field(default="answer", metadata={"help": "Column holding each prompt's answer."})
-
-
-def _text(completion: Any) -> str:
-    return completion if isinstance(completion, str) else completion[-1]["content"]
-
-
-def make_verifier(answer_column: str):
-    """A TRL reward function: 1.0 when the completion's final answer equals the row's `answer_column`."""
-
-    def verifier(completions: list[Any], **columns: Any) -> list[float]:
-        if answer_column not in columns:
-            raise ValueError(f"the training set has no {answer_column!r} column (set answer_column)")
-        answers = columns[answer_column]
-        return [
-            float(answers_equivalent(extract_answer(_text(c)), str(a)))
-            for c, a in zip(completions, answers, strict=True)
-        ]
-
-    verifier.__name__ = "verifier"
-    return verifier
-
-
-def main() -> None:
-    """Parse the config and train (see the module docstring)."""
-    script_args, training_args, model_args = parse_args(PRIMEConfig, PRIMERecipeArguments)
-    with training_args.main_process_first(desc="loading the datasets"):
-        train_dataset, eval_dataset = load_train_eval(script_args)
-    if script_args.answer_column not in train_dataset.column_names:
-        raise ValueError(
-            f"the training set has columns {train_dataset.column_names}, no {script_args.answer_column!r}: "
-            "give each prompt its ground-truth answer (or set answer_column)"
-        )
-    trainer = PRIMETrainer(
-        model=model_args.model_name_or_path,
-        reward_funcs=make_verifier(script_args.answer_column),
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        peft_config=get_peft_config(model_args),
-        prm_model=script_args.prm_model_name_or_path or model_args.model_name_or_path,
-        prm_ref_model=script_args.ref_model_name_or_path,
-    )
-    train_and_save(trainer, script_args)
-
+from trl_implicit_prm.scripts.train import main
 
 if __name__ == "__main__":
-    main()
+    main("prime")

@@ -49,7 +49,7 @@ def _load(name: str):
     return module
 
 
-PRIMERecipeArguments = _load("train_prime").PRIMERecipeArguments
+from trl_implicit_prm.scripts.prime import PRIMERecipeArguments, make_verifier  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -520,7 +520,7 @@ def test_prime_config_holds_the_prime_values():
 
 
 def test_prime_verifier_grades_final_answers():
-    verifier = _load("train_prime").make_verifier("answer")
+    verifier = make_verifier("answer")
     completions = [
         "3 + 4 = 7.\n\nThe answer is 7.",
         "So \\boxed{8}.",
@@ -529,6 +529,28 @@ def test_prime_verifier_grades_final_answers():
     assert verifier(completions, answer=["7", "7", "7"]) == [1.0, 0.0, 1.0]
     with pytest.raises(ValueError, match="no 'answer' column"):
         verifier(completions, solution=["7"] * 3)
+
+
+def test_train_prime_command_and_recipe_are_one_task(tiny_dir, tmp_path):
+    """`trl-implicit-prm train prime` runs the recipe's code: one RL step, then a PRM checkpoint that scores."""
+    from trl_implicit_prm import ProcessRewardComputer
+    from trl_implicit_prm.scripts.train import TASKS
+
+    assert TASKS["prime"].trainer == "PRIMETrainer"
+    assert "main(\"prime\")" in (RECIPES / "train_prime.py").read_text()
+    rows = [{"prompt": f"Q{i}: {i} + 2?\n", "answer": str(i + 2)} for i in range(4)]
+    data = _write_jsonl(tmp_path / "prompts.jsonl", rows)
+    out = tmp_path / "out"
+    flags = {"max_steps": 1, "per_device_train_batch_size": 2, "num_generations": 2, "max_completion_length": 8}
+    cmd = [sys.executable, "-m", "trl_implicit_prm.cli", "train", "prime", "--model_name_or_path"]
+    cmd += [str(tiny_dir / "llama"), "--dataset_name", str(data), "--output_dir", str(out), "--use_cpu", "true"]
+    cmd += ["--bf16", "false", "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1"]
+    cmd += [str(x) for key, value in flags.items() for x in (f"--{key}", value)]
+    _run(cmd, tmp_path / "prime.log", tmp_path / "cache")
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 1
+    prm = ProcessRewardComputer.from_pretrained(str(out / "prm"), device="cpu")
+    result = prm.score_one(rows[0]["prompt"], "0 + 2 = 2.\n\nThe answer is 2.")
+    assert len(result.step_rewards) == 2 and all(math.isfinite(r) for r in result.step_rewards)
 
 
 def test_tiny_config_runs_on_cpu_and_needs_a_model():

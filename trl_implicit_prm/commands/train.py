@@ -1,6 +1,6 @@
-"""`trl-implicit-prm train ce|dpo|step-kto --config file.yaml [--key value ...]`: train an implicit PRM.
+"""`trl-implicit-prm train ce|dpo|step-kto|prime --config file.yaml [--key value ...]`: train.
 
-The same code as `recipes/train_ce.py`, `recipes/train_dpo.py` and `recipes/train_step_kto.py`
+The same code as `recipes/train_ce.py`, `recipes/train_dpo.py`, `recipes/train_step_kto.py` and `recipes/train_prime.py`
 (:func:`trl_implicit_prm.scripts.train.main`): the YAML config and every override are parsed by TRL's
 `TrlParser` into the script arguments, the trainer's config and TRL's `ModelConfig`. Under several processes:
 `accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_implicit_prm.cli train ce --config ...`.
@@ -13,13 +13,15 @@ import argparse
 from trl_implicit_prm.commands._errors import CommandError
 
 NAME = "train"
-HELP = "train an implicit PRM (ce, dpo or step-kto) from a YAML config, as the recipes do"
+HELP = "train an implicit PRM (ce, dpo, step-kto) or a policy with it (prime) from a YAML config, as the recipes do"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `train` command's arguments to `parser`."""
     parser.add_argument(
-        "task", choices=["ce", "dpo", "step-kto"], help="which trainer: CE, DPO/NCA, step KTO"
+        "task",
+        choices=["ce", "dpo", "step-kto", "prime"],
+        help="which trainer: CE, DPO/NCA, step KTO, or PRIME (RL with the implicit PRM, docs/rl.md)",
     )
     parser.add_argument(
         "options",

@@ -43,6 +43,9 @@ def is_explicit_checkpoint(model: Any) -> bool:
     return read_metadata(Path(model).expanduser()).get("kind") == EXPLICIT_KIND
 
 
+_NO_REFERENCE = ("ref_model", "reference_free", "reference_cache", "beta", "logps_method")
+
+
 class ExplicitPRMComputer(ProcessRewardComputer):
     """Per-step scores of an explicit PRM (a token-classification model), with `ProcessRewardComputer`'s API.
 
@@ -85,30 +88,26 @@ class ExplicitPRMComputer(ProcessRewardComputer):
         )
 
     @classmethod
-    def from_pretrained(
-        cls,
-        model: Any,
-        ref_model: Any = None,
-        reference_free: bool | None = None,
-        beta: float | None = None,
-        step_separator: str | None = None,
-        tokenizer: Any = None,
-        device: Any = None,
-        dtype: Any = None,
-        prompt_format: Any = None,
-        append_eos: bool | None = None,
-        **kwargs: Any,
-    ) -> ExplicitPRMComputer:
-        """Load an explicit-PRM checkpoint directory (the arguments of `ProcessRewardComputer.from_pretrained`;
-        `ref_model`, `reference_free=True` and `beta` are refused: an explicit PRM has none).
+    def from_pretrained(cls, model: Any, **options: Any) -> ExplicitPRMComputer:
+        """Load an explicit-PRM checkpoint directory.
+
+        `options` are the keyword arguments of `ProcessRewardComputer.from_pretrained`, with the same defaults
+        (the checkpoint's metadata for `step_separator`, `prompt_format` and `append_eos`); a reference
+        (`ref_model`, `reference_free`, `reference_cache`), `beta` and `logps_method` are refused: an explicit
+        PRM has none.
         """
         from transformers import AutoModelForTokenClassification
 
-        if ref_model is not None or reference_free or beta is not None:
+        given = {k: options.pop(k, None) for k in _NO_REFERENCE}
+        if any(value not in (None, False, "auto") for value in given.values()):
             raise ValueError(
                 f"{model}: an explicit PRM (kind 'explicit' in its {METADATA_FILE}) scores with its classifier "
-                "alone: do not pass a reference model, reference_free or beta"
+                f"alone: do not pass {', '.join(k for k, v in given.items() if v not in (None, False, 'auto'))}"
             )
+        tokenizer, device, dtype = (options.pop(k, None) for k in ("tokenizer", "device", "dtype"))
+        step_separator, prompt_format, append_eos = (
+            options.pop(k, None) for k in ("step_separator", "prompt_format", "append_eos")
+        )
         location = Path(model).expanduser().resolve()
         meta = read_metadata(location)
         source = str(location / METADATA_FILE)
@@ -129,7 +128,7 @@ class ExplicitPRMComputer(ProcessRewardComputer):
             else prompt_format_from_metadata(meta, source),
             append_eos=append_eos if append_eos is not None else append_eos_from_metadata(meta, source),
             model_name=str(location),
-            **kwargs,
+            **{k: v for k, v in options.items() if v is not None},
         )
 
     def __repr__(self) -> str:
@@ -179,9 +178,6 @@ def explicit_computer(model: Any, args: dict[str, Any]) -> ExplicitPRMComputer |
     """
     if not is_explicit_checkpoint(model):
         return None
-    positional = ("ref_model", "reference_free", "beta", "step_separator", "tokenizer", "device", "dtype")
-    keywords = ("batch_size", "max_length", "truncation", "max_batch_tokens")
     return ExplicitPRMComputer.from_pretrained(
-        model, *(args[k] for k in positional), args["prompt_format"], args["append_eos"],
-        **{k: args[k] for k in keywords},
-    )  # fmt: skip
+        model, **{k: v for k, v in args.items() if k not in ("cls", "model")}
+    )

@@ -1,4 +1,4 @@
-"""The three training tasks, one implementation each: `ce`, `dpo` and `step-kto`.
+"""The training tasks, one implementation each: `ce`, `dpo`, `step-kto` and `prime` (RL, `scripts/prime.py`).
 
 Reached as `accelerate launch recipes/train_ce.py --config file.yaml` (the recipe calls :func:`main` with its
 task) and as `trl-implicit-prm train ce --config file.yaml` (the subcommand does the same). A run is four
@@ -7,7 +7,7 @@ training and evaluation sets (:func:`~trl_implicit_prm.scripts.utils.load_train_
 (:func:`build_trainer`), then train, save, evaluate and push (:func:`~trl_implicit_prm.scripts.utils.train_and_save`).
 
     >>> sorted(TASKS)
-    ['ce', 'dpo', 'step-kto']
+    ['ce', 'dpo', 'prime', 'step-kto']
     >>> TASKS["step-kto"].trainer
     'StepKTOTrainer'
 """
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from trl_implicit_prm.scripts.prime import PRIMERecipeArguments, build_prime_trainer
 from trl_implicit_prm.scripts.utils import (
     CERecipeArguments,
     RecipeArguments,
@@ -33,13 +34,14 @@ class Task:
 
     trainer: str
     config: str
-    script_arguments: type[RecipeArguments]
+    script_arguments: type
 
 
 TASKS = {
     "ce": Task("CETrainer", "CEConfig", CERecipeArguments),
     "dpo": Task("ImplicitPRMTrainer", "ImplicitPRMConfig", RecipeArguments),
     "step-kto": Task("StepKTOTrainer", "StepKTOConfig", RecipeArguments),
+    "prime": Task("PRIMETrainer", "PRIMEConfig", PRIMERecipeArguments),
 }
 
 
@@ -74,6 +76,8 @@ def build_trainer(task: str, script_args: RecipeArguments, training_args: Any, m
     import trl_implicit_prm
 
     spec = _task(task)
+    if spec.trainer == "PRIMETrainer":
+        return build_prime_trainer(script_args, training_args, model_args)
     with training_args.main_process_first(desc="loading the datasets"):
         train_dataset, eval_dataset = load_train_eval(script_args)
     if getattr(script_args, "rollouts_balance", None):
@@ -89,7 +93,7 @@ def build_trainer(task: str, script_args: RecipeArguments, training_args: Any, m
 
 
 def main(task: str, argv: Sequence[str] | None = None) -> dict[str, float]:
-    """Run the training task `task` ('ce', 'dpo' or 'step-kto') on `--config file.yaml` plus overrides
+    """Run the training task `task` ('ce', 'dpo', 'step-kto' or 'prime') on `--config file.yaml` plus overrides
     (`argv`, default: the command line); returns the train and eval metrics.
     """
     import trl_implicit_prm

@@ -6,6 +6,7 @@ from trl_implicit_prm.trainers.config import (
     ExplicitPRMConfig,
     ImplicitPRMBaseConfig,
     ImplicitPRMConfig,
+    StepDataConfig,
     StepKTOConfig,
 )
 from trl_implicit_prm.trainers.explicit import ExplicitPRMTrainer
@@ -20,6 +21,7 @@ __all__ = [
     "ImplicitPRMBaseConfig",
     "ImplicitPRMConfig",
     "ImplicitPRMTrainer",
+    "StepDataConfig",
     "StepKTOConfig",
     "StepKTOTrainer",
 ]

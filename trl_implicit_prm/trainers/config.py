@@ -16,26 +16,21 @@ from trl.trainer.base_config import _BaseConfig
 from trl_implicit_prm.checks import check_beta, is_finite_positive
 from trl_implicit_prm.data.formats import check_step_separator
 
-__all__ = ["CEConfig", "ExplicitPRMConfig", "ImplicitPRMBaseConfig", "ImplicitPRMConfig", "StepKTOConfig"]
+__all__ = [
+    "CEConfig",
+    "ExplicitPRMConfig",
+    "ImplicitPRMBaseConfig",
+    "ImplicitPRMConfig",
+    "StepDataConfig",
+    "StepKTOConfig",
+]
 
 
 @dataclass
-class ImplicitPRMBaseConfig(_BaseConfig):
-    r"""Fields shared by every implicit-PRM trainer.
+class StepDataConfig(_BaseConfig):
+    r"""Fields shared by every trainer on step-split data: tokenization with step spans, and model loading.
 
     Parameters:
-        > Reward parameterisation
-
-        beta (`float`, defaults to `0.05`):
-            Scale β of the implicit reward `r = β·log(πθ/πref)` (paper §4.1 uses 0.05).
-        reference_free (`bool`, defaults to `False`):
-            Treat the reference as uniform (`r = β·log πθ`, paper §5.5.2): no reference model is loaded.
-        precompute_ref_log_probs (`bool`, defaults to `False`):
-            Compute the reference log-probs of every step once before training and drop the reference model,
-            so that no reference is in memory while training.
-        precompute_ref_batch_size (`int` or `None`, defaults to `None`):
-            Batch size of the precomputation pass; `per_device_train_batch_size` when unset.
-
         > Data
 
         step_separator (`str`, defaults to `"\n\n"`):
@@ -57,34 +52,11 @@ class ImplicitPRMBaseConfig(_BaseConfig):
         model_init_kwargs (`dict` or `None`, defaults to `None`):
             Keyword arguments of `from_pretrained` when `model` (and the reference) are given as a path or hub id.
         disable_dropout (`bool`, defaults to `True`):
-            Disable dropout in the policy and reference, so that rewards are deterministic.
+            Disable dropout in the trained model (and the reference, if any), so that rewards are deterministic.
     """
 
     _VALID_DICT_FIELDS: ClassVar[list[str]] = [*_BaseConfig._VALID_DICT_FIELDS, "model_init_kwargs"]
 
-    learning_rate: float = field(
-        default=5e-7, metadata={"help": "Initial learning rate of AdamW (paper §4.1: 5e-7 for Llama-3.1-8B)."}
-    )
-    beta: float = field(
-        default=0.05,
-        metadata={"help": "Scale β of the implicit reward r = β·log(πθ/πref) (paper §4.1: 0.05)."},
-    )
-    reference_free: bool = field(
-        default=False,
-        metadata={"help": "Treat the reference as uniform (r = β·log πθ, paper §5.5.2): no reference model."},
-    )
-    precompute_ref_log_probs: bool = field(
-        default=False,
-        metadata={
-            "help": "Compute reference log-probs once before training and keep no reference model in memory."
-        },
-    )
-    precompute_ref_batch_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Batch size of the reference precomputation; per_device_train_batch_size when unset."
-        },
-    )
     step_separator: str = field(
         default="\n\n",
         metadata={
@@ -118,14 +90,62 @@ class ImplicitPRMBaseConfig(_BaseConfig):
     )
     disable_dropout: bool = field(
         default=True,
-        metadata={"help": "Disable dropout in policy and reference so rewards are deterministic."},
+        metadata={
+            "help": "Disable dropout in the trained model (and reference) so rewards are deterministic."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
+        check_step_separator(self.step_separator)
+        super().__post_init__()
+
+
+@dataclass
+class ImplicitPRMBaseConfig(StepDataConfig):
+    r"""Fields shared by every implicit-PRM trainer: the reward parameterisation, plus [`StepDataConfig`]'s.
+
+    Parameters:
+        > Reward parameterisation
+
+        beta (`float`, defaults to `0.05`):
+            Scale β of the implicit reward `r = β·log(πθ/πref)` (paper §4.1 uses 0.05).
+        reference_free (`bool`, defaults to `False`):
+            Treat the reference as uniform (`r = β·log πθ`, paper §5.5.2): no reference model is loaded.
+        precompute_ref_log_probs (`bool`, defaults to `False`):
+            Compute the reference log-probs of every step once before training and drop the reference model,
+            so that no reference is in memory while training.
+        precompute_ref_batch_size (`int` or `None`, defaults to `None`):
+            Batch size of the precomputation pass; `per_device_train_batch_size` when unset.
+    """
+
+    learning_rate: float = field(
+        default=5e-7, metadata={"help": "Initial learning rate of AdamW (paper §4.1: 5e-7 for Llama-3.1-8B)."}
+    )
+    beta: float = field(
+        default=0.05,
+        metadata={"help": "Scale β of the implicit reward r = β·log(πθ/πref) (paper §4.1: 0.05)."},
+    )
+    reference_free: bool = field(
+        default=False,
+        metadata={"help": "Treat the reference as uniform (r = β·log πθ, paper §5.5.2): no reference model."},
+    )
+    precompute_ref_log_probs: bool = field(
+        default=False,
+        metadata={
+            "help": "Compute reference log-probs once before training and keep no reference model in memory."
+        },
+    )
+    precompute_ref_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Batch size of the reference precomputation; per_device_train_batch_size when unset."
+        },
     )
 
     def __post_init__(self) -> None:
         check_beta(self.beta)
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
-        check_step_separator(self.step_separator)
         if self.reference_free and self.precompute_ref_log_probs:
             raise ValueError(
                 "precompute_ref_log_probs=True has no reference to precompute when reference_free=True"
@@ -260,64 +280,23 @@ class StepKTOConfig(ImplicitPRMBaseConfig, _KTOFields):
 
 
 @dataclass
-class ExplicitPRMConfig(_BaseConfig):
+class ExplicitPRMConfig(StepDataConfig):
     r"""Configuration of [`ExplicitPRMTrainer`] (a discriminative PRM: a classifier at each step's last token).
 
-    The data fields mean what they mean in [`ImplicitPRMBaseConfig`] (same names, same defaults, the same
-    tokenization with step spans); there is no β and no reference model.
+    The data and model fields are [`StepDataConfig`]'s, as for the implicit trainers (the same tokenization with
+    step spans); there is no β and no reference model.
 
     Parameters:
         train_on_last_step_only (`bool`, defaults to `False`):
             Train on the label of each row's last labelled step only (TRL's former `PRMTrainer` option);
             by default every labelled step is trained on.
-        step_separator, append_eos, max_length, pad_to_multiple_of, dataset_num_proc, model_init_kwargs,
-        disable_dropout:
-            As in [`ImplicitPRMBaseConfig`].
     """
-
-    _VALID_DICT_FIELDS: ClassVar[list[str]] = [*_BaseConfig._VALID_DICT_FIELDS, "model_init_kwargs"]
 
     learning_rate: float = field(default=1e-5, metadata={"help": "Initial learning rate of AdamW."})
     train_on_last_step_only: bool = field(
         default=False,
         metadata={"help": "Train on each row's last labelled step only; default: on every labelled step."},
     )
-    step_separator: str = field(
-        default="\n\n",
-        metadata={
-            "help": "Separator splitting string completions into steps; it belongs to the step before it."
-        },
-    )
-    append_eos: bool = field(
-        default=True,
-        metadata={
-            "help": "Append the EOS token to string completions (in their last step); recorded for scoring."
-        },
-    )
-    max_length: int | None = field(
-        default=1024, metadata={"help": "Maximum tokens of prompt + completion; the completion end is cut."}
-    )
-    pad_to_multiple_of: int | None = field(
-        default=None, metadata={"help": "Pad each batch to a multiple of this length."}
-    )
-    dataset_num_proc: int | None = field(
-        default=None, metadata={"help": "Number of processes used to tokenize the datasets."}
-    )
-    model_init_kwargs: dict[str, Any] | str | None = field(
-        default=None,
-        metadata={
-            "help": "Keyword arguments of from_pretrained when the model is given as a path or hub id."
-        },
-    )
-    disable_dropout: bool = field(
-        default=True, metadata={"help": "Disable dropout in the model so scores are deterministic."}
-    )
-
-    def __post_init__(self) -> None:
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"max_length must be >= 2 or None, got {self.max_length}")
-        check_step_separator(self.step_separator)
-        super().__post_init__()
 
 
 def _check_kto(config: Any) -> None:
