@@ -17,6 +17,7 @@ page, the demo) treats both kinds alike. In its results:
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,11 @@ class ExplicitPRMComputer(ProcessRewardComputer):
         from transformers import AutoModelForTokenClassification
 
         given = {k: options.pop(k, None) for k in _NO_REFERENCE}
-        if any(value not in (None, False, "auto") for value in given.values()):
+        passed = [f"{k}={v!r}" for k, v in given.items() if v not in (None, False, "auto")]
+        if passed:
             raise ValueError(
                 f"{model}: an explicit PRM (kind 'explicit' in its {METADATA_FILE}) scores with its classifier "
-                f"alone: do not pass {', '.join(k for k, v in given.items() if v not in (None, False, 'auto'))}"
+                f"alone: do not pass a reference model, reference_free, beta or logps_method (got {', '.join(passed)})"
             )
         tokenizer, device, dtype = (options.pop(k, None) for k in ("tokenizer", "device", "dtype"))
         step_separator, prompt_format, append_eos = (
@@ -178,6 +180,7 @@ def explicit_computer(model: Any, args: dict[str, Any]) -> ExplicitPRMComputer |
     """
     if not is_explicit_checkpoint(model):
         return None
+    names = inspect.signature(ProcessRewardComputer.from_pretrained).parameters
     return ExplicitPRMComputer.from_pretrained(
-        model, **{k: v for k, v in args.items() if k not in ("cls", "model")}
+        model, **{k: args[k] for k in names if k not in ("cls", "model")}
     )
