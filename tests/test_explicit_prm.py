@@ -193,7 +193,9 @@ def test_explicit_trains_saves_its_kind_and_scores_through_the_same_api(tiny_dir
     argv = ["eval-steps", "--model", str(out), "--data", str(tmp_path / "pb.jsonl"), "--output", str(report)]
     assert main([*argv, "--device", "cpu"]) == 0
     tuned = evaluate_process_errors(records, [r.step_rewards for r in results])
-    assert json.loads(report.read_text())["threshold"] == pytest.approx(tuned.threshold, abs=1e-5)
+    written = json.loads(report.read_text())
+    assert written["threshold"] == pytest.approx(tuned.threshold, abs=1e-5)
+    assert written["beta"] is None and prc.beta is None  # a classifier has no β: none is reported
 
 
 def test_implicit_checkpoints_record_their_kind(tiny_dir, tokenizer, tmp_path):

@@ -124,6 +124,16 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
 
 
+def add_score_argument(parser: argparse.ArgumentParser) -> None:
+    """`--score`: which per-step number the step-error commands threshold."""
+    parser.add_argument(
+        "--score",
+        choices=["step", "q-sigmoid"],
+        default="step",
+        help="per-step score: the step reward, or sigmoid of the cumulative q at the step's end",
+    )
+
+
 def check_device_and_dtype(args: argparse.Namespace) -> None:
     """Refuse a `--device` that does not exist on this machine and a `--dtype` torch does not know."""
     import torch

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trl_implicit_prm.commands._models import add_model_arguments, computer_from_args
+from trl_implicit_prm.commands._models import add_model_arguments, add_score_argument, computer_from_args
 
 NAME = "eval-processbench"
 HELP = "ProcessBench F1 per subset, threshold tuned on gsm8k (the official protocol), Markdown table + JSON"
@@ -41,12 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="use this threshold on every subset instead of tuning it on gsm8k",
     )
-    parser.add_argument(
-        "--score",
-        choices=["step", "q-sigmoid"],
-        default="step",
-        help="per-step score: the step reward, or sigmoid of the cumulative q at the step's end",
-    )
+    add_score_argument(parser)
     parser.add_argument(
         "--model-name", default=None, help="name in the table's Model column (default: --model)"
     )

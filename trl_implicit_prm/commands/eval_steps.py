@@ -23,6 +23,7 @@ from trl_implicit_prm.commands._errors import CommandError
 from trl_implicit_prm.commands._models import (
     Preflight,
     add_model_arguments,
+    add_score_argument,
     computer_from_args,
     finite_float,
     positive_int,
@@ -51,12 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threshold", type=finite_float, default=None, help="use this threshold instead of tuning"
     )
-    parser.add_argument(
-        "--score",
-        choices=["step", "q-sigmoid"],
-        default="step",
-        help="per-step score: the step reward, or sigmoid of the cumulative q at the step's end",
-    )
+    add_score_argument(parser)
     parser.add_argument(
         "--max-length",
         type=positive_int,

@@ -87,6 +87,7 @@ class ExplicitPRMComputer(ProcessRewardComputer):
         super().__init__(
             model, tokenizer, reference_free=True, reference_cache=False, logps_method="fused", **kwargs
         )
+        self.beta = None  # no implicit reward, so no β (results files record null, never the default 0.05)
 
     @classmethod
     def from_pretrained(cls, model: Any, **options: Any) -> ExplicitPRMComputer:
