@@ -3,6 +3,8 @@
 (a) `CETrainer` against a minimal hand-written loop doing the same work on the same batch and model: policy
     forward + backward, reference forward without grad, CE loss, AdamW step. Target: ratio <= 1.2.
 (b) `ImplicitPRMTrainer(loss_type="dpo")` against TRL's `DPOTrainer` on the same pairs. Target: <= 1.05.
+(c) `CETrainer` with the compact log-prob head (`trl_implicit_prm.logps`, "compact") against its default, TRL's
+    fused head: which one the trainers should use on CPU (informational, no target).
 
 Machines are noisy, so each contender runs in alternating blocks and the ratio is taken between medians of
 per-step times (after warm-up). Usage: `python bench/training.py [--quick]`; writes bench/results/training.json.
@@ -112,6 +114,12 @@ def hand_loop_times(model, ref, batch: dict, steps: int) -> list[float]:
     return times
 
 
+class CompactCETrainer(CETrainer):
+    """CETrainer computing log-probs with the compact head instead of TRL's fused one."""
+
+    _logps_method = "compact"
+
+
 def median_after_warmup(times: list[float], warmup: int) -> float:
     return statistics.median(times[warmup:])
 
@@ -155,7 +163,13 @@ def main() -> None:
 
     from trl import DPOConfig, DPOTrainer
 
-    results: dict[str, list[float]] = {"ce_trainer": [], "hand_loop": [], "iprm_dpo": [], "trl_dpo": []}
+    results: dict[str, list[float]] = {
+        "ce_trainer": [],
+        "hand_loop": [],
+        "iprm_dpo": [],
+        "trl_dpo": [],
+        "ce_trainer_compact": [],
+    }
     for block in range(args.blocks):
         print(f"block {block + 1}/{args.blocks}", flush=True)
         ce = CETrainer(
@@ -166,6 +180,14 @@ def main() -> None:
             args=CEConfig(**common_args("/tmp/bench-ce", args.steps, args.batch)),
         )
         results["ce_trainer"].append(median_after_warmup(time_trainer(ce), warmup))
+        compact = CompactCETrainer(
+            model(),
+            ref_model=model(1),
+            processing_class=tok,
+            train_dataset=unpaired,
+            args=CEConfig(**common_args("/tmp/bench-ce-compact", args.steps, args.batch)),
+        )
+        results["ce_trainer_compact"].append(median_after_warmup(time_trainer(compact), warmup))
         batch = ce.data_collator([ce.train_dataset[i] for i in range(args.batch)])
         results["hand_loop"].append(
             median_after_warmup(hand_loop_times(model(), model(1), batch, args.steps), warmup)
@@ -194,17 +216,21 @@ def main() -> None:
         "per_block": results,
         "ratio_ce_trainer_vs_hand_loop": med["ce_trainer"] / med["hand_loop"],
         "ratio_iprm_dpo_vs_trl_dpo": med["iprm_dpo"] / med["trl_dpo"],
+        "ratio_ce_compact_vs_fused": med["ce_trainer_compact"] / med["ce_trainer"],
         "targets": {"ratio_ce_trainer_vs_hand_loop": 1.2, "ratio_iprm_dpo_vs_trl_dpo": 1.05},
         "tokens_per_row": len(ce.train_dataset[0]["input_ids"]),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "training.json").write_text(json.dumps(report, indent=2))
-    print(f"{'contender':<14}{'s/step':>10}")
+    print(f"{'contender':<20}{'s/step':>10}")
     for k, v in med.items():
-        print(f"{k:<14}{v:>10.4f}")
+        print(f"{k:<20}{v:>10.4f}")
     for key, target in report["targets"].items():
         verdict = "ok" if report[key] <= target else "MISSED"
         print(f"{key}: {report[key]:.3f} (target <= {target}) {verdict}")
+    print(
+        f"ratio_ce_compact_vs_fused: {report['ratio_ce_compact_vs_fused']:.3f} (below 1: compact is faster)"
+    )
 
 
 if __name__ == "__main__":
