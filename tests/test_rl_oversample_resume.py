@@ -8,11 +8,14 @@ one of each (odd i, but Q7 gets two right answers).
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from datasets import Dataset
 
 from trl_implicit_prm import PRIMEConfig, PRIMETrainer
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func feeds the fixed rollouts
 
 PROMPTS = [f"Q{i}: {i % 7 + 1} + {i % 5 + 2}?\n" for i in range(8)]
 
