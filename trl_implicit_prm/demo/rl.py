@@ -42,7 +42,7 @@ class RLDemoConfig:
     output_dir: str = "demo_output"
     seeds: list[int] = field(default_factory=lambda: [0])
     steps: int = 24
-    eval_every: int = 8
+    eval_every: int = 12
     prompts_per_step: int = 8
     num_generations: int = 4
     learning_rate: float = 5e-5
