@@ -41,8 +41,8 @@ class RLDemoConfig:
 
     output_dir: str = "demo_output"
     seeds: list[int] = field(default_factory=lambda: [0])
-    steps: int = 24
-    eval_every: int = 12
+    steps: int = 48
+    eval_every: int = 24
     prompts_per_step: int = 8
     num_generations: int = 4
     learning_rate: float = 5e-5
