@@ -4,9 +4,10 @@ one process, for a full policy, a LoRA policy and the oversampled accuracy filte
 All runs train on the same fixed rollouts (tests/scripts/train_prime_tiny.py feeds them through TRL's
 `rollout_func`), 4 completions per step: 2 per process against 4 in one. The PRM is a DeepSpeed engine of its own
 (the run's ZeRO stage) and its reference an inference engine; the advantages are computed on the batch gathered
-over processes. With oversampling, the kept groups of a generation lie on the second process and are moved to
+over processes. The `resume` case restarts from a step-1 checkpoint (the PRM engine's weights and optimizer
+state come back from it) and must reproduce the uninterrupted run. With oversampling, the kept groups of a generation lie on the second process and are moved to
 both. The runs differ only in float32 summation order, so the logged losses and gradient norms (policy and PRM)
-agree to 1e-5 and the saved PRMs to 1e-4. Each launch runs the three cases one after the other (one start-up).
+agree to 1e-5 and the saved PRMs to 1e-4. Each launch runs the four cases one after the other (one start-up).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-CASES = "full,lora,oversample"
+CASES = "full,lora,resume,oversample"
 
 
 def _run(launcher: list[str], model: Path, out: Path, per_device: int) -> dict:
@@ -110,6 +111,15 @@ def test_prime_deepspeed_two_processes_match_one_process(tiny_dir, tmp_path, sin
         p1, p2 = _prm(one_dir / case / "prm"), _prm(tmp_path / f"zero{stage}" / case / "prm")
         assert max((p1[k] - p2[k]).abs().max().item() for k in p1) < 1e-4
         assert max((p1[k] - v).abs().max().item() for k, v in initial.items()) > 1e-4
+    # resumed from the step-1 checkpoint (PRM weights and optimizer state from it): the uninterrupted run's numbers
+    out = tmp_path / f"zero{stage}"
+    for x, y in zip(two["full"]["logs"], two["resume"]["logs"], strict=True):
+        assert all(y[k] == pytest.approx(x[k], abs=1e-6) for k in x)
+    p1, p2 = _prm(out / "full" / "prm"), _prm(out / "resume" / "prm")
+    assert max((p1[k] - p2[k]).abs().max().item() for k in p1) < 1e-6
+    assert (
+        out / "resume" / "whole" / "checkpoint-1" / "prm" / "engine"
+    ).is_dir()  # the PRM engine's own state
     scored = ProcessRewardComputer.from_pretrained(tmp_path / f"zero{stage}" / "full" / "prm").score_one(
         "Q1: 2 + 3?\n", "2 + 3 = 5.\n\nSo 5."
     )

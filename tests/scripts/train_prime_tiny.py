@@ -7,6 +7,8 @@ update under DeepSpeed, advantages gathered over processes, the policy loss) run
 Cases (several run one after the other in one launch, each in `<output>/<case>/`):
 - `full`: the policy is a full model;
 - `lora`: the policy trains LoRA adapters (the PRM stays a full model);
+- `resume`: as `full`, but saved at step 1 and resumed from that checkpoint (the PRM's weights and optimizer state
+  come back from it), so its logs and PRM must equal those of `full`;
 - `oversample`: `oversample_factor=2` with PRIME's bounds [0.2, 0.8]; the prompts with `i % 4` in (0, 1) get two
   right answers, so in each step the first two of the four drawn groups fail the filter and the two that fill the
   batch come from the second process's share of the generation (rows move between processes).
@@ -64,8 +66,8 @@ def verifier(prompts: list[str], completions: list[str], **kwargs) -> list[float
     return [float(c.endswith(f"is {_answer(p)}.")) for p, c in zip(prompts, completions, strict=True)]
 
 
-def train(case: str, model: str, output: str, per_device_batch: int) -> PRIMETrainer:
-    config = PRIMEConfig(
+def _trainer(case: str, model: str, output: str, per_device_batch: int, **overrides) -> PRIMETrainer:
+    fields = dict(
         output_dir=output,
         use_cpu=True,
         bf16=False,
@@ -84,12 +86,13 @@ def train(case: str, model: str, output: str, per_device_batch: int) -> PRIMETra
         shuffle_dataset=False,
         seed=0,
     )
+    config = PRIMEConfig(**{**fields, **overrides})
     peft = None
     if case == "lora":
         from peft import LoraConfig
 
         peft = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
-    trainer = PRIMETrainer(
+    return PRIMETrainer(
         model,
         reward_funcs=verifier,
         args=config,
@@ -97,7 +100,19 @@ def train(case: str, model: str, output: str, per_device_batch: int) -> PRIMETra
         rollout_func=rollouts,
         peft_config=peft,
     )
-    trainer.train()
+
+
+def train(case: str, model: str, output: str, per_device_batch: int) -> PRIMETrainer:
+    if case == "resume":  # as `full`, saved at step 1, then resumed from that checkpoint for step 2
+        whole = _trainer(
+            case, model, f"{output}/whole", per_device_batch, save_strategy="steps", save_steps=1
+        )
+        whole.train()
+        trainer = _trainer(case, model, output, per_device_batch)
+        trainer.train(resume_from_checkpoint=f"{output}/whole/checkpoint-1")
+    else:
+        trainer = _trainer(case, model, output, per_device_batch)
+        trainer.train()
     trainer.save_model(output)
     if trainer.is_world_process_zero():
         logs = [h for h in trainer.state.log_history if "prm/loss" in h]
@@ -123,7 +138,7 @@ def main() -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--per-device-batch", type=int, default=2)
-    p.add_argument("--cases", default="full", help="comma-separated: full, lora, oversample")
+    p.add_argument("--cases", default="full", help="comma-separated: full, lora, resume, oversample")
     args = p.parse_args()
     trainer = None
     for case in args.cases.split(","):

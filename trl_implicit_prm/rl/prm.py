@@ -232,9 +232,8 @@ class OnlinePRM:
         result = model.load_state_dict(state, strict=False)
         current = model.state_dict()
         loaded = {current[k].data_ptr() for k in state}
-        untied = [
-            k for k in result.missing_keys if current[k].data_ptr() not in loaded
-        ]  # tied ones are saved once
+        # a tied weight (the LM head sharing the embeddings) is saved once: missing, but loaded through its twin
+        untied = [k for k in result.missing_keys if current[k].data_ptr() not in loaded]
         if untied or result.unexpected_keys:
             raise ValueError(
                 f"the PRM weights in {input_dir} do not fit this PRM: missing {untied}, unexpected "
