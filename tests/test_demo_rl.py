@@ -84,3 +84,15 @@ def test_rl_only_needs_a_finished_demo(tmp_path, capsys):
     assert "is not a finished demo output" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown RL methods"):
         run_rl_demo(RLDemoConfig(output_dir=str(tmp_path), methods=["ppo"]))
+
+
+def test_held_out_problems_extend_the_demo_test_split(demo_dir):
+    from trl_implicit_prm.demo.rl import _demo_problems
+
+    settings = json.loads((demo_dir / "report.json").read_text())["config"]
+    n_test = settings["n_test_problems"]
+    train, test = _demo_problems(settings, n_test)
+    train2, held_out = _demo_problems(settings, n_test + 7)
+    assert train2 == train and held_out[:n_test] == test and len(held_out) == n_test + 7
+    texts = [p.text for p in held_out]
+    assert len(set(texts)) == len(texts) and not set(texts) & {p.text for p in train}

@@ -18,6 +18,7 @@ from trl_implicit_prm.rl.advantages import (
     place_step_rewards,
     prime_advantages,
     returns,
+    select_groups,
     softmin_rewards,
     step_end_mask,
     whiten,
@@ -133,6 +134,22 @@ def test_group_accuracy_filter():
     assert group_accuracy_mask(outcomes, 4, 0.0, 1.0).all()
     with pytest.raises(ValueError, match="accuracy bounds"):
         group_accuracy_mask(outcomes, 4, 0.9, 0.1)
+
+
+def test_select_groups_enumerated():
+    """Every keep pattern of 4 groups, every batch size: the first kept groups, topped up with the first dropped."""
+    import itertools
+
+    for pattern in itertools.product([False, True], repeat=4):
+        kept = torch.tensor(pattern)
+        for needed in range(1, 5):
+            chosen, short = select_groups(kept, needed)
+            kept_ids = [i for i in range(4) if pattern[i]]
+            dropped_ids = [i for i in range(4) if not pattern[i]]
+            expected = sorted(kept_ids[:needed] + dropped_ids[: max(0, needed - len(kept_ids))])
+            assert chosen.tolist() == expected and short == max(0, needed - len(kept_ids))
+    with pytest.raises(ValueError, match="needed must be between 1 and the 2 generated groups"):
+        select_groups(torch.tensor([True, False]), 3)
 
 
 def test_prime_advantages_by_hand():

@@ -41,22 +41,24 @@ class RLDemoConfig:
 
     output_dir: str = "demo_output"
     seeds: list[int] = field(default_factory=lambda: [0])
-    steps: int = 24
-    eval_every: int = 8
+    steps: int = 48
+    eval_every: int = 24
     prompts_per_step: int = 8
     num_generations: int = 4
     learning_rate: float = 5e-5
     prm_learning_rate: float = 1e-4
     temperature: float = 1.0
     max_completion_length: int = 96
-    n_eval_problems: int = 100
-    eval_samples: int = 2
+    n_eval_problems: int = 400
+    eval_samples: int = 1
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     progress: bool = True
 
 
-def _demo_problems(settings: dict[str, Any]) -> tuple[list[Problem], list[Problem]]:
-    """The demo's rollout problems (RL prompts) and test problems (held out), split exactly as `run_demo` did."""
+def _demo_problems(settings: dict[str, Any], n_held_out: int) -> tuple[list[Problem], list[Problem]]:
+    """The demo's rollout problems (RL prompts), split exactly as `run_demo` did, and `n_held_out` held-out
+    problems: the demo's test problems, then fresh ones drawn after every split of the demo (the draw is one
+    sequence without repeats, so they differ from every problem the demo or the RL stage trained on)."""
     task = ArithmeticTask(
         n_terms=settings["n_terms"],
         operators=settings["operators"],
@@ -65,11 +67,13 @@ def _demo_problems(settings: dict[str, Any]) -> tuple[list[Problem], list[Proble
     )
     names = ["n_sft_problems", "n_sft_eval_problems", "n_train_problems", "n_val_problems", "n_test_problems"]
     cuts = [settings[n] for n in [*names, "n_bon_problems"]]
-    problems = task.make_problems(sum(cuts), seed=settings["seed"])
+    fresh = max(0, n_held_out - cuts[4])
+    problems = task.make_problems(sum(cuts) + fresh, seed=settings["seed"])
     start = sum(cuts[:2])
     train = problems[start : start + cuts[2]]
     test_start = sum(cuts[:4])
-    return train, problems[test_start : test_start + cuts[4]]
+    held_out = problems[test_start : test_start + cuts[4]] + problems[sum(cuts) :]
+    return train, held_out[:n_held_out]
 
 
 def _verifier(problems: list[Problem]):
@@ -250,6 +254,17 @@ def _write(out: Path, rl: dict[str, Any], seeds: list[int]) -> None:
     md.write_text(f"{text}\n\n{_markdown(rl, seeds)}")
 
 
+def _check_prm(out: Path) -> None:
+    """The PRIME methods start from the demo's CE PRM, whose reference must be the SFT policy they start from."""
+    recorded = read_metadata(out / "models" / "ce").get("reference_model")
+    if recorded is None or Path(recorded).resolve() != (out / "models" / "reference").resolve():
+        raise ValueError(
+            f"{out / 'models' / 'ce'} records the reference {recorded!r}, not {out / 'models' / 'reference'}: the "
+            "RL stage scores with the CE PRM against the SFT policy, so the PRM must have been trained against it "
+            "(was the demo output moved? re-run the demo there)"
+        )
+
+
 def run_rl_demo(cfg: RLDemoConfig) -> dict[str, Any]:
     """Run every method for every seed on the demo output in `cfg.output_dir`; returns the `"rl"` entry."""
     out = Path(cfg.output_dir)
@@ -264,10 +279,11 @@ def run_rl_demo(cfg: RLDemoConfig) -> dict[str, Any]:
             f"{out}` first, or `demo --rl` to run both"
         )
     settings = json.loads((out / "report.json").read_text())["config"]
-    train, test = _demo_problems(settings)
+    _check_prm(out)
+    train, test = _demo_problems(settings, cfg.n_eval_problems)
     tok = load_tokenizer(out / "models" / "reference")
     rows = Dataset.from_list([{"prompt": p.prompt, "problem_index": i} for i, p in enumerate(train)])
-    data = {"rows": rows, "verifier": _verifier(train), "tokenizer": tok, "test": test[: cfg.n_eval_problems]}
+    data = {"rows": rows, "verifier": _verifier(train), "tokenizer": tok, "test": test}
     runs: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in cfg.methods}
     start = None
     for seed in cfg.seeds:

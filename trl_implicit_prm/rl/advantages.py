@@ -52,6 +52,7 @@ __all__ = [
     "place_step_rewards",
     "prime_advantages",
     "returns",
+    "select_groups",
     "softmin_rewards",
     "step_end_mask",
     "whiten",
@@ -189,6 +190,29 @@ def group_accuracy_mask(outcomes: Tensor, group_size: int, low: float, high: flo
     accuracy = outcomes.view(_groups(outcomes.size(0), group_size), group_size).mean(-1)
     keep = (accuracy >= low) & (accuracy <= high)
     return keep.repeat_interleave(group_size)
+
+
+def select_groups(kept: Tensor, needed: int) -> tuple[Tensor, int]:
+    """The `needed` groups a batch trains on, out of the generated groups (oversampling), given which passed the
+    accuracy filter (`kept`, `[G]` bool): the first `needed` kept groups; when fewer passed, all kept groups and
+    the first dropped ones to fill the batch (which the caller masks out). Returns the chosen group indices in
+    their original order and the shortfall `max(0, needed − Σ kept)`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> select_groups(torch.tensor([False, True, True, False, True]), 2)
+    (tensor([1, 2]), 0)
+    >>> select_groups(torch.tensor([False, True, False, False]), 2)
+    (tensor([0, 1]), 1)
+
+    ```
+    """
+    if not 1 <= needed <= kept.numel():
+        raise ValueError(f"needed must be between 1 and the {kept.numel()} generated groups, got {needed}")
+    order = torch.argsort((~kept.bool()).to(torch.int8), stable=True)  # kept first, each in original order
+    return order[:needed].sort().values, max(0, needed - int(kept.sum()))
 
 
 def prime_advantages(

@@ -99,6 +99,16 @@ class PRIMEConfig(GRPOConfig):
     accuracy_upper_bound: float = field(
         default=0.8, metadata={"help": "Drop prompts whose group accuracy is above this (PRIME: 0.8)."}
     )
+    oversample_factor: int = field(
+        default=1,
+        metadata={
+            "help": "Prompts drawn per generation, as a multiple of those the batch needs (PRIME oversamples). "
+            "All are generated and verified; the batch is filled with the first groups whose accuracy lies in "
+            "the bounds, the rest are dropped (logged as prime/groups_dropped). When too few groups pass, the "
+            "batch is topped up with dropped groups that carry no loss (logged as prime/groups_short, with a "
+            "warning). 1: no oversampling, filtered groups stay in the batch with no loss."
+        },
+    )
     prm_logps_method: str = field(
         default="auto", metadata={"help": f"Backend of the PRM's log-probs, one of {LOGPS_METHODS}."}
     )
@@ -127,6 +137,8 @@ class PRIMEConfig(GRPOConfig):
             raise ValueError(
                 f"prm_learning_rate must be > 0 (or prm_update='none'), got {self.prm_learning_rate}"
             )
+        if not isinstance(self.oversample_factor, int) or self.oversample_factor < 1:
+            raise ValueError(f"oversample_factor must be an integer >= 1, got {self.oversample_factor!r}")
         if self.prm_micro_batch_size is not None and self.prm_micro_batch_size < 1:
             raise ValueError(
                 f"prm_micro_batch_size must be a positive integer or None, got {self.prm_micro_batch_size}"

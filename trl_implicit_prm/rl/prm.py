@@ -26,6 +26,10 @@ __all__ = ["OnlinePRM", "micro_batch_size", "pairwise_accuracy", "prepare_traina
 
 logger = logging.getLogger(__name__)
 
+OPTIMIZER_FILE = "optimizer.pt"
+ENGINE_DIR = "engine"
+ENGINE_TAG = "prm"
+
 
 def pairwise_accuracy(rewards: Tensor, labels: Tensor, group_size: int) -> tuple[int, int]:
     """Within each group of `group_size` consecutive rows, over the pairs `(i, j)` with `l_i > l_j`: how many have
@@ -194,3 +198,45 @@ class OnlinePRM:
         tokenizer.save_pretrained(output_dir)
         write_metadata(output_dir, **metadata)
         logger.info("Saved the implicit PRM to %s", output_dir)
+
+    def save_state(self, output_dir: str | os.PathLike, is_main_process: bool) -> None:
+        """What resuming needs besides the weights :meth:`save` writes: the optimizer state (`optimizer.pt`, main
+        process), or under DeepSpeed the engine's own checkpoint in `engine/` (weights and sharded optimizer
+        state, written by every process). The PRM has no learning-rate scheduler (constant `prm_learning_rate`)."""
+        if self.is_deepspeed:
+            self.model.save_checkpoint(str(Path(output_dir) / ENGINE_DIR), tag=ENGINE_TAG)
+        elif is_main_process:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            torch.save(self.optimizer.state_dict(), Path(output_dir) / OPTIMIZER_FILE)
+
+    def load_state(self, input_dir: str | os.PathLike) -> None:
+        """Restore the weights and optimizer state :meth:`save` and :meth:`save_state` wrote to `input_dir`."""
+        need = Path(input_dir) / (ENGINE_DIR if self.is_deepspeed else OPTIMIZER_FILE)
+        if not need.exists():
+            raise FileNotFoundError(
+                f"{need} is missing: a PRIMETrainer checkpoint holds the PRM's weights and optimizer state in "
+                "<checkpoint>/prm (written unless save_only_model=True); resume from such a checkpoint"
+            )
+        if self.is_deepspeed:
+            self.model.load_checkpoint(
+                str(need), tag=ENGINE_TAG, load_optimizer_states=True, load_lr_scheduler_states=False
+            )
+            return
+        from safetensors.torch import load_file
+
+        model = unwrap_model(self.model)
+        device = next(model.parameters()).device
+        state = {}
+        for shard in sorted(Path(input_dir).glob("*.safetensors")):
+            state.update(load_file(shard, device=str(device)))
+        result = model.load_state_dict(state, strict=False)
+        current = model.state_dict()
+        loaded = {current[k].data_ptr() for k in state}
+        # a tied weight (the LM head sharing the embeddings) is saved once: missing, but loaded through its twin
+        untied = [k for k in result.missing_keys if current[k].data_ptr() not in loaded]
+        if untied or result.unexpected_keys:
+            raise ValueError(
+                f"the PRM weights in {input_dir} do not fit this PRM: missing {untied}, unexpected "
+                f"{result.unexpected_keys}"
+            )
+        self.optimizer.load_state_dict(torch.load(need, map_location=device, weights_only=True))

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from datasets import IterableDataset
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Sampler
 from trl import GRPOTrainer
-from trl.trainer.utils import disable_dropout_in_model
+from trl.trainer.utils import RepeatSampler, disable_dropout_in_model
 
 from trl_implicit_prm.data.rendering import measure_prompt_format
 from trl_implicit_prm.inference.encoding import completion_step_index, decode_tokens
@@ -21,9 +23,11 @@ from trl_implicit_prm.rl.advantages import (
     group_accuracy_mask,
     place_step_rewards,
     prime_advantages,
+    select_groups,
     step_end_mask,
 )
 from trl_implicit_prm.rl.config import PRIMEConfig
+from trl_implicit_prm.rl.oversample import group_rows, take_rows
 from trl_implicit_prm.rl.prm import OnlinePRM, micro_batch_size, pairwise_accuracy, prepare_trainable_prm
 
 __all__ = ["PRIMETrainer"]
@@ -234,11 +238,8 @@ class PRIMETrainer(GRPOTrainer):
         output = super()._generate_and_score_completions(inputs)
         if not self.model.training:
             return output
-        labels = self._outcome_labels()
+        output, labels, keep = self._filter_groups(output, self._outcome_labels())
         local = self._local_slice(output)
-        keep = group_accuracy_mask(
-            labels, self.num_generations, self.args.accuracy_lower_bound, self.args.accuracy_upper_bound
-        )
         batch = self._rollout(output)
         ref_logps = self._reference_logps(batch)
         token_r = self._prm_step(batch, ref_logps, labels, keep)
@@ -264,7 +265,6 @@ class PRIMETrainer(GRPOTrainer):
         output["advantages"] = advantages[local, :width].float()
         output["completion_mask"] = completion_mask * keep[local].unsqueeze(1).to(completion_mask.dtype)
         output["num_items_in_batch"] = self.accelerator.gather(output["completion_mask"].sum()).sum()
-        self._metrics["train"]["prime/kept_fraction"].append(keep.float().mean().item())
         # This process's rollouts, rewards and advantages, for inspection (the tests recompute them from here).
         self.last_rollout = {
             "batch": batch,
@@ -279,6 +279,66 @@ class PRIMETrainer(GRPOTrainer):
             "advantages": output["advantages"],
         }
         return output
+
+    def get_train_dataloader(self) -> DataLoader:
+        """GRPO's dataloader, with `oversample_factor` times the prompts per generation batch."""
+        if self.args.oversample_factor == 1:
+            return super().get_train_dataloader()
+        if isinstance(self.train_dataset, IterableDataset):
+            raise ValueError("oversample_factor > 1 needs a map-style train_dataset (not an IterableDataset)")
+        return self._get_dataloader(
+            dataset=self.train_dataset,
+            description="Training",
+            batch_size=self._train_batch_size * self.args.steps_per_generation * self.args.oversample_factor,
+            sampler_fn=self._get_train_sampler,
+            is_training=True,
+        )
+
+    def _get_train_sampler(self, dataset: Any = None) -> Sampler:
+        """GRPO's `RepeatSampler` over `oversample_factor` times the prompts of a generation batch."""
+        dataset = self.train_dataset if dataset is None else dataset
+        prompts = self.args.oversample_factor * self.args.generation_batch_size // self.num_generations
+        if len(dataset) < prompts:
+            raise ValueError(
+                f"train_dataset has {len(dataset)} prompts, fewer than the {prompts} one generation draws "
+                f"(oversample_factor={self.args.oversample_factor} × generation_batch_size / num_generations)"
+            )
+        return RepeatSampler(
+            data_source=dataset,
+            mini_repeat_count=self.num_generations,
+            batch_size=prompts,
+            repeat_count=self.num_iterations * self.args.steps_per_generation,
+            shuffle=self.shuffle_dataset,
+            seed=self.args.seed,
+        )
+
+    def _filter_groups(self, output: dict[str, Any], labels: Tensor) -> tuple[dict[str, Any], Tensor, Tensor]:
+        """PRIME's accuracy filter on all generated groups; with oversampling, the batch keeps only the groups
+        :func:`select_groups` picks (filled up with dropped ones, which carry no loss, when too few pass).
+        Returns the batch, the outcome labels and the keep mask of its rows (all processes)."""
+        keep = group_accuracy_mask(
+            labels, self.num_generations, self.args.accuracy_lower_bound, self.args.accuracy_upper_bound
+        )
+        kept_groups = keep.view(-1, self.num_generations)[:, 0]
+        needed = kept_groups.numel() // self.args.oversample_factor
+        groups, short = select_groups(kept_groups, needed)
+        metrics = self._metrics["train"]
+        metrics["prime/groups_generated"].append(float(kept_groups.numel()))
+        metrics["prime/groups_dropped"].append(float((~kept_groups).sum()))
+        metrics["prime/groups_short"].append(float(short))
+        if short and (self.args.oversample_factor > 1 or short == needed):  # factor 1: documented, logged
+            logger.warning(
+                "Accuracy filter: %d of %d generated groups lie in [%s, %s], the batch needs %d; %d dropped groups "
+                "fill it with no loss (raise oversample_factor or widen the bounds)",
+                int(kept_groups.sum()), kept_groups.numel(), self.args.accuracy_lower_bound,
+                self.args.accuracy_upper_bound, needed, short,
+            )  # fmt: skip
+        if needed < kept_groups.numel():
+            rows = group_rows(groups.to(labels.device), self.num_generations)
+            output = take_rows(output, rows, self.accelerator, self._tokenizer.pad_token_id)
+            labels, keep = labels[rows], keep[rows]
+        metrics["prime/kept_fraction"].append(keep.float().mean().item())
+        return output, labels, keep
 
     def _local_slice(self, output: dict[str, Tensor]) -> slice:
         b = output["completion_ids"].size(0)
@@ -309,6 +369,18 @@ class PRIMETrainer(GRPOTrainer):
         state = self.accelerator.get_state_dict(self.prm.model) if self.is_deepspeed_enabled else None
         if self.is_world_process_zero():
             self.prm.save(Path(output_dir) / "prm", state, self.processing_class, self._prm_metadata())
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        """The policy's optimizer and scheduler as the Trainer saves them, and the PRM's optimizer state next to
+        the PRM weights `save_model` wrote to `<checkpoint>/prm`."""
+        super()._save_optimizer_and_scheduler(output_dir)
+        self.prm.save_state(Path(output_dir) / "prm", self.is_world_process_zero())
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """On resume: the policy's states as the Trainer loads them, then the PRM's weights and optimizer state."""
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            self.prm.load_state(Path(checkpoint) / "prm")
 
     def _prm_metadata(self) -> dict[str, Any]:
         """`implicit_prm.json` of the saved PRM: β, its reference, separator and the prompts' rendering."""
