@@ -111,9 +111,11 @@ class CPUStepTimer(TrainerCallback):
         self._start = 0.0
 
     def on_step_begin(self, args, state, control, **kwargs):
+        """Start the step's CPU clock."""
         self._start = time.process_time()
 
     def on_step_end(self, args, state, control, **kwargs):
+        """Record the step's CPU time."""
         self.times.append(time.process_time() - self._start)
 
 

@@ -58,7 +58,8 @@ class RLDemoConfig:
 def _demo_problems(settings: dict[str, Any], n_held_out: int) -> tuple[list[Problem], list[Problem]]:
     """The demo's rollout problems (RL prompts), split exactly as `run_demo` did, and `n_held_out` held-out
     problems: the demo's test problems, then fresh ones drawn after every split of the demo (the draw is one
-    sequence without repeats, so they differ from every problem the demo or the RL stage trained on)."""
+    sequence without repeats, so they differ from every problem the demo or the RL stage trained on).
+    """
     task = ArithmeticTask(
         n_terms=settings["n_terms"],
         operators=settings["operators"],

@@ -1,5 +1,6 @@
 """Reinforcement learning with implicit process rewards: PRIME and PURE's min-form credit assignment on TRL's
-`GRPOTrainer` (see docs/rl.md)."""
+`GRPOTrainer` (see docs/rl.md).
+"""
 
 from __future__ import annotations
 

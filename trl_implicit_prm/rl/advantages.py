@@ -152,7 +152,8 @@ def assign_credit(
     rewards: Tensor, reward_mask: Tensor, how: CreditAssignment = "sum", temperature: float = 0.1
 ) -> Tensor:
     """The process rewards to sum into returns: unchanged (`"sum"`, PRIME), :func:`min_form_rewards`
-    (`"min"`, PURE strict) or :func:`softmin_rewards` (`"softmin"`, PURE with temperature `T`)."""
+    (`"min"`, PURE strict) or :func:`softmin_rewards` (`"softmin"`, PURE with temperature `T`).
+    """
     if how == "sum":
         return rewards * reward_mask.to(rewards.dtype)
     if how == "min":

@@ -47,7 +47,8 @@ def take_rows(output: dict[str, Any], rows: Tensor, accelerator: Any, pad_token_
     """This process's share of the rows `rows` (indices into the batch gathered over processes) of a generation
     batch: each row tensor is padded across processes, gathered, indexed by `rows` and sliced to this process's
     `len(rows) / num_processes` rows; then the padding columns that none of its rows uses are dropped. The keys in
-    `RECOMPUTED` are left out; any other key than those of TRL's text rollouts is refused."""
+    `RECOMPUTED` are left out; any other key than those of TRL's text rollouts is refused.
+    """
     unknown = sorted(set(output) - set(PROMPT_KEYS) - set(COMPLETION_KEYS) - set(RECOMPUTED))
     if unknown:
         raise ValueError(

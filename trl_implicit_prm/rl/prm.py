@@ -67,7 +67,8 @@ def prepare_trainable_prm(
 ) -> tuple[Any, Any]:
     """The PRM and its AdamW optimizer, placed for this run: a DeepSpeed engine of its own under DeepSpeed (the
     run's ZeRO stage, no optimizer offload, one optimizer step per `rows_per_update` rows in micro-batches of
-    :func:`micro_batch_size`), DDP-wrapped on several processes, else on the device."""
+    :func:`micro_batch_size`), DDP-wrapped on several processes, else on the device.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.prm_learning_rate, weight_decay=args.prm_weight_decay)
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
@@ -142,6 +143,7 @@ class OnlinePRM:
 
     @torch.no_grad()
     def reference_logps(self, batch: dict[str, Tensor]) -> Tensor:
+        """The frozen reference's per-token log-probs of `batch` (no gradient)."""
         if self.reference is None:
             raise RuntimeError("this PRM's reference log-probs come from the policy: pass them to the caller")
         return self.logps(self.reference, batch)
@@ -202,7 +204,8 @@ class OnlinePRM:
     def save_state(self, output_dir: str | os.PathLike, is_main_process: bool) -> None:
         """What resuming needs besides the weights :meth:`save` writes: the optimizer state (`optimizer.pt`, main
         process), or under DeepSpeed the engine's own checkpoint in `engine/` (weights and sharded optimizer
-        state, written by every process). The PRM has no learning-rate scheduler (constant `prm_learning_rate`)."""
+        state, written by every process). The PRM has no learning-rate scheduler (constant `prm_learning_rate`).
+        """
         if self.is_deepspeed:
             self.model.save_checkpoint(str(Path(output_dir) / ENGINE_DIR), tag=ENGINE_TAG)
         elif is_main_process:

@@ -70,6 +70,7 @@ class ImplicitPRMReward:
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
     ) -> list[float | None]:
+        """One scalar reward per completion: the aggregated implicit step rewards (None where unscorable)."""
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         scored = [i for i, c in enumerate(completions) if _text(c).strip()]

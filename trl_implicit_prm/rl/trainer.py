@@ -46,7 +46,8 @@ def _initial_prm(
     model: Any, prm_model: Any, prm_ref_model: Any, args: PRIMEConfig
 ) -> tuple[nn.Module, str | None, nn.Module | None, str | None]:
     """The PRM (default: the initial policy) and its frozen reference (default: the PRM's initial weights), each
-    loaded from its path when there is one (a copy of an in-memory model otherwise), with those paths."""
+    loaded from its path when there is one (a copy of an in-memory model otherwise), with those paths.
+    """
     if prm_ref_model is not None and args.prm_reference == "policy":
         raise ValueError(
             "prm_ref_model is a frozen reference; it cannot be given with prm_reference='policy'"
@@ -315,7 +316,8 @@ class PRIMETrainer(GRPOTrainer):
     def _filter_groups(self, output: dict[str, Any], labels: Tensor) -> tuple[dict[str, Any], Tensor, Tensor]:
         """PRIME's accuracy filter on all generated groups; with oversampling, the batch keeps only the groups
         :func:`select_groups` picks (filled up with dropped ones, which carry no loss, when too few pass).
-        Returns the batch, the outcome labels and the keep mask of its rows (all processes)."""
+        Returns the batch, the outcome labels and the keep mask of its rows (all processes).
+        """
         keep = group_accuracy_mask(
             labels, self.num_generations, self.args.accuracy_lower_bound, self.args.accuracy_upper_bound
         )
@@ -372,7 +374,8 @@ class PRIMETrainer(GRPOTrainer):
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         """The policy's optimizer and scheduler as the Trainer saves them, and the PRM's optimizer state next to
-        the PRM weights `save_model` wrote to `<checkpoint>/prm`."""
+        the PRM weights `save_model` wrote to `<checkpoint>/prm`.
+        """
         super()._save_optimizer_and_scheduler(output_dir)
         self.prm.save_state(Path(output_dir) / "prm", self.is_world_process_zero())
 
