@@ -44,7 +44,7 @@ def test_incremental_equals_full_scoring_with_forks_merges_and_pruning(model_and
     root = scorer.start([prompt])[0]
     # A fork: three continuations of one root, scored in one batch (different lengths, shared root past).
     a, b, c = scorer.extend([root] * 3, ["2 + 3 = 5.", "Add them", "Two plus three is five, so 5."])
-    assert a.policy.past.shape[-2] == len(a.input_ids) - 1
+    assert a.policy.segment.end == len(a.input_ids) - 1 and a.policy.segment.parent is root.policy.segment
     # "5." followed by "\n\nSo": BPE merges ".\n\n" into one token, so the old last token is read again.
     assert "." in tokenizer.convert_ids_to_tokens([int(a.input_ids[-1])])
     a2 = scorer.extend([a], ["So the answer is 5."])[0]
