@@ -12,8 +12,8 @@ kept and forked 4 times. At each step the 16 prefixes are scored three ways, in 
   models after their cached key/values, forks sharing their parent's cache);
 - `rescore`: `ProcessRewardComputer.score(..., complete=False)` on every whole prefix (reference cache off), what a
   PRM without caches does at every step;
-- `new_tokens_floor`: the forward of both models over the new tokens alone (same batch, no context, no past):
-  the least any scorer can spend on them.
+- `new_tokens_floor`: the forward of both models over the new tokens alone (same batch, no context, no past,
+  the same log-prob head): the least any scorer can spend on them.
 
 Reported per step: the three times and `incremental / new_tokens_floor` (target: <= 1.3) and
 `rescore / incremental`; overall: the total speed-up of incremental scoring over re-scoring (expected >= 3x at
@@ -59,13 +59,13 @@ def _words(rng: random.Random, n: int) -> str:
 
 
 def _floor(prm: ProcessRewardComputer, texts: list[str]) -> None:
-    """Both models over the new tokens alone: one batch, no past."""
+    """Both models over the new tokens alone: one batch, no past; all `n` tokens read (as the incremental scorer
+    reads `n`: the parent's last token, whose logits score the first new one, and the new tokens but the last),
+    the `n - 1` that have a token before them in the batch scored."""
     ids = [torch.tensor(prm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     with torch.inference_mode():
         for model in (prm.model, prm.ref_model):
-            forward_new_tokens(
-                model, [(None, 0)] * len(ids), [x[:-1] for x in ids], [x[1:] for x in ids], prm._pad_id
-            )
+            forward_new_tokens(model, [(None, 0)] * len(ids), ids, [x[1:] for x in ids], prm._pad_id)
 
 
 def _tokens_held(kept) -> int:

@@ -138,6 +138,7 @@ class IncrementalScorer:
         self.tokens_forwarded = 0  # tokens read by each model (policy and reference read the same ones)
         self.peak_cache_bytes = 0
         self._segments: weakref.WeakSet[KVSegment] = weakref.WeakSet()
+        self._workspace: torch.Tensor | None = None  # the batch buffer's memory, reused by the next forwards
 
     @property
     def cache_bytes(self) -> int:
@@ -256,9 +257,12 @@ class IncrementalScorer:
             targets = [torch.from_numpy(ids[i][starts[i] + 1 :]) for i in rows]
             pasts = [tracks[i].past(starts[i]) for i in rows]
             with torch.inference_mode():
-                logps, segments, buffer = forward_new_tokens(model, pasts, inputs, targets, self.prm._pad_id)
+                logps, segments, self._workspace = forward_new_tokens(
+                    model, pasts, inputs, targets, self.prm._pad_id, self._workspace
+                )
             self._segments.update(segments)
-            self.peak_cache_bytes = max(self.peak_cache_bytes, self.cache_bytes + buffer)
+            workspace = self._workspace.numel() * self._workspace.element_size()
+            self.peak_cache_bytes = max(self.peak_cache_bytes, self.cache_bytes + workspace)
             for i, lp, segment in zip(rows, logps, segments, strict=True):
                 values = _kept(tracks[i].logps, starts[i] + 1, len(ids[i]))
                 values[starts[i] + 1 :] = lp.numpy()

@@ -18,6 +18,7 @@ batched attention needs them side by side), and the new tokens once out of it.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,7 @@ class KVSegment:
         return self.kv.numel() * self.kv.element_size()
 
 
+GROWTH = 1.5  # room a new batch buffer gets, for the next forwards' longer pasts
 Past = tuple[KVSegment | None, int]  # the segment chain of a prefix and how many of its tokens are used
 
 
@@ -104,16 +106,24 @@ class _Slot(DynamicLayer):
         return self.keys, self.values
 
 
-def _gather(pasts: Sequence[Past], template: Tensor, longest: int, widest: int) -> Tensor:
-    """`[layers, 2, B, heads, longest + widest, dim]` zeros with each row's past right-aligned before `longest`."""
-    layers, two, heads, _, dim = template.shape
-    buffer = template.new_zeros(layers, two, len(pasts), heads, longest + widest, dim)
+def _workspace(template: Tensor, numel: int, workspace: Tensor | None) -> Tensor:
+    """`workspace` when it has `numel` elements of `template`'s dtype and device, else new flat memory with
+    `GROWTH` times the room (fresh memory costs a page fault per page on first touch, about as much as the copy)."""
+    if workspace is None or workspace.numel() < numel or workspace.dtype != template.dtype:
+        return template.new_empty(int(numel * GROWTH))
+    return workspace if workspace.device == template.device else template.new_empty(int(numel * GROWTH))
+
+
+def _gather(buffer: Tensor, pasts: Sequence[Past], longest: int) -> None:
+    """Fill `buffer` `[layers, 2, B, heads, longest + widest, dim]` with each row's past right-aligned before
+    `longest`, zeros before it (masked out, but never garbage: a NaN there would survive its zero attention
+    weight); the model writes every slot after `longest`."""
     for i, past in enumerate(pasts):
         at = longest - past[1]
+        buffer[:, :, i, :, :at] = 0
         for piece in past_pieces(past):
             buffer[:, :, i, :, at : at + piece.shape[-2]] = piece
             at += piece.shape[-2]
-    return buffer
 
 
 def _cache_argument(model: nn.Module) -> str:
@@ -140,9 +150,11 @@ def forward_new_tokens(
     inputs: Sequence[Tensor],
     targets: Sequence[Tensor],
     pad_id: int,
-) -> tuple[list[Tensor], list[KVSegment], int]:
+    workspace: Tensor | None = None,
+) -> tuple[list[Tensor], list[KVSegment], Tensor]:
     """Feed `inputs[i]` after `pasts[i]`; the float32 log-probs of `targets[i]`, each row's new segment (child of
-    its past) and the bytes of the batch buffer the forward used.
+    its past) and the flat memory the batch buffer used (pass it back as `workspace` to reuse it: nothing refers
+    to it once this returns).
 
     `targets[i][j]` is the token that follows `inputs[i][j]`: `log π(target | past, inputs[:j+1])`, computed by
     :func:`~trl_implicit_prm.logps.label_logps`. Every row needs at least one input token.
@@ -159,7 +171,12 @@ def forward_new_tokens(
         ids[i, : x.numel()], labels[i, : y.numel()] = x, y
         attention[i, : longest - m] = 0
     positions = torch.tensor(lengths)[:, None] + torch.arange(widest)[None]
-    buffer = _gather(pasts, _kv_template(model, pasts, device), longest, widest)
+    template = _kv_template(model, pasts, device)
+    layers, two, heads, _, dim = template.shape
+    shape = (layers, two, batch, heads, longest + widest, dim)
+    workspace = _workspace(template, math.prod(shape), workspace)
+    buffer = workspace[: math.prod(shape)].view(shape)
+    _gather(buffer, pasts, longest)
     cache = Cache(layers=[_Slot(buffer[k, 0], buffer[k, 1], longest) for k in range(buffer.shape[0])])
     values = label_logps(
         model,
@@ -175,4 +192,4 @@ def forward_new_tokens(
         n = int(x.numel())
         logps.append(values[i, :n].cpu())
         segments.append(KVSegment(buffer[:, :, i, :, longest : longest + n].clone(), past[1], past[0]))
-    return logps, segments, buffer.numel() * buffer.element_size()
+    return logps, segments, workspace
