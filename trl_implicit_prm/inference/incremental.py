@@ -15,7 +15,8 @@ extension added and pointing to its parent's, so several continuations of one pr
 is that of the live prefixes' token tree: a segment is freed, by reference counting, as soon as no live prefix
 uses it (drop the prefix, or call :meth:`ScoredPrefix.release`), so a search that prunes holds (live beams) x
 (prefix length) at most, whatever its history. :attr:`IncrementalScorer.cache_bytes` is what is held now,
-:attr:`IncrementalScorer.peak_cache_bytes` the most ever held, batch buffers of the forwards included.
+:attr:`IncrementalScorer.peak_cache_bytes` the most ever held, including the batch buffer of the forwards (whose
+memory the scorer keeps for the next ones).
 """
 
 from __future__ import annotations
