@@ -16,10 +16,13 @@ kept and forked 4 times. At each step the 16 prefixes are scored three ways, in 
   the same log-prob head): the least any scorer can spend on them.
 
 Reported per step: the three times and `incremental / new_tokens_floor` (target: <= 1.3) and
-`rescore / incremental`; overall: the total speed-up of incremental scoring over re-scoring (expected >= 3x at
-8 steps), the largest difference between the two scorings' step rewards, the peak KV-cache bytes held by the live
-beams (unique storages) and the process peak RSS (CUDA: peak allocated memory). Times are the best of
-`--repeats` replays.
+`rescore / incremental`, the KV-cache bytes the scorer holds after the prune (the 12 beams not kept are released)
+and the tokens the kept beams need, counted by hand (:func:`_tokens_held`; times `kv_bytes_per_token` it must
+equal the bytes held); overall: the total speed-up of incremental scoring over re-scoring (expected >= 3x at
+8 steps), the largest difference between the two scorings' step rewards, the KV-cache peaks (`peak_cache_bytes`:
+the scorer's, its batch buffer included; `peak_live_cache_bytes`: held by the live prefixes, parents and children,
+right after an extension), what is held once the search is over (0) and the process peak RSS (CUDA: peak
+allocated memory). Times are the best of `--repeats` replays.
 
 Usage: `python bench/search.py` (a few minutes on 2 CPU cores) or `python bench/search.py --quick`.
 """

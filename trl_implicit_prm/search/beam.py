@@ -2,8 +2,9 @@
 
 Per problem, `n` beams grow one step per round. Of the unfinished children, the best `n // beam_width` by the
 aggregation of their step rewards are kept and each is forked `beam_width` times for the next round (the forks
-share its KV caches; the caches of the children not kept are freed at once). Children that end (EOS or `max_steps`) are set aside; the search of a problem stops when
-`n` have ended or none is left. The answer is the best ended candidate by the aggregation.
+share its KV caches; the caches of the children not kept are freed at once). Children that end (EOS or
+`max_steps`) are set aside; the search of a problem stops when `n` have ended or none is left. The answer is the
+best ended candidate by the aggregation.
 """
 
 from __future__ import annotations

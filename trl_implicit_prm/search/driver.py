@@ -86,8 +86,9 @@ class SearchResult:
     """The outcome of a search on one problem: the candidates, the chosen one and the token counts.
 
     `trace` lists, for each round of a pruning strategy, the step tuples of the beams it kept;
-    `peak_cache_bytes` is the most KV-cache memory the scorer held at once during the search (all problems,
-    batch buffers included: :attr:`~trl_implicit_prm.inference.incremental.IncrementalScorer.peak_cache_bytes`).
+    `peak_cache_bytes` is the most KV-cache memory the scorer has held at once so far (this search's problems and
+    any earlier use of the same scorer, batch buffer included:
+    :attr:`~trl_implicit_prm.inference.incremental.IncrementalScorer.peak_cache_bytes`).
     """
 
     prompt: Any
