@@ -12,14 +12,17 @@ kept and forked 4 times. At each step the 16 prefixes are scored three ways, in 
   models after their cached key/values, forks sharing their parent's cache);
 - `rescore`: `ProcessRewardComputer.score(..., complete=False)` on every whole prefix (reference cache off), what a
   PRM without caches does at every step;
-- `new_tokens_floor`: the forward of both models over the new tokens alone (same batch, no context, no past):
-  the least any scorer can spend on them.
+- `new_tokens_floor`: the forward of both models over the new tokens alone (same batch, no context, no past,
+  the same log-prob head): the least any scorer can spend on them.
 
 Reported per step: the three times and `incremental / new_tokens_floor` (target: <= 1.3) and
-`rescore / incremental`; overall: the total speed-up of incremental scoring over re-scoring (expected >= 3x at
-8 steps), the largest difference between the two scorings' step rewards, the peak KV-cache bytes held by the live
-beams (unique storages) and the process peak RSS (CUDA: peak allocated memory). Times are the best of
-`--repeats` replays.
+`rescore / incremental`, the KV-cache bytes the scorer holds after the prune (the 12 beams not kept are released)
+and the tokens the kept beams need, counted by hand (:func:`_tokens_held`; times `kv_bytes_per_token` it must
+equal the bytes held); overall: the total speed-up of incremental scoring over re-scoring (expected >= 3x at
+8 steps), the largest difference between the two scorings' step rewards, the KV-cache peaks (`peak_cache_bytes`:
+the scorer's, its batch buffer included; `peak_live_cache_bytes`: held by the live prefixes, parents and children,
+right after an extension), what is held once the search is over (0) and the process peak RSS (CUDA: peak
+allocated memory). Times are the best of `--repeats` replays.
 
 Usage: `python bench/search.py` (a few minutes on 2 CPU cores) or `python bench/search.py --quick`.
 """
@@ -45,7 +48,6 @@ from scoring import SPECIALS, VOCAB, build_model, build_tokenizer
 from trl_implicit_prm.inference import ProcessRewardComputer
 from trl_implicit_prm.inference.kv import forward_new_tokens
 from trl_implicit_prm.search import IncrementalScorer
-from trl_implicit_prm.search.driver import Beam, SearchContext
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search.json"
 
@@ -60,13 +62,22 @@ def _words(rng: random.Random, n: int) -> str:
 
 
 def _floor(prm: ProcessRewardComputer, texts: list[str]) -> None:
-    """Both models over the new tokens alone: one batch, no past."""
+    """Both models over the new tokens alone: one batch, no past; all `n` tokens read (as the incremental scorer
+    reads `n`: the parent's last token, whose logits score the first new one, and the new tokens but the last),
+    the `n - 1` that have a token before them in the batch scored."""
     ids = [torch.tensor(prm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     with torch.inference_mode():
         for model in (prm.model, prm.ref_model):
-            forward_new_tokens(
-                model, [None] * len(ids), [x[:-1] for x in ids], [x[1:] for x in ids], prm._pad_id
-            )
+            forward_new_tokens(model, [(None, 0)] * len(ids), ids, [x[1:] for x in ids], prm._pad_id)
+
+
+def _tokens_held(kept) -> int:
+    """Tokens whose keys/values the kept beams need, by hand: the distinct positions of their pasts (all tokens
+    but the last: the token tree they share) plus one per beam but one, because an extension re-reads its parent's
+    last token and keeps it in its own segment (no BPE merges here: one word, one token)."""
+    kept = list(kept)
+    positions = {tuple(p.input_ids[:k]) for p in kept for k in range(1, len(p.input_ids))}
+    return len(positions) + len(kept) - 1
 
 
 def replay(prm: ProcessRewardComputer, args, seed: int) -> dict:
@@ -74,14 +85,13 @@ def replay(prm: ProcessRewardComputer, args, seed: int) -> dict:
     rng = random.Random(seed)
     prompt = _words(rng, 32) + "\n"
     scorer = IncrementalScorer(prm)
-    ctx = SearchContext(None, scorer, [prompt], args.steps)
-    beams = [ctx.roots()[0]] * args.beams
-    steps, worst = [], 0.0
+    beams = scorer.start([prompt]) * args.beams
+    steps, worst, peak_live, prefixes = [], 0.0, 0, []
     for _ in range(args.steps):
         texts = [_words(rng, rng.randint(args.step_tokens - 4, args.step_tokens + 4)) for _ in beams]
         _sync(args.device)
         t0 = time.perf_counter()
-        prefixes = scorer.extend([b.prefix for b in beams], texts)
+        prefixes = scorer.extend(beams, texts)
         _sync(args.device)
         t1 = time.perf_counter()
         full = prm.score([prompt] * len(beams), [list(p.steps) for p in prefixes], complete=False)
@@ -98,12 +108,29 @@ def replay(prm: ProcessRewardComputer, args, seed: int) -> dict:
                 for a, b in zip(p.step_rewards, f.step_rewards, strict=True)
             ),
         )
-        children = [Beam(0, p) for p in prefixes]
-        ctx._measure([*beams, *children])
-        order = sorted(range(len(children)), key=lambda i: -min(children[i].step_rewards))
-        beams = [children[i] for i in order[: args.beams // args.width] for _ in range(args.width)]
-        steps.append({"incremental_s": t1 - t0, "rescore_s": t2 - t1, "new_tokens_floor_s": t3 - t2})
-    return {"steps": steps, "max_abs_diff": worst, "peak_cache_bytes": ctx.peak_cache_bytes}
+        peak_live = max(peak_live, scorer.cache_bytes)  # parents and children alive
+        order = sorted(range(len(prefixes)), key=lambda i: -min(prefixes[i].step_rewards))
+        kept = order[: args.beams // args.width]
+        for i in order[len(kept) :]:
+            prefixes[i].release()  # pruned: its caches are freed at once
+        beams = [prefixes[i] for i in kept for _ in range(args.width)]
+        steps.append(
+            {
+                "incremental_s": t1 - t0,
+                "rescore_s": t2 - t1,
+                "new_tokens_floor_s": t3 - t2,
+                "cache_bytes_after_prune": scorer.cache_bytes,
+                "tokens_held_by_kept_beams": _tokens_held(prefixes[i] for i in kept),
+            }
+        )
+    beams = prefixes = []  # the search is over: every cache should be freed
+    return {
+        "steps": steps,
+        "max_abs_diff": worst,
+        "peak_cache_bytes": scorer.peak_cache_bytes,
+        "peak_live_cache_bytes": peak_live,
+        "cache_bytes_at_end": scorer.cache_bytes,
+    }
 
 
 def main(argv=None) -> int:
@@ -147,6 +174,14 @@ def main(argv=None) -> int:
         "total_speedup_over_rescoring": total_re / total_inc,
         "max_abs_step_reward_diff": max(run["max_abs_diff"] for run in runs),
         "peak_cache_bytes": max(run["peak_cache_bytes"] for run in runs),
+        "peak_live_cache_bytes": max(run["peak_live_cache_bytes"] for run in runs),
+        "cache_bytes_at_end": max(run["cache_bytes_at_end"] for run in runs),
+        "kv_bytes_per_token": 2
+        * args.layers
+        * 2
+        * policy.config.num_key_value_heads
+        * policy.config.head_dim
+        * 4,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
     if args.device.startswith("cuda"):
@@ -159,7 +194,11 @@ def main(argv=None) -> int:
         )
     print(
         f"total speed-up over re-scoring: x{report['total_speedup_over_rescoring']:.2f}; "
-        f"max |diff| {report['max_abs_step_reward_diff']:.2e}; peak KV {report['peak_cache_bytes'] / 2**20:.1f} MiB"
+        f"max |diff| {report['max_abs_step_reward_diff']:.2e}; peak KV {report['peak_cache_bytes'] / 2**20:.1f} MiB "
+        f"(batch buffers included; held by live prefixes: {report['peak_live_cache_bytes'] / 2**20:.1f} MiB, after "
+        f"the last prune: {best[-1]['cache_bytes_after_prune'] / 2**20:.1f} MiB = "
+        f"{best[-1]['tokens_held_by_kept_beams']} tokens needed by the kept beams x "
+        f"{report['kv_bytes_per_token']} B)"
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")

@@ -44,7 +44,7 @@ def test_incremental_equals_full_scoring_with_forks_merges_and_pruning(model_and
     root = scorer.start([prompt])[0]
     # A fork: three continuations of one root, scored in one batch (different lengths, shared root past).
     a, b, c = scorer.extend([root] * 3, ["2 + 3 = 5.", "Add them", "Two plus three is five, so 5."])
-    assert a.policy.past.shape[-2] == len(a.input_ids) - 1
+    assert a.policy.segment.end == len(a.input_ids) - 1 and a.policy.segment.parent is root.policy.segment
     # "5." followed by "\n\nSo": BPE merges ".\n\n" into one token, so the old last token is read again.
     assert "." in tokenizer.convert_ids_to_tokens([int(a.input_ids[-1])])
     a2 = scorer.extend([a], ["So the answer is 5."])[0]
@@ -62,6 +62,46 @@ def test_incremental_equals_full_scoring_with_forks_merges_and_pruning(model_and
     inc = scorer.step_rewards(a3)
     assert inc.tokens == full.tokens and inc.token_steps == full.token_steps
     assert max(abs(x - y) for x, y in zip(inc.token_rewards, full.token_rewards, strict=True)) < TOL
+
+
+def test_pruned_prefixes_free_their_caches_at_once(tiny_dir):
+    prm = ProcessRewardComputer.from_pretrained(
+        tiny_dir / "llama", ref_model=tiny_dir / "llama-ref", beta=0.5, device="cpu"
+    )
+    cfg = prm.model.config
+    # Keys and values of one token, every layer, float32, policy and reference.
+    per_token = (
+        2
+        * cfg.num_hidden_layers
+        * 2
+        * cfg.num_key_value_heads
+        * (cfg.hidden_size // cfg.num_attention_heads)
+        * 4
+    )
+    scorer = IncrementalScorer(prm)
+    root = scorer.start(["Find x.\n"])[0]
+    assert scorer.cache_bytes == per_token * (
+        len(root.input_ids) - 1
+    )  # the prompt's past: all tokens but the last
+    a, b, c = scorer.extend([root] * 3, ["A is one", "B is two two", "C is three three three"])
+    n = {"root": len(root.input_ids), "a": len(a.input_ids), "b": len(b.input_ids)}  # kept for after `del`
+    for child in (a, b, c):  # no BPE merge across the root's end: a child re-reads the root's last token only
+        assert child.input_ids[: n["root"]].tolist() == root.input_ids.tolist()
+        assert child.new_tokens == len(child.input_ids) - n["root"]
+    # By hand: the root's past once (shared), and each child's segment (the root's last token + its own but last).
+    shared = n["root"] - 1
+    assert scorer.cache_bytes == per_token * (shared + sum(x.new_tokens for x in (a, b, c)))
+    c.release()  # pruned: its segment is freed at once, the shared root stays
+    assert scorer.cache_bytes == per_token * (shared + a.new_tokens + b.new_tokens)
+    a1, a2, b1 = scorer.extend([a, a, b], ["So x is 1.", "Or x is 11.", "So x is 2."])
+    a2.release()
+    del a, b, root  # parents dropped by the search: their segments live on in their children's chains
+    parents = n["a"] - n["root"] + n["b"] - n["root"]
+    assert scorer.cache_bytes == per_token * (shared + parents + a1.new_tokens + b1.new_tokens)
+    _assert_equal_to_full(prm, scorer.extend([a1], ["Done."])[0])
+    assert scorer.peak_cache_bytes > scorer.cache_bytes
+    del a1, b1
+    assert scorer.cache_bytes == 0  # nothing alive, nothing held
 
 
 def _toy_generator(options, finish_at=2, tokens=3):
@@ -88,12 +128,14 @@ def test_beam_search_keeps_the_beams_hand_computation_says(tiny_dir, tokenizer):
     )
     options = {0: ["A = 1.", "B = 22.", "C = 333.", "D = 4."], 1: ["{parent} so x.", "{parent} so y."] * 4}
     prompt = "Find x.\n"
+    scorer = IncrementalScorer(prm)
     results = run_search(
         [prompt],
         _toy_generator(options),
-        IncrementalScorer(prm),
+        scorer,
         SearchConfig(method="beam", n=4, beam_width=2, aggregation="min"),
     )
+    assert scorer.cache_bytes == 0 and results[0].peak_cache_bytes == scorer.peak_cache_bytes > 0
     # By hand: score the four first steps as partial responses, keep the best n // beam_width = 2 by min.
     first = prm.score([prompt] * 4, [[s] for s in options[0]], complete=False)
     mins = {s: min(r.step_rewards) for s, r in zip(options[0], first, strict=True)}

@@ -24,7 +24,7 @@ absolute positions (GPT-2) need.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,7 @@ __all__ = [
     "LOGPS_METHODS",
     "completion_logps",
     "ensure_fused_lm_head",
+    "label_logps",
     "position_ids",
     "resolve_logps_method",
     "supports_compact",
@@ -165,27 +166,59 @@ def _compact(model: nn.Module, kwargs: dict, input_ids: Tensor, completion_mask:
     """The backbone once, the LM head on completion positions only (see the module docstring)."""
     lm = unwrap_model(model)
     hidden = lm.base_model(**kwargs).last_hidden_state
-    head = lm.get_output_embeddings()
     scored = completion_mask[:, 1:].bool()
     states = hidden[:, :-1][scored]
-    targets = input_ids[:, 1:][scored].unsqueeze(-1)
     del hidden
+    values = _head_logps(lm.get_output_embeddings(), states, input_ids[:, 1:][scored])
+    out = values.new_zeros(input_ids.shape)
+    if not torch.is_grad_enabled():
+        out[:, 1:][scored] = values
+        return out
+    return out.masked_scatter(torch.cat([torch.zeros_like(scored[:, :1]), scored], dim=1), values)
+
+
+def _head_logps(head: nn.Module, states: Tensor, targets: Tensor) -> Tensor:
+    """`log softmax(head(states))[targets]`, float32 `[N]`, in tiles of about `TILE_ELEMENTS` logits."""
     rows = max(1, TILE_ELEMENTS // max(1, int(head.weight.shape[0])))
     grad = torch.is_grad_enabled()
     pieces = []
     for start in range(0, states.shape[0], rows):
         logits = head(states[start : start + rows]).float()
-        picked = logits.gather(-1, targets[start : start + rows]).squeeze(-1)
+        picked = logits.gather(-1, targets[start : start + rows, None]).squeeze(-1)
         pieces.append(picked - (torch.logsumexp(logits, dim=-1) if grad else _logsumexp_(logits)))
         del logits
-    if not pieces:
-        return torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-    values = torch.cat(pieces)
-    out = values.new_zeros(input_ids.shape)
-    if not grad:
-        out[:, 1:][scored] = values
-        return out
-    return out.masked_scatter(torch.cat([torch.zeros_like(scored[:, :1]), scored], dim=1), values)
+    return torch.cat(pieces) if pieces else states.new_zeros(0, dtype=torch.float32)
+
+
+def label_logps(model: nn.Module, labels: Tensor, chunk_size: int = 4096, **forward_kwargs: Any) -> Tensor:
+    """Float32 `[B, T]` log-probs of the tokens that follow each input position, `labels[b, t]` (−100: none, 0
+    out), for forwards over part of a sequence: `forward_kwargs` (ids, masks, positions, a KV cache) go to the
+    model as they are, and `out[b, t] = log π(labels[b, t] | everything read up to input position t)`.
+
+    The compact head (LM head on the labelled positions only) when it is exact (:func:`supports_compact`), else
+    the logits of the ordinary forward.
+
+    Example:
+
+    ```python
+    >>> from trl_implicit_prm.tiny import build_model, build_tokenizer
+    >>> model = build_model("llama", build_tokenizer(vocab_size=400))
+    >>> ids = torch.tensor([[5, 6, 7, 8]])
+    >>> full = completion_logps(model, ids, torch.ones_like(ids), torch.ones_like(ids))
+    >>> part = label_logps(model, torch.tensor([[6, 7, -100]]), input_ids=ids[:, :3])
+    >>> torch.allclose(part[0, :2], full[0, 1:3], atol=1e-5), float(part[0, 2])
+    (True, 0.0)
+
+    ```
+    """
+    if not supports_compact(model):
+        return _from_logits(model(**forward_kwargs).logits, labels, chunk_size)
+    lm = unwrap_model(model)
+    hidden = lm.base_model(**forward_kwargs).last_hidden_state
+    scored = labels != -100
+    values = _head_logps(lm.get_output_embeddings(), hidden[scored], labels[scored])
+    del hidden
+    return values.new_zeros(labels.shape).masked_scatter(scored, values)
 
 
 def _logsumexp_(logits: Tensor) -> Tensor:

@@ -10,14 +10,18 @@ first difference on is recomputed, so a BPE merge across the old end (`"5."` + `
 `ProcessRewardComputer.score(..., complete=...)` on the whole prefix up to float rounding (same log-prob
 assembly, :func:`~trl_implicit_prm.inference.assemble.assemble_step_rewards`).
 
-Forks share: several continuations of one prefix start from the same past tensors (no copy until each is
-extended). Memory is what live prefixes hold: the prefixes made by one call share one tensor per model
-(:mod:`.kv`), freed when none of them is referenced or holds its cache any more (drop them, or call
-:meth:`ScoredPrefix.release`); a search that prunes and extends every round holds about two rounds' caches.
+Forks share: the caches are a tree of segments (:mod:`.kv`), each holding the keys/values of the tokens one
+extension added and pointing to its parent's, so several continuations of one prefix share its tensors. Memory
+is that of the live prefixes' token tree: a segment is freed, by reference counting, as soon as no live prefix
+uses it (drop the prefix, or call :meth:`ScoredPrefix.release`), so a search that prunes holds (live beams) x
+(prefix length) at most, whatever its history. :attr:`IncrementalScorer.cache_bytes` is what is held now,
+:attr:`IncrementalScorer.peak_cache_bytes` the most ever held, including the batch buffer of the forwards (whose
+memory the scorer keeps for the next ones).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +33,7 @@ from ..rewards import implicit_step_rewards, step_logp_sums
 from .assemble import assemble_step_rewards
 from .batching import plan_batches
 from .encoding import EncodedResponse
-from .kv import Past, crop_past, forward_new_tokens, past_bytes
+from .kv import KVSegment, Past, forward_new_tokens
 from .step_rewards import StepRewards
 
 __all__ = ["IncrementalScorer", "ScoredPrefix"]
@@ -37,11 +41,15 @@ __all__ = ["IncrementalScorer", "ScoredPrefix"]
 
 @dataclass(eq=False)
 class _Track:
-    """One model's state for a prefix: float32 log-probs of every token (0 at position 0), past of all but the
-    last token."""
+    """One model's state for a prefix: float32 log-probs of every token (0 at position 0), and the cache whose
+    first `len(logps) - 1` tokens are the past of all but the last token (None once released)."""
 
     logps: np.ndarray
-    past: Past | None
+    segment: KVSegment | None
+
+    def past(self, length: int) -> Past:
+        """The first `length` tokens of this prefix's past."""
+        return (self.segment, length) if length else (None, 0)
 
 
 @dataclass(eq=False)
@@ -79,10 +87,18 @@ class ScoredPrefix:
 
     @property
     def cache_bytes(self) -> int:
-        """Bytes of past key/values this prefix holds (shared tensors counted for each holder)."""
-        return past_bytes(self.policy.past) + (
-            0 if self.reference is None else past_bytes(self.reference.past)
-        )
+        """Bytes of the key/value segments this prefix uses, both models (shared ones counted for each holder)."""
+        return sum(seg.nbytes for seg in self.segments())
+
+    def segments(self) -> list[KVSegment]:
+        """The cache segments this prefix uses (its own and its ancestors'), both models."""
+        out = []
+        for track in (self.policy, self.reference):
+            segment = None if track is None else track.segment
+            while segment is not None:
+                out.append(segment)
+                segment = segment.parent
+        return out
 
     def release(self) -> None:
         """Drop the caches (the prefix can no longer be extended; its rewards stay)."""
@@ -121,6 +137,14 @@ class IncrementalScorer:
         self.prm = prm
         self.placeholder = placeholder
         self.tokens_forwarded = 0  # tokens read by each model (policy and reference read the same ones)
+        self.peak_cache_bytes = 0
+        self._segments: weakref.WeakSet[KVSegment] = weakref.WeakSet()
+        self._workspace: torch.Tensor | None = None  # the batch buffer's memory, reused by the next forwards
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of the key/value segments alive now (each counted once, both models)."""
+        return sum(seg.nbytes for seg in self._segments)
 
     # ----------------------------------------------------------------------------------------------- public
     def start(self, prompts: Sequence[Any]) -> list[ScoredPrefix]:
@@ -224,7 +248,7 @@ class IncrementalScorer:
         todo = []
         for i, (track, x, s) in enumerate(zip(tracks, ids, starts, strict=True)):
             if s >= len(x) - 1:  # nothing new to read (the same tokens)
-                out[i] = _Track(_kept(track.logps, len(x), len(x)), crop_past(track.past, max(len(x) - 1, 0)))
+                out[i] = _Track(_kept(track.logps, len(x), len(x)), track.segment)
             else:
                 todo.append(i)
         lengths = [len(ids[i]) - 1 for i in todo]
@@ -232,13 +256,18 @@ class IncrementalScorer:
             rows = [todo[j] for j in batch]
             inputs = [torch.from_numpy(ids[i][starts[i] : -1]) for i in rows]
             targets = [torch.from_numpy(ids[i][starts[i] + 1 :]) for i in rows]
-            pasts = [crop_past(tracks[i].past, starts[i]) for i in rows]
+            pasts = [tracks[i].past(starts[i]) for i in rows]
             with torch.inference_mode():
-                logps, new_pasts = forward_new_tokens(model, pasts, inputs, targets, self.prm._pad_id)
-            for i, lp, past in zip(rows, logps, new_pasts, strict=True):
+                logps, segments, self._workspace = forward_new_tokens(
+                    model, pasts, inputs, targets, self.prm._pad_id, self._workspace
+                )
+            self._segments.update(segments)
+            workspace = self._workspace.numel() * self._workspace.element_size()
+            self.peak_cache_bytes = max(self.peak_cache_bytes, self.cache_bytes + workspace)
+            for i, lp, segment in zip(rows, logps, segments, strict=True):
                 values = _kept(tracks[i].logps, starts[i] + 1, len(ids[i]))
                 values[starts[i] + 1 :] = lp.numpy()
-                out[i] = _Track(values, past)
+                out[i] = _Track(values, segment)
         return out  # type: ignore[return-value]
 
     def _rewards(self, enc: EncodedResponse | None, policy: _Track, ref: _Track | None) -> list[float]:

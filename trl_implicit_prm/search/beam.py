@@ -2,8 +2,9 @@
 
 Per problem, `n` beams grow one step per round. Of the unfinished children, the best `n // beam_width` by the
 aggregation of their step rewards are kept and each is forked `beam_width` times for the next round (the forks
-share its KV caches). Children that end (EOS or `max_steps`) are set aside; the search of a problem stops when
-`n` have ended or none is left. The answer is the best ended candidate by the aggregation.
+share its KV caches; the caches of the children not kept are freed at once). Children that end (EOS or
+`max_steps`) are set aside; the search of a problem stops when `n` have ended or none is left. The answer is the
+best ended candidate by the aggregation.
 """
 
 from __future__ import annotations
@@ -29,6 +30,6 @@ def beam_search(ctx: SearchContext, n: int, beam_width: int, aggregation: str) -
                 active[p] = []
                 continue
             kept = top_k(growing, keep, aggregation)
-            ctx.record(p, kept)
+            ctx.record(p, kept, [b for b in growing if b not in kept])
             active[p] = [b for b in kept for _ in range(beam_width)]
     return done

@@ -86,7 +86,9 @@ class SearchResult:
     """The outcome of a search on one problem: the candidates, the chosen one and the token counts.
 
     `trace` lists, for each round of a pruning strategy, the step tuples of the beams it kept;
-    `peak_cache_bytes` is the most KV-cache memory the search's live beams held at once (all problems).
+    `peak_cache_bytes` is the most KV-cache memory the scorer has held at once so far (this search's problems and
+    any earlier use of the same scorer, batch buffer included:
+    :attr:`~trl_implicit_prm.inference.incremental.IncrementalScorer.peak_cache_bytes`).
     """
 
     prompt: Any
@@ -138,7 +140,6 @@ class SearchContext:
         self.scored = [0] * len(self.prompts)
         self.empty_steps = [0] * len(self.prompts)
         self.traces: list[list[list[tuple[str, ...]]]] = [[] for _ in self.prompts]
-        self.peak_cache_bytes = 0
 
     def roots(self) -> list[Beam]:
         """One root beam per problem (its prompt read by both PRM models once)."""
@@ -153,8 +154,8 @@ class SearchContext:
 
     def grow(self, beams: Sequence[Beam], budget: int | None = None) -> list[Beam | None]:
         """One round: each beam's next step (or its next `budget` tokens), scored incrementally; the children in
-        the order of `beams`. A child whose step came out empty is None (counted in `empty_steps`); finished
-        children free their caches."""
+        the order of `beams`. A child whose step came out empty is None (counted in `empty_steps`); children
+        that are done (:meth:`is_done`) free their caches."""
         if not beams:
             return []
         requests = [
@@ -186,7 +187,6 @@ class SearchContext:
                 made = self._score([beams[i] for i in rows], [outputs[i] for i in rows], how)
                 for i, child in zip(rows, made, strict=True):
                     children[i] = child
-        self._measure([*beams, *(c for c in children if c is not None)])
         return children
 
     def _score(self, beams: list[Beam], outputs: list[GeneratedStep], how: str) -> list[Beam]:
@@ -203,23 +203,17 @@ class SearchContext:
                 out.finished,
                 beam.tokens + out.num_tokens,
             )
-            if child.finished:
+            if self.is_done(child):
                 prefix.release()
             children.append(child)
         return children
 
-    def _measure(self, beams: Sequence[Beam]) -> None:
-        seen: dict[int, int] = {}
-        for b in beams:
-            for track in (b.prefix.policy, b.prefix.reference):
-                if track is not None and track.past is not None:
-                    storage = track.past.untyped_storage()
-                    seen[storage.data_ptr()] = storage.nbytes()
-        self.peak_cache_bytes = max(self.peak_cache_bytes, sum(seen.values()))
-
-    def record(self, problem: int, kept: Sequence[Beam]) -> None:
-        """Note the beams a pruning round kept (for `SearchResult.trace`)."""
+    def record(self, problem: int, kept: Sequence[Beam], dropped: Sequence[Beam] = ()) -> None:
+        """Note the beams a pruning round kept (for `SearchResult.trace`), and free the caches of those it
+        `dropped` at once (their rewards stay)."""
         self.traces[problem].append([b.steps for b in kept])
+        for b in dropped:
+            b.prefix.release()
 
     def result(self, problem: int, beams: Sequence[Beam], method: str, aggregation: str) -> SearchResult:
         """The result of one problem: every beam with a step is a candidate, the best by `aggregation` among
@@ -250,7 +244,7 @@ class SearchContext:
             self.generated[problem],
             self.scored[problem],
             self.traces[problem],
-            self.peak_cache_bytes,
+            self.scorer.peak_cache_bytes,
         )
 
 

@@ -28,7 +28,7 @@ def dvts(ctx: SearchContext, n: int, beam_width: int, aggregation: str) -> list[
             growing = [b for b in kids if not ctx.is_done(b)]
             if growing:
                 best = top_k(growing, 1, aggregation)
-                ctx.record(tree.problem, best)
+                ctx.record(tree.problem, best, [b for b in growing if b is not best[0]])
                 survivors.extend(best)
         subtrees = survivors
     return done

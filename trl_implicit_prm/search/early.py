@@ -47,12 +47,13 @@ def early_rejection(
                 growing.append(c)
     # Rejection.
     survivors = []
-    for p, beams in enumerate(by_problem(budgeted, len(ctx.prompts))):
+    for p, budget_beams in enumerate(by_problem(budgeted, len(ctx.prompts))):
+        beams = budget_beams
         if threshold is not None:
             above = [b for b in beams if rank_score(b.step_rewards, reject_by) >= threshold]
             beams = above or top_k(beams, 1, reject_by)  # the best one survives even when all fall below
         kept = top_k(beams, max(1, math.ceil(keep_fraction * len(beams))), reject_by) if beams else []
-        ctx.record(p, kept)
+        ctx.record(p, kept, [b for b in budget_beams if b not in kept])
         survivors.extend(kept)
     # Phase 2: complete the survivors.
     while survivors:
