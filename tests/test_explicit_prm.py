@@ -29,6 +29,7 @@ from trl_implicit_prm.logps import completion_logps
 from trl_implicit_prm.losses import step_ce_loss
 from trl_implicit_prm.modeling import read_metadata
 from trl_implicit_prm.rewards import step_logp_sums
+from trl_implicit_prm.search import IncrementalScorer
 
 PROBLEMS = [(2, 3), (4, 4), (7, 1), (3, 6), (5, 2), (1, 8)]
 
@@ -196,6 +197,13 @@ def test_explicit_trains_saves_its_kind_and_scores_through_the_same_api(tiny_dir
     written = json.loads(report.read_text())
     assert written["threshold"] == pytest.approx(tuned.threshold, abs=1e-5)
     assert written["beta"] is None and prc.beta is None  # a classifier has no β: none is reported
+    # Search continues an implicit PRM's KV caches: an explicit one is refused, not scored as if it were one.
+    with pytest.raises(ValueError, match="is an explicit PRM"):
+        IncrementalScorer(prc)
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text(json.dumps({"prompt": data[0]["prompt"]}) + "\n")
+    argv = ["search", "--model", str(out), "--policy", str(tiny_dir / "llama"), "--input", str(problems)]
+    assert main([*argv, "--output", str(tmp_path / "s.jsonl"), "--device", "cpu", "--n", "2"]) == 2
 
 
 def test_implicit_checkpoints_record_their_kind(tiny_dir, tokenizer, tmp_path):

@@ -170,6 +170,11 @@ def run(args: argparse.Namespace) -> int:
     rows = _read(args.input)
     pre = preflight(args)
     prm = computer_from_args(args, pre)
+    if getattr(prm, "kind", None) == "explicit":
+        raise CommandError(
+            f"--model {args.model} is an explicit PRM (a classifier): search scores growing prefixes "
+            "incrementally with an implicit PRM's policy and reference caches; pass an implicit-PRM checkpoint"
+        )
     generator = _generator(args, prm)
     torch.manual_seed(args.seed)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,8 @@ __all__ = ["corrupt", "corruptible_steps", "make_solutions"]
 
 def _corruption_candidates(problem: Problem, step: int, kind: str) -> list[tuple[int, str, int, int]]:
     """Wrong versions ``(a, op, b, c)`` of step `step`, of one kind, whose propagation stays in range and
-    changes the final answer."""
+    changes the final answer.
+    """
     before = problem.start if step == 0 else problem.totals[step - 1]
     op, b = problem.ops[step]
     correct = problem.totals[step]

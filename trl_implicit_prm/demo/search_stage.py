@@ -49,7 +49,8 @@ def _answer(steps: Sequence[str]) -> str | None:
 
 def _best_of_n_points(problems: Sequence[Problem], results: Sequence[Any]) -> dict[str, dict[str, list]]:
     """Best-of-N (min) and weighted voting on the first N of the independent candidates of each problem (the
-    budget: the tokens those N generated)."""
+    budget: the tokens those N generated).
+    """
     points: dict[str, dict[str, list]] = {
         "best-of-N (min)": {"budget_tokens": [], "accuracy": []},
         "weighted vote": {"budget_tokens": [], "accuracy": []},

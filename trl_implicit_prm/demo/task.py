@@ -270,7 +270,8 @@ class ArithmeticTask:
         alone). The operator of each step is uniform among the allowed operators that have at least one operand
         keeping the total in range; the operand is uniform among those. Problems in which some step admits no
         answer-changing error (rare degenerate chains such as ``1-1*4*7 ...``, where the total sits at 0)
-        are re-drawn, so that :func:`corrupt` works at every step of every generated problem."""
+        are re-drawn, so that :func:`corrupt` works at every step of every generated problem.
+        """
         rng = _as_rng(rng)
         operands = range(1, self.max_operand + 1)
         # Subtraction alone can only shrink the total: start higher so that the chain can go on.
@@ -305,7 +306,8 @@ class ArithmeticTask:
 
     def make_problems(self, n: int, seed: int | None = None, unique: bool = True) -> list[Problem]:
         """`n` problems drawn with ``random.Random(seed if given else self.seed)``; the same seed always
-        gives the same list. With `unique`, no expression repeats (so slices of one list are disjoint splits)."""
+        gives the same list. With `unique`, no expression repeats (so slices of one list are disjoint splits).
+        """
         rng = random.Random(self.seed if seed is None else seed)
         out: list[Problem] = []
         seen: set[str] = set()
@@ -440,7 +442,8 @@ def dataset_stats(
     problems_with_solutions: Iterable[tuple[Problem, Sequence[Solution]]], tokenizer: Any = None
 ) -> dict[str, Any]:
     """Counts for reports: problems, solutions, fraction correct, first-error histogram, error kinds, and with a
-    `tokenizer` the token length of prompt + completion (mean, max)."""
+    `tokenizer` the token length of prompt + completion (mean, max).
+    """
     n_problems, sols, first, kinds, lengths = 0, 0, Counter(), Counter(), []
     correct = 0
     for problem, solutions in problems_with_solutions:

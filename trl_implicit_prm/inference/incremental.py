@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..explicit import EXPLICIT_KIND
 from ..rewards import implicit_step_rewards, step_logp_sums
 from .assemble import assemble_step_rewards
 from .batching import plan_batches
@@ -42,7 +43,8 @@ __all__ = ["IncrementalScorer", "ScoredPrefix"]
 @dataclass(eq=False)
 class _Track:
     """One model's state for a prefix: float32 log-probs of every token (0 at position 0), and the cache whose
-    first `len(logps) - 1` tokens are the past of all but the last token (None once released)."""
+    first `len(logps) - 1` tokens are the past of all but the last token (None once released).
+    """
 
     logps: np.ndarray
     segment: KVSegment | None
@@ -73,16 +75,17 @@ class ScoredPrefix:
 
     @property
     def q_values(self) -> list[float]:
-        """q at the end of each step: the running sums of `step_rewards`."""
+        """Q at the end of each step: the running sums of `step_rewards`."""
         return np.cumsum(self.step_rewards).tolist() if self.step_rewards else []
 
     @property
     def outcome_reward(self) -> float:
-        """q at the last token, `β·Σ_t ρ_t` over every completion token so far."""
+        """Q at the last token, `β·Σ_t ρ_t` over every completion token so far."""
         return float(sum(self.step_rewards))
 
     @property
     def num_completion_tokens(self) -> int:
+        """Number of completion tokens scored so far."""
         return 0 if self.encoded is None else self.encoded.length - self.encoded.prompt_length
 
     @property
@@ -134,6 +137,12 @@ class IncrementalScorer:
     """
 
     def __init__(self, prm: Any, *, placeholder: str = "x") -> None:
+        if getattr(prm, "kind", None) == EXPLICIT_KIND:
+            raise ValueError(
+                "incremental scoring continues the policy's and the reference's KV caches of an implicit PRM; "
+                f"{type(prm).__name__} is an explicit PRM (a classifier, no reference, no per-token q-values). "
+                "Score its candidates whole with prm.score(...), or search with an implicit-PRM checkpoint"
+            )
         self.prm = prm
         self.placeholder = placeholder
         self.tokens_forwarded = 0  # tokens read by each model (policy and reference read the same ones)
@@ -167,7 +176,8 @@ class IncrementalScorer:
         complete: bool | Sequence[bool] = False,
     ) -> list[ScoredPrefix]:
         """Each prefix with one more step (`complete=True`: the response ends there, EOS appended if the
-        computer's `append_eos` says so)."""
+        computer's `append_eos` says so).
+        """
         new_steps = [(*p.steps, s) for p, s in zip(prefixes, steps, strict=True)]
         return self._advance(prefixes, new_steps, _flags(complete, len(prefixes)))
 
@@ -285,7 +295,8 @@ class IncrementalScorer:
 
 def _first_change(old: np.ndarray, new: np.ndarray) -> int:
     """Where forwarding restarts: the last position before the first differing token (its log-prob row is
-    needed to score the first new token), at most the old length − 1."""
+    needed to score the first new token), at most the old length − 1.
+    """
     n = min(len(old), len(new))
     differ = np.flatnonzero(old[:n] != new[:n])
     common = int(differ[0]) if differ.size else n

@@ -47,10 +47,12 @@ class KVSegment:
 
     @property
     def end(self) -> int:
+        """Position after this segment's last token."""
         return self.start + int(self.kv.shape[-2])
 
     @property
     def nbytes(self) -> int:
+        """Bytes held by this segment's keys and values."""
         return self.kv.numel() * self.kv.element_size()
 
 
@@ -87,7 +89,8 @@ def past_pieces(past: Past) -> list[Tensor]:
 
 class _Slot(DynamicLayer):
     """One layer's cache over a preallocated `[B, heads, longest + widest, dim]` buffer: the model's `update`
-    writes the new keys/values in place after the `filled` past tokens (no concatenation)."""
+    writes the new keys/values in place after the `filled` past tokens (no concatenation).
+    """
 
     def __init__(self, keys: Tensor, values: Tensor, filled: int) -> None:
         super().__init__()
@@ -108,7 +111,8 @@ class _Slot(DynamicLayer):
 
 def _workspace(template: Tensor, numel: int, workspace: Tensor | None) -> Tensor:
     """`workspace` when it has `numel` elements of `template`'s dtype and device, else new flat memory with
-    `GROWTH` times the room (fresh memory costs a page fault per page on first touch, about as much as the copy)."""
+    `GROWTH` times the room (fresh memory costs a page fault per page on first touch, about as much as the copy).
+    """
     if workspace is None or workspace.numel() < numel or workspace.dtype != template.dtype:
         return template.new_empty(int(numel * GROWTH))
     return workspace if workspace.device == template.device else template.new_empty(int(numel * GROWTH))
@@ -117,7 +121,8 @@ def _workspace(template: Tensor, numel: int, workspace: Tensor | None) -> Tensor
 def _gather(buffer: Tensor, pasts: Sequence[Past], longest: int) -> None:
     """Fill `buffer` `[layers, 2, B, heads, longest + widest, dim]` with each row's past right-aligned before
     `longest`, zeros before it (masked out, but never garbage: a NaN there would survive its zero attention
-    weight); the model writes every slot after `longest`."""
+    weight); the model writes every slot after `longest`.
+    """
     for i, past in enumerate(pasts):
         at = longest - past[1]
         buffer[:, :, i, :, :at] = 0

@@ -42,7 +42,8 @@ def aggregate(step_rewards: Sequence[float], how: str) -> float:
 
 def rank_score(step_rewards: Sequence[float], how: str) -> float:
     """A prefix's ranking score: an aggregation, `"q"` (the q-value at its last token, `Σ_k r^k`) or `"step"`
-    (the reward of its last, possibly partial, step)."""
+    (the reward of its last, possibly partial, step).
+    """
     if how == "q":
         return float(math.fsum(step_rewards))
     if how == "step":
@@ -53,7 +54,8 @@ def rank_score(step_rewards: Sequence[float], how: str) -> float:
 @dataclass(eq=False)
 class Beam:
     """One prefix of one problem: `step_open` when its last step was stopped by a token budget, `finished` when
-    the response ended, `tokens` generated along its path."""
+    the response ended, `tokens` generated along its path.
+    """
 
     problem: int
     prefix: Any
@@ -63,10 +65,12 @@ class Beam:
 
     @property
     def steps(self) -> tuple[str, ...]:
+        """The candidate's steps."""
         return self.prefix.steps
 
     @property
     def step_rewards(self) -> list[float]:
+        """The candidate's step rewards."""
         return self.prefix.step_rewards
 
 
@@ -103,6 +107,7 @@ class SearchResult:
 
     @property
     def best_candidate(self) -> Candidate:
+        """The chosen candidate."""
         return self.candidates[self.best]
 
     def to_dict(self, separator: str = "\n\n") -> dict[str, Any]:
@@ -155,7 +160,8 @@ class SearchContext:
     def grow(self, beams: Sequence[Beam], budget: int | None = None) -> list[Beam | None]:
         """One round: each beam's next step (or its next `budget` tokens), scored incrementally; the children in
         the order of `beams`. A child whose step came out empty is None (counted in `empty_steps`); children
-        that are done (:meth:`is_done`) free their caches."""
+        that are done (:meth:`is_done`) free their caches.
+        """
         if not beams:
             return []
         requests = [
@@ -210,14 +216,16 @@ class SearchContext:
 
     def record(self, problem: int, kept: Sequence[Beam], dropped: Sequence[Beam] = ()) -> None:
         """Note the beams a pruning round kept (for `SearchResult.trace`), and free the caches of those it
-        `dropped` at once (their rewards stay)."""
+        `dropped` at once (their rewards stay).
+        """
         self.traces[problem].append([b.steps for b in kept])
         for b in dropped:
             b.prefix.release()
 
     def result(self, problem: int, beams: Sequence[Beam], method: str, aggregation: str) -> SearchResult:
         """The result of one problem: every beam with a step is a candidate, the best by `aggregation` among
-        those that ended with EOS when there are any (:func:`choose`)."""
+        those that ended with EOS when there are any (:func:`choose`).
+        """
         candidates = [
             Candidate(
                 list(b.steps),
@@ -250,7 +258,8 @@ class SearchContext:
 
 def choose(candidates: Sequence[Candidate]) -> int:
     """Index of the best candidate by score (:func:`~trl_implicit_prm.evaluation.best_of_n.select_by_score`),
-    among those that ended with EOS when there are any."""
+    among those that ended with EOS when there are any.
+    """
     pool = [i for i, c in enumerate(candidates) if c.finished] or list(range(len(candidates)))
     return pool[select_by_score([candidates[i].score for i in pool])]
 

@@ -31,7 +31,8 @@ __all__ = [
 @dataclass(frozen=True)
 class StepRequest:
     """One prefix to continue: its prompt, its finished steps and, when a step was interrupted by a token budget
-    (early rejection), the text of that step so far. `max_new_tokens=None` means the generator's step limit."""
+    (early rejection), the text of that step so far. `max_new_tokens=None` means the generator's step limit.
+    """
 
     prompt: Any
     steps: tuple[str, ...]
@@ -43,7 +44,8 @@ class StepRequest:
 class GeneratedStep:
     """What a generator produced for one request: `text` (to append to the partial step, separator excluded),
     whether the step ended (separator, EOS or the step limit), whether the whole response ended (EOS), and the
-    number of tokens generated."""
+    number of tokens generated.
+    """
 
     text: str
     step_done: bool
@@ -52,7 +54,11 @@ class GeneratedStep:
 
 
 class StepGenerator(Protocol):
-    def __call__(self, requests: Sequence[StepRequest]) -> list[GeneratedStep]: ...
+    """The interface of a step generator: one generated step per request (stop at the separator)."""
+
+    def __call__(self, requests: Sequence[StepRequest]) -> list[GeneratedStep]:
+        """The next step of each request."""
+        ...
 
 
 def context_text(rendered_prompt: str, request: StepRequest, separator: str) -> str:
@@ -146,6 +152,7 @@ class TransformersStepGenerator:
         self.render = render or _render_default(tokenizer)
 
     def __call__(self, requests: Sequence[StepRequest]) -> list[GeneratedStep]:
+        """The next step of each request."""
         results: dict[int, GeneratedStep] = {}
         for rows in _by_budget(requests, self.max_step_tokens).values():
             for start in range(0, len(rows), self.batch_size):
@@ -193,7 +200,8 @@ class TransformersStepGenerator:
 
 def _left_padded(tokenizer: Any, texts: list[str]) -> dict[str, torch.Tensor]:
     """Left-padded ids of the texts, with the tokenizer's special tokens unless a text already starts with its
-    BOS (a chat template's rendering)."""
+    BOS (a chat template's rendering).
+    """
     bos = getattr(tokenizer, "bos_token", None)
     rows = [tokenizer(t, add_special_tokens=not (bos and t.startswith(bos)))["input_ids"] for t in texts]
     width = max(len(r) for r in rows)
@@ -242,6 +250,7 @@ class TextStepGenerator:
         self.render = render or _render_default(tokenizer)
 
     def __call__(self, requests: Sequence[StepRequest]) -> list[GeneratedStep]:
+        """The next step of each request."""
         results: dict[int, GeneratedStep] = {}
         for budget, rows in _by_budget(requests, self.max_step_tokens).items():
             texts = [context_text(self.render(requests[i].prompt), requests[i], self.separator) for i in rows]
