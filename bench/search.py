@@ -64,7 +64,8 @@ def _words(rng: random.Random, n: int) -> str:
 def _floor(prm: ProcessRewardComputer, texts: list[str]) -> None:
     """Both models over the new tokens alone: one batch, no past; all `n` tokens read (as the incremental scorer
     reads `n`: the parent's last token, whose logits score the first new one, and the new tokens but the last),
-    the `n - 1` that have a token before them in the batch scored."""
+    the `n - 1` that have a token before them in the batch scored.
+    """
     ids = [torch.tensor(prm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     with torch.inference_mode():
         for model in (prm.model, prm.ref_model):
@@ -74,7 +75,8 @@ def _floor(prm: ProcessRewardComputer, texts: list[str]) -> None:
 def _tokens_held(kept) -> int:
     """Tokens whose keys/values the kept beams need, by hand: the distinct positions of their pasts (all tokens
     but the last: the token tree they share) plus one per beam but one, because an extension re-reads its parent's
-    last token and keeps it in its own segment (no BPE merges here: one word, one token)."""
+    last token and keeps it in its own segment (no BPE merges here: one word, one token).
+    """
     kept = list(kept)
     positions = {tuple(p.input_ids[:k]) for p in kept for k in range(1, len(p.input_ids))}
     return len(positions) + len(kept) - 1

@@ -272,8 +272,7 @@ def _eval_sets(
     val_set: list[Problem], test_set: list[Problem], held_out: list[list[Solution]], rng: random.Random
 ) -> tuple[dict[str, Any], list[list[Solution]]]:
     """The step-error sets (the policy's own solutions, and injected errors; validation and test), and the
-    best-of-N candidates (the rest of the held-out samples).
-    """
+    best-of-N candidates (the rest of the held-out samples)."""
     n_val, n_test = len(val_set), len(test_set)
     val_samples, test_samples = held_out[:n_val], held_out[n_val : n_val + n_test]
     eval_sets = {

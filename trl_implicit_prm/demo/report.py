@@ -203,8 +203,7 @@ def write_report(
     out: Path, cfg: Any, results: dict[str, Any], eval_sets: dict[str, Any], seconds: dict[str, float]
 ) -> dict[str, Any]:
     """Write the four report files; return the report dict (report.json holds it as strict JSON: NaN/inf as
-    null, their places under `non_finite`).
-    """
+    null, their places under `non_finite`)."""
     n = cfg.bon_n
     summary = _summary(results, n)
     report = {
