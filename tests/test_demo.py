@@ -154,3 +154,37 @@ def test_seeds_aggregate_mean_and_spread(tmp_path):
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["seeds"] == [0, 1] and saved["claims"]["1"]["failed_baselines"] == [STEP]
     assert "85.0 ± 7.1" in (tmp_path / "report.md").read_text()
+
+
+def test_mc_label_agreement_and_confusion_count_every_step():
+    from trl_implicit_prm.demo.mc_labels import MCLabels
+
+    hard = [{"labels": [True, False, False]}, {"labels": [True, True]}]
+    mc = MCLabels(soft=[], hard=hard, n_completions=6, n_generated_tokens=60)
+    truth = [[True, True, False], [True, False]]
+    assert mc.agreement(truth) == pytest.approx(3 / 5)
+    assert mc.confusion(truth) == {"true=0,mc=0": 1, "true=0,mc=1": 1, "true=1,mc=0": 1, "true=1,mc=1": 2}
+
+
+def test_data_costs_count_rollouts_and_mc_completions():
+    """CE pays for every rollout; the MC PRM for its problems' rollouts and its completions; the explicit PRM on
+    true labels for the same rollouts only; the untrained reference for nothing."""
+    from trl_implicit_prm.demo.baselines import data_costs
+    from trl_implicit_prm.demo.task import ArithmeticTask
+
+    problems = ArithmeticTask(n_terms=3, seed=0).make_problems(3, seed=0)
+    tokens = [10, 11, 20, 21, 30, 31]  # 2 rollouts per problem, problem-major
+    info = {"mc": {"problems": problems[:1], "n_generated_tokens": 500, "rollout_tokens": None}}
+    costs = data_costs(["ce", "explicit_mc", "explicit_true"], problems, tokens, info)
+    assert costs == {
+        REF: 0,
+        CE: 123,
+        MC: 21 + 500,
+        TRUE: 21,
+    }
+    assert info["mc"]["rollout_tokens"] == 21 and "problems" not in info["mc"]
+
+
+def test_seeds_refuse_the_rl_stage(tmp_path, capsys):
+    assert main(["demo", "--output-dir", str(tmp_path), "--seeds", "0", "1", "--rl"]) == 2
+    assert "--seeds runs the demo only" in capsys.readouterr().err
