@@ -250,24 +250,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     )
     policy = AutoModelForCausalLM.from_pretrained(ref_dir).eval()
     tok = load_tokenizer(ref_dir)
-    # 2. outcome-labelled rollouts (every generated token counted: the data's cost)
-    rollout_tokens: list[int] = []
-    rollouts = stages.run(
-        "2 sample and grade rollouts",
-        lambda: sample_solutions(
-            policy, tok, train_set, cfg.samples_per_problem, temperature=cfg.temperature, seed=cfg.seed,
-            progress=cfg.progress, token_counts=rollout_tokens,
-        ),
-    )  # fmt: skip
-    rollout_stats, rows, train_pairs = _training_rows(train_set, rollouts, out, cfg.progress)
-    rollout_stats["n_generated_tokens"] = sum(rollout_tokens)
-    # 3-4. PRMs from outcome labels, and the step-supervised baselines
-    prm_dirs = _train_prms(stages, ref_dir, rows, out, cfg)
-    more_dirs, baseline_info = train_baselines(
-        cfg, ref_dir, policy, tok, train_pairs, rows["stepwise"], stages.run, _train_prm, out
-    )
-    prm_dirs.update(more_dirs)
-    costs = data_costs(list(prm_dirs), train_set, rollout_tokens, baseline_info)
+    # 2-4. outcome-labelled rollouts, PRMs trained on them, and the step-supervised baselines
+    prm_dirs, extra = _rollouts_and_prms(cfg, stages, policy, tok, ref_dir, train_set, out)
     # 5. evaluation: the policy's own held-out solutions (first error located by recomputation), as in
     # ProcessBench, and solutions with an injected error.
     held_out = stages.run(
@@ -283,19 +267,44 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "5b evaluate (step-error F1, best-of-N)",
         lambda: _evaluate(computers, eval_sets, bon_set, bon_samples),
     )
-    results["extra"] = {
-        "reference_policy": json.loads((ref_dir / "sft_history.json").read_text()),
-        "rollouts": rollout_stats,
-        "training_rows": {kind: len(r) for kind, r in rows.items()},
-        "data_cost_tokens": costs,
-        **baseline_info,
-    }
+    results["extra"] = {"reference_policy": json.loads((ref_dir / "sft_history.json").read_text()), **extra}
     if cfg.search_problems:  # 6. PRM-guided search with the CE PRM
         results["extra"]["search"] = stages.run(
             "6 PRM-guided search (best-of-N, beam, DVTS, early rejection)",
             lambda: _search(cfg, policy, tok, computers, bon_set, out),
         )
     return write_report(out, cfg, results, eval_sets, stages.seconds)
+
+
+def _rollouts_and_prms(
+    cfg: DemoConfig, stages: _Stages, policy: Any, tok: Any, ref_dir: Path, train_set: list, out: Path
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Stages 2-4: outcome-labelled rollouts (every generated token counted: the data's cost), the PRMs trained
+    on them and the step-supervised baselines; returns the checkpoints by key and the report's entries about
+    their data (rollout statistics, training rows, each PRM's data cost, the MC labels)."""
+    rollout_tokens: list[int] = []
+    rollouts = stages.run(
+        "2 sample and grade rollouts",
+        lambda: sample_solutions(
+            policy, tok, train_set, cfg.samples_per_problem, temperature=cfg.temperature, seed=cfg.seed,
+            progress=cfg.progress, token_counts=rollout_tokens,
+        ),
+    )  # fmt: skip
+    rollout_stats, rows, train_pairs = _training_rows(train_set, rollouts, out, cfg.progress)
+    rollout_stats["n_generated_tokens"] = sum(rollout_tokens)
+    prm_dirs = _train_prms(stages, ref_dir, rows, out, cfg)
+    more_dirs, baseline_info = train_baselines(
+        cfg, ref_dir, policy, tok, train_pairs, rows["stepwise"], stages.run, _train_prm, out
+    )
+    prm_dirs.update(more_dirs)
+    costs = data_costs(list(prm_dirs), train_set, rollout_tokens, baseline_info)
+    extra = {
+        "rollouts": rollout_stats,
+        "training_rows": {kind: len(r) for kind, r in rows.items()},
+        "data_cost_tokens": costs,
+        **baseline_info,
+    }
+    return prm_dirs, extra
 
 
 def _eval_sets(
@@ -386,10 +395,7 @@ def _training_rows(
         "paired": [row for p, sols in train_pairs for row in to_paired(p, sols)],
         "stepwise": [to_stepwise(p, s) for p, sols in train_pairs for s in sols if s.first_error is not None],
         "step_kto": [
-            to_stepwise(p, s, until_first_error=True)
-            for p, sols in train_pairs
-            for s in sols
-            if s.first_error is not None
+            to_stepwise(p, s, True) for p, sols in train_pairs for s in sols if s.first_error is not None
         ],
     }
     return stats, rows, train_pairs
