@@ -11,6 +11,7 @@ from trl_implicit_prm.cli import main
 from trl_implicit_prm.demo.pipeline import DemoConfig, run_demo
 
 CE, REF, STEP = "implicit PRM (CE)", "reference (no training)", "step-supervised (StepKTO)"
+MC, TRUE = "explicit PRM (MC labels)", "explicit PRM (true labels)"
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,8 @@ def test_reduced_demo_report_schema(quick_report):
         "5b evaluate (step-error F1, best-of-N)",
     }
     models = saved["summary"]["models"]
-    assert {CE, REF} <= set(models) and STEP not in models  # the reduced run trains CE only
+    # the reduced run trains CE and the explicit PRMs (on a small MC budget), no StepKTO
+    assert {CE, REF, MC, TRUE} <= set(models) and STEP not in models
     for row in models.values():
         assert 0.0 <= row["test_f1"] <= 1.0 and row["threshold"] == row["threshold"]
     for set_name in ("sampled", "injected"):  # threshold tuned on validation (oracle there), reused on test
@@ -51,11 +53,34 @@ def test_reduced_demo_report_schema(quick_report):
         saved["claims"]
     )
     assert saved["rollouts"]["n_used"] > 0
+    # New columns: the labels each PRM used and the generated tokens its training data cost.
+    assert [models[k]["labels"] for k in (REF, CE, MC, TRUE)] == [
+        "none",
+        "outcome",
+        "MC steps",
+        "true steps (oracle)",
+    ]
+    mc = saved["mc"]
+    assert models[REF]["data_cost_tokens"] == 0
+    assert models[CE]["data_cost_tokens"] == saved["rollouts"]["n_generated_tokens"] > 0
+    assert models[MC]["data_cost_tokens"] == mc["rollout_tokens"] + mc["n_generated_tokens"]
+    assert models[TRUE]["data_cost_tokens"] == mc["rollout_tokens"]  # the same rollouts, true labels
+    assert mc["n_completions"] > 0 and mc["n_generated_tokens"] >= mc["n_completions"]
+    assert 0.0 <= mc["hard_label_agreement_with_truth"] <= 1.0
+    claims = saved["claims"]
+    assert claims["ce_cost_over_mc_cost"] == pytest.approx(
+        models[CE]["data_cost_tokens"] / models[MC]["data_cost_tokens"]
+    )
+    # Guards: a baseline not above the untrained reference is listed as failed and never compared with.
+    for name in (MC, TRUE):
+        below = models[name]["test_f1"] <= models[REF]["test_f1"]
+        assert (name in claims["failed_baselines"]) == below
+    assert ("gap_to_explicit_mc" in claims) == (MC not in claims["failed_baselines"])
     assert (out / "bon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (out / "steps.html").read_text()
     assert "error injected at step" in html and "first error?" in html
     table = (out / "report.md").read_text()
-    assert "| implicit PRM (CE) | outcome |" in table
+    assert "| implicit PRM (CE) | outcome |" in table and "generated tokens (data)" in table
     # The public data formats are written for users to look at.
     for name in ("rollouts", "unpaired", "paired", "stepwise", "processbench"):
         assert (out / "data" / f"{name}.jsonl").is_file()
@@ -70,3 +95,96 @@ def test_implicit_prm_beats_the_untrained_reference(quick_report):
 def test_demo_command_rejects_unknown_fields(tmp_path):
     with pytest.raises(SystemExit, match="unknown DemoConfig field"):
         main(["demo", "--output-dir", str(tmp_path), "--set", "no_such_field=1"])
+
+
+def test_claims_are_guarded_by_the_untrained_reference():
+    """A step-level baseline below the untrained reference is reported as failed, never compared with."""
+    from trl_implicit_prm.demo.report import _claims
+
+    def row(f1, labels, cost=100):
+        return {"test_f1": f1, "labels": labels, "data_cost_tokens": cost, "bon@4_min": None}
+
+    summary = {
+        "models": {
+            REF: row(0.6, "none", 0),
+            CE: row(0.8, "outcome", 100),
+            STEP: row(0.3, "true steps (oracle)"),
+            MC: row(0.82, "MC steps", 2000),
+            TRUE: row(0.9, "true steps (oracle)"),
+        },
+        "pass@1": 0.5,
+        "majority@4": 0.6,
+    }
+    claims = _claims(summary, 4)
+    assert claims["failed_baselines"] == [STEP]
+    assert "gap_to_step_supervised" not in claims  # StepKTO failed: no "within X of it" claim
+    assert claims["gap_to_explicit_mc"] == pytest.approx(0.02) and claims["ce_within_0.05_of_explicit_mc"]
+    assert claims["ce_cost_over_mc_cost"] == pytest.approx(0.05) and claims["ce_cost_at_most_0.10_of_mc"]
+    summary["models"][MC]["test_f1"] = 0.55
+    claims = _claims(summary, 4)
+    assert claims["failed_baselines"] == [MC, STEP] and "gap_to_explicit_mc" not in claims
+
+
+def test_seeds_aggregate_mean_and_spread(tmp_path):
+    from trl_implicit_prm.demo.aggregate import aggregate_reports
+
+    def report(seed, f1, majority):
+        summary = {
+            "models": {CE: {"labels": "outcome", "test_f1": f1, "bon@4_min": None}},
+            "majority@4": majority,
+        }
+        claims = {"ce_f1": f1, "failed_baselines": [STEP] if seed else []}
+        return {
+            "seed": seed,
+            "config": {"seed": seed, "bon_n": 4},
+            "summary": summary,
+            "claims": claims,
+            "total_seconds": 10.0,
+        }
+
+    agg = aggregate_reports([report(0, 0.8, 0.5), report(1, 0.9, 0.7)], tmp_path)
+    f1 = agg["summary"][CE]["test_f1"]
+    assert (
+        f1["values"] == [0.8, 0.9]
+        and f1["mean"] == pytest.approx(0.85)
+        and f1["std"] == pytest.approx(0.0707)
+    )
+    assert agg["summary"][CE]["bon@4_min"]["mean"] is None  # no finite value: no statistic
+    assert agg["summary"]["baselines"]["majority@4"]["min"] == 0.5
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["seeds"] == [0, 1] and saved["claims"]["1"]["failed_baselines"] == [STEP]
+    assert "85.0 ± 7.1" in (tmp_path / "report.md").read_text()
+
+
+def test_mc_label_agreement_and_confusion_count_every_step():
+    from trl_implicit_prm.demo.mc_labels import MCLabels
+
+    hard = [{"labels": [True, False, False]}, {"labels": [True, True]}]
+    mc = MCLabels(soft=[], hard=hard, n_completions=6, n_generated_tokens=60)
+    truth = [[True, True, False], [True, False]]
+    assert mc.agreement(truth) == pytest.approx(3 / 5)
+    assert mc.confusion(truth) == {"true=0,mc=0": 1, "true=0,mc=1": 1, "true=1,mc=0": 1, "true=1,mc=1": 2}
+
+
+def test_data_costs_count_rollouts_and_mc_completions():
+    """CE pays for every rollout; the MC PRM for its problems' rollouts and its completions; the explicit PRM on
+    true labels for the same rollouts only; the untrained reference for nothing."""
+    from trl_implicit_prm.demo.baselines import data_costs
+    from trl_implicit_prm.demo.task import ArithmeticTask
+
+    problems = ArithmeticTask(n_terms=3, seed=0).make_problems(3, seed=0)
+    tokens = [10, 11, 20, 21, 30, 31]  # 2 rollouts per problem, problem-major
+    info = {"mc": {"problems": problems[:1], "n_generated_tokens": 500, "rollout_tokens": None}}
+    costs = data_costs(["ce", "explicit_mc", "explicit_true"], problems, tokens, info)
+    assert costs == {
+        REF: 0,
+        CE: 123,
+        MC: 21 + 500,
+        TRUE: 21,
+    }
+    assert info["mc"]["rollout_tokens"] == 21 and "problems" not in info["mc"]
+
+
+def test_seeds_refuse_the_rl_stage(tmp_path, capsys):
+    assert main(["demo", "--output-dir", str(tmp_path), "--seeds", "0", "1", "--rl"]) == 2
+    assert "--seeds runs the demo only" in capsys.readouterr().err

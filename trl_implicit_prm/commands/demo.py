@@ -6,7 +6,9 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from trl_implicit_prm.commands._errors import CommandError
 
@@ -21,6 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `demo` command's arguments to `parser`."""
     parser.add_argument("--output-dir", default="demo_output", help="where the report and models go")
     parser.add_argument("--seed", type=int, default=0, help="seed of the task, sampling and training")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="run once per seed (into OUTPUT_DIR/seed-S) and aggregate: mean and spread of every number",
+    )
     parser.add_argument(
         "--n-terms", type=int, default=4, help="operands per problem (3..8): steps = n_terms - 1"
     )
@@ -72,7 +81,12 @@ def run(args: argparse.Namespace) -> int:
             fields[key] = value  # plain strings
         if _has_non_finite(fields[key]):
             raise CommandError(f"--set {item}: expected finite numbers, got {value!r}")
-    cfg = DemoConfig.quick(**fields) if args.quick else DemoConfig(**fields)
+    make = DemoConfig.quick if args.quick else DemoConfig
+    if args.seeds:
+        if args.rl or args.rl_only:
+            raise CommandError("--seeds runs the demo only: pass --rl or --rl-only without --seeds")
+        return _run_seeds(make, fields, args.seeds)
+    cfg = make(**fields)
     start = time.perf_counter()
     report = {"claims": True} if args.rl_only else run_demo(cfg)
     if args.rl or args.rl_only:
@@ -86,3 +100,15 @@ def run(args: argparse.Namespace) -> int:
     print((Path(cfg.output_dir) / "report.md").read_text())
     print(f"[demo] done in {time.perf_counter() - start:.0f}s; report in {cfg.output_dir}/")
     return 0 if report.get("claims") else 1
+
+
+def _run_seeds(make: Callable[..., Any], fields: dict[str, Any], seeds: list[int]) -> int:
+    """One run per seed under `output_dir/seed-S`, then the aggregate report in `output_dir`."""
+    from trl_implicit_prm.demo.aggregate import aggregate_reports
+    from trl_implicit_prm.demo.pipeline import run_demo
+
+    out = Path(fields["output_dir"])
+    reports = [run_demo(make(**{**fields, "seed": s, "output_dir": str(out / f"seed-{s}")})) for s in seeds]
+    aggregate_reports(reports, out)
+    print((out / "report.md").read_text())
+    return 0 if all(r.get("claims") for r in reports) else 1

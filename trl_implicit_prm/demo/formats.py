@@ -83,9 +83,10 @@ def _step_labels(solution: Solution) -> list[bool]:
     return [i < k for i in range(len(solution.steps))]
 
 
-def to_stepwise(problem: Problem, solution: Solution) -> dict[str, Any]:
+def to_stepwise(problem: Problem, solution: Solution, until_first_error: bool = False) -> dict[str, Any]:
     """Stepwise row (for StepKTO): ``prompt``, ``completions`` (step strings), ``labels`` (True before the
-    first error, False from it on; all True for a correct solution).
+    first error, False from it on; all True for a correct solution). `until_first_error=True` ends the row at
+    its first wrong step (the ProcessBench / PRM800K convention: a later step is not itself the error).
 
     Example:
 
@@ -95,12 +96,17 @@ def to_stepwise(problem: Problem, solution: Solution) -> dict[str, Any]:
     >>> to_stepwise(p, corrupt(p, step=1, rng=0))["labels"]
     [True, False, False]
 
+    >>> to_stepwise(p, corrupt(p, step=1, rng=0), until_first_error=True)["labels"]
+    [True, False]
+
     ```
     """
+    labels = _step_labels(solution)
+    keep = labels.index(False) + 1 if until_first_error and False in labels else len(labels)
     return {
         "prompt": format_prompt(problem),
-        "completions": list(solution.steps),
-        "labels": _step_labels(solution),
+        "completions": list(solution.steps[:keep]),
+        "labels": labels[:keep],
     }
 
 

@@ -6,8 +6,10 @@ A PRM trained with response-level labels only finds the first wrong step. Stages
    policy (an instruct model in the paper);
 2. N solutions per training problem are sampled from it and graded by their final answer: outcome labels only;
 3. implicit PRMs are trained from those labels: `CETrainer` (unpaired) and `ImplicitPRMTrainer` (DPO, paired);
-4. baselines on the same budget: the reference alone (reference-free scoring, paper §5.5.2) and a PRM trained on
-   the true step labels (`StepKTOTrainer`), the upper bound that needs expensive labels;
+4. baselines: the reference alone (reference-free scoring, paper §5.5.2); PRMs trained on the true step labels
+   (`StepKTOTrainer` with step-level KTO and with step-level CE), an oracle no real setting has; and explicit
+   PRMs (`ExplicitPRMTrainer`) on Math-Shepherd-style Monte-Carlo step labels (:mod:`.mc_labels`) and on the
+   true labels of the same rollouts (:mod:`.baselines`), with every generated token of each PRM's data counted;
 5. held-out evaluation: step-error F1 in the ProcessBench protocol (threshold tuned on a validation split) and
    best-of-N accuracy of min-score selection, majority voting and weighted voting, against pass@1.
 """
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 
+from trl_implicit_prm.demo.baselines import NAMES, data_costs, train_baselines
 from trl_implicit_prm.demo.corruption import corrupt
 from trl_implicit_prm.demo.formats import (
     export_all,
@@ -74,8 +77,16 @@ class DemoConfig:
     learning_rate: float = 1e-4
     prm_epochs: float = 2.0
     batch_size: int = 32
-    train_dpo: bool = True
+    train_dpo: bool = False  # off in `make demo` (its time budget): --set train_dpo=true
     train_step_kto: bool = True
+    train_step_ce: bool = True
+    # Math-Shepherd-style MC labels (demo/mc_labels.py) for an explicit PRM, and one on the true labels
+    train_explicit: bool = True
+    mc_problems: int = 500
+    mc_samples: int = 16
+    mc_label: str = "hard"
+    explicit_learning_rate: float = 5e-4  # a fresh classifier head: more steps, higher rate than the PRMs
+    explicit_epochs: float = 4.0
     # evaluation
     n_val_problems: int = 100
     n_test_problems: int = 200
@@ -96,6 +107,10 @@ class DemoConfig:
             learning_rate=2e-4,
             train_dpo=False,
             train_step_kto=False,
+            train_step_ce=False,
+            mc_problems=20,
+            mc_samples=4,
+            explicit_epochs=2.0,
             n_val_problems=80,
             n_test_problems=120,
             n_bon_problems=30,
@@ -136,7 +151,7 @@ def _train_args(cls: type, out: Path, cfg: DemoConfig, **extra: Any) -> Any:
         num_train_epochs=cfg.prm_epochs,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="constant",
-        beta=cfg.beta,
+        **({"beta": cfg.beta} if "beta" in cls.__dataclass_fields__ else {}),
         seed=cfg.seed,
         logging_steps=10,
         step_separator=STEP_SEPARATOR,
@@ -150,19 +165,25 @@ def _train_prm(kind: str, reference_dir: Path, rows: list[dict], out: Path, cfg:
     from trl_implicit_prm import (
         CEConfig,
         CETrainer,
+        ExplicitPRMConfig,
+        ExplicitPRMTrainer,
         ImplicitPRMConfig,
         ImplicitPRMTrainer,
         StepKTOConfig,
         StepKTOTrainer,
     )
 
-    trainer_cls, config_cls = {
-        "ce": (CETrainer, CEConfig),
-        "dpo": (ImplicitPRMTrainer, ImplicitPRMConfig),
-        "step_kto": (StepKTOTrainer, StepKTOConfig),
+    trainer_cls, config_cls, extra = {
+        "ce": (CETrainer, CEConfig, {}),
+        "dpo": (ImplicitPRMTrainer, ImplicitPRMConfig, {}),
+        "step_kto": (StepKTOTrainer, StepKTOConfig, {}),
+        "step_ce": (StepKTOTrainer, StepKTOConfig, {"loss_type": "ce"}),
+        "explicit": (ExplicitPRMTrainer, ExplicitPRMConfig, {}),
     }[kind]
     trainer = trainer_cls(
-        str(reference_dir), args=_train_args(config_cls, out, cfg), train_dataset=Dataset.from_list(rows)
+        str(reference_dir),
+        args=_train_args(config_cls, out, cfg, **extra),
+        train_dataset=Dataset.from_list(rows),
     )
     trainer.train()
     trainer.save_model(str(out))
@@ -229,17 +250,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     )
     policy = AutoModelForCausalLM.from_pretrained(ref_dir).eval()
     tok = load_tokenizer(ref_dir)
-    # 2. outcome-labelled rollouts
-    rollouts = stages.run(
-        "2 sample and grade rollouts",
-        lambda: sample_solutions(
-            policy, tok, train_set, cfg.samples_per_problem, temperature=cfg.temperature, seed=cfg.seed,
-            progress=cfg.progress,
-        ),
-    )  # fmt: skip
-    rollout_stats, rows = _training_rows(train_set, rollouts, out, cfg.progress)
-    # 3-4. PRMs from outcome labels, and the step-supervised upper bound
-    prm_dirs = _train_prms(stages, ref_dir, rows, out, cfg)
+    # 2-4. outcome-labelled rollouts, PRMs trained on them, and the step-supervised baselines
+    prm_dirs, extra = _rollouts_and_prms(cfg, stages, policy, tok, ref_dir, train_set, out)
     # 5. evaluation: the policy's own held-out solutions (first error located by recomputation), as in
     # ProcessBench, and solutions with an injected error.
     held_out = stages.run(
@@ -255,17 +267,44 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "5b evaluate (step-error F1, best-of-N)",
         lambda: _evaluate(computers, eval_sets, bon_set, bon_samples),
     )
-    results["extra"] = {
-        "reference_policy": json.loads((ref_dir / "sft_history.json").read_text()),
-        "rollouts": rollout_stats,
-        "training_rows": {kind: len(r) for kind, r in rows.items()},
-    }
+    results["extra"] = {"reference_policy": json.loads((ref_dir / "sft_history.json").read_text()), **extra}
     if cfg.search_problems:  # 6. PRM-guided search with the CE PRM
         results["extra"]["search"] = stages.run(
             "6 PRM-guided search (best-of-N, beam, DVTS, early rejection)",
             lambda: _search(cfg, policy, tok, computers, bon_set, out),
         )
     return write_report(out, cfg, results, eval_sets, stages.seconds)
+
+
+def _rollouts_and_prms(
+    cfg: DemoConfig, stages: _Stages, policy: Any, tok: Any, ref_dir: Path, train_set: list, out: Path
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Stages 2-4: outcome-labelled rollouts (every generated token counted: the data's cost), the PRMs trained
+    on them and the step-supervised baselines; returns the checkpoints by key and the report's entries about
+    their data (rollout statistics, training rows, each PRM's data cost, the MC labels)."""
+    rollout_tokens: list[int] = []
+    rollouts = stages.run(
+        "2 sample and grade rollouts",
+        lambda: sample_solutions(
+            policy, tok, train_set, cfg.samples_per_problem, temperature=cfg.temperature, seed=cfg.seed,
+            progress=cfg.progress, token_counts=rollout_tokens,
+        ),
+    )  # fmt: skip
+    rollout_stats, rows, train_pairs = _training_rows(train_set, rollouts, out, cfg.progress)
+    rollout_stats["n_generated_tokens"] = sum(rollout_tokens)
+    prm_dirs = _train_prms(stages, ref_dir, rows, out, cfg)
+    more_dirs, baseline_info = train_baselines(
+        cfg, ref_dir, policy, tok, train_pairs, rows["stepwise"], stages.run, _train_prm, out
+    )
+    prm_dirs.update(more_dirs)
+    costs = data_costs(list(prm_dirs), train_set, rollout_tokens, baseline_info)
+    extra = {
+        "rollouts": rollout_stats,
+        "training_rows": {kind: len(r) for kind, r in rows.items()},
+        "data_cost_tokens": costs,
+        **baseline_info,
+    }
+    return prm_dirs, extra
 
 
 def _eval_sets(
@@ -329,8 +368,10 @@ def _reference_policy(
 
 def _training_rows(
     train_set: list[Problem], rollouts: list[list[Solution]], out: Path, progress: bool
-) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
-    """Stage 2's output: rollout statistics, the data files, and the unpaired, paired and stepwise rows."""
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], list[tuple[Problem, list[Solution]]]]:
+    """Stage 2's output: rollout statistics, the data files, the unpaired, paired and stepwise rows (and the
+    StepKTO rows, which end at their first wrong step: a later step is not the error), and the usable rollouts
+    per problem."""
     usable = [[s for s in sols if s.steps and all(step.strip() for step in s.steps)] for sols in rollouts]
     n_sampled = sum(len(s) for s in rollouts)
     n_dropped = n_sampled - sum(len(s) for s in usable)
@@ -353,8 +394,11 @@ def _training_rows(
         "unpaired": [row for p, sols in train_pairs for row in to_unpaired(p, sols)],
         "paired": [row for p, sols in train_pairs for row in to_paired(p, sols)],
         "stepwise": [to_stepwise(p, s) for p, sols in train_pairs for s in sols if s.first_error is not None],
+        "step_kto": [
+            to_stepwise(p, s, True) for p, sols in train_pairs for s in sols if s.first_error is not None
+        ],
     }
-    return stats, rows
+    return stats, rows, train_pairs
 
 
 def _train_prms(
@@ -374,8 +418,8 @@ def _train_prms(
         )
     if cfg.train_step_kto:
         prm_dirs["step_kto"] = stages.run(
-            "4 step-supervised PRM, StepKTO (true step labels)",
-            lambda: _train_prm("step_kto", ref_dir, rows["stepwise"], out / "models" / "step_kto", cfg),
+            "4a step-supervised PRM, StepKTO (true step labels)",
+            lambda: _train_prm("step_kto", ref_dir, rows["step_kto"], out / "models" / "step_kto", cfg),
         )
     return prm_dirs
 
@@ -389,11 +433,8 @@ def _computers(ref_dir: Path, prm_dirs: dict[str, Path], cfg: DemoConfig) -> dic
             ref_dir, reference_free=True, beta=cfg.beta, step_separator=STEP_SEPARATOR
         )
     }
-    names = {"ce": "implicit PRM (CE)", "dpo": "implicit PRM (DPO)", "step_kto": "step-supervised (StepKTO)"}
-    for key, path in prm_dirs.items():
-        computers[names[key]] = ProcessRewardComputer.from_pretrained(
-            path, ref_model=ref_dir, step_separator=STEP_SEPARATOR
-        )
+    for key, path in prm_dirs.items():  # implicit or explicit: each checkpoint's metadata says which
+        computers[NAMES[key]] = ProcessRewardComputer.from_pretrained(path, step_separator=STEP_SEPARATOR)
     return computers
 
 

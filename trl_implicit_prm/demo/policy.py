@@ -22,7 +22,7 @@ from trl_implicit_prm.demo.task import (
     reference_solution,
 )
 
-__all__ = ["finetune_on_solutions", "sample_solutions"]
+__all__ = ["finetune_on_solutions", "generate_texts", "generated_lengths", "sample_solutions"]
 
 
 def _sft_rows(tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem]) -> list[tuple[list[int], int]]:
@@ -138,7 +138,67 @@ def greedy_accuracy(
     return sum(s[0].is_correct for s in sols) / max(1, len(sols))
 
 
+def generated_lengths(new_tokens: torch.Tensor, eos_token_id: int) -> list[int]:
+    """Tokens each row of a `generate` output generated (`new_tokens` = the ids after the prompt): up to and
+    including its first EOS, or all of them when it has none (cut by `max_new_tokens`).
+
+    Example:
+
+    ```python
+    >>> generated_lengths(torch.tensor([[5, 6, 2, 2], [5, 6, 7, 8], [2, 2, 2, 2]]), eos_token_id=2)
+    [3, 4, 1]
+
+    ```
+    """
+    is_eos = new_tokens == eos_token_id
+    first = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, new_tokens.size(1))
+    return first.tolist()
+
+
 @torch.no_grad()
+def generate_texts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    *,
+    temperature: float = 1.0,
+    batch_size: int = 256,
+    max_new_tokens: int = 96,
+    seed: int = 0,
+    progress: bool = True,
+    greedy: bool = False,
+    desc: str = "sampling",
+) -> tuple[list[str], list[int]]:
+    """One completion per prompt string (left-padded batches): the decoded texts and how many tokens each
+    generated (:func:`generated_lengths`, the cost accounting of the demo's data)."""
+    torch.manual_seed(seed)
+    texts: list[str] = []
+    counts: list[int] = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    sampling = (
+        {"do_sample": False}
+        if greedy
+        else {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+    )
+    try:
+        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, leave=False):
+            enc = tokenizer(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True)
+            out = model.generate(
+                **enc,
+                **sampling,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            new = out[:, enc["input_ids"].size(1) :]
+            texts.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
+            counts.extend(generated_lengths(new, tokenizer.eos_token_id))
+    finally:
+        tokenizer.padding_side = side
+    return texts, counts
+
+
 def sample_solutions(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -151,37 +211,25 @@ def sample_solutions(
     seed: int = 0,
     progress: bool = True,
     greedy: bool = False,
+    token_counts: list[int] | None = None,
 ) -> list[list[Solution]]:
-    """`n` sampled solutions per problem, parsed into steps and graded against the known truth."""
-    torch.manual_seed(seed)
+    """`n` sampled solutions per problem, parsed into steps and graded against the known truth. With
+    `token_counts`, the number of tokens each sample generated is appended to it (problem-major order)."""
     prompts = [p for p in problems for _ in range(n)]
-    texts: list[str] = []
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        for start in tqdm(
-            range(0, len(prompts), batch_size),
-            desc=f"sampling {n} solutions per problem",
-            disable=not progress,
-            leave=False,
-        ):
-            chunk = [p.prompt for p in prompts[start : start + batch_size]]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True)
-            sampling = (
-                {"do_sample": False}
-                if greedy
-                else {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-            )
-            out = model.generate(
-                **enc,
-                **sampling,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            texts.extend(tokenizer.batch_decode(out[:, enc["input_ids"].size(1) :], skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = side
+    texts, counts = generate_texts(
+        model,
+        tokenizer,
+        [p.prompt for p in prompts],
+        temperature=temperature,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        progress=progress,
+        greedy=greedy,
+        desc=f"sampling {n} solutions per problem",
+    )
+    if token_counts is not None:
+        token_counts.extend(counts)
     solutions = [
         solution_from_text(p, t.strip(), separator=STEP_SEPARATOR)
         for p, t in zip(prompts, texts, strict=True)

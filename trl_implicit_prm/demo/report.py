@@ -12,8 +12,9 @@ from trl_implicit_prm.evaluation.records import strict_json
 
 logger = logging.getLogger(__name__)
 
-CE, STEP = "implicit PRM (CE)", "step-supervised (StepKTO)"
-F1_TARGET, GAP_TARGET = 0.80, 0.10
+CE, STEP, REF = "implicit PRM (CE)", "step-supervised (StepKTO)", "reference (no training)"
+MC = "explicit PRM (MC labels)"
+F1_TARGET, GAP_TARGET, MC_GAP_TARGET, COST_TARGET = 0.80, 0.10, 0.05, 0.10
 
 
 def _at(curve: dict[str, Any], method: str, n: int) -> float | None:
@@ -22,11 +23,16 @@ def _at(curve: dict[str, Any], method: str, n: int) -> float | None:
 
 
 def _summary(results: dict[str, Any], bon_n: int) -> dict[str, Any]:
+    from trl_implicit_prm.demo.baselines import LABELS
+
     rows = {}
+    costs = results.get("extra", {}).get("data_cost_tokens", {})
     for name, sets in results["step_error"].items():
         test = sets["sampled"]["test"]
         curve = results["best_of_n"][name]
         rows[name] = {
+            "labels": LABELS.get(name, ""),
+            "data_cost_tokens": costs.get(name),
             "test_f1": test["f1"],
             "test_acc_erroneous": test["acc_erroneous"],
             "test_acc_correct": test["acc_correct"],
@@ -46,15 +52,46 @@ def _summary(results: dict[str, Any], bon_n: int) -> dict[str, Any]:
     }
 
 
+def _sane_baselines(models: dict[str, Any]) -> dict[str, bool]:
+    """Guard: each trained step-level baseline is sane iff its held-out F1 is above the untrained reference's
+    (a baseline below it failed to learn and is evidence of nothing)."""
+    ref = models.get(REF, {}).get("test_f1")
+    return {
+        name: ref is not None and row["test_f1"] is not None and row["test_f1"] > ref
+        for name, row in models.items()
+        if name not in (REF, CE) and "outcome" not in row["labels"]
+    }
+
+
+def _comparisons(models: dict[str, Any], sane: dict[str, bool], ce_f1: float) -> dict[str, Any]:
+    """Claims against the step-level baselines, each made only when that baseline is sane."""
+    out: dict[str, Any] = {}
+    if STEP in models and sane[STEP]:
+        gap = models[STEP]["test_f1"] - ce_f1
+        out.update({"gap_to_step_supervised": gap, "ce_within_0.10_of_step_supervised": gap <= GAP_TARGET})
+    if MC in models:
+        cost_ratio = models[CE]["data_cost_tokens"] / max(1, models[MC]["data_cost_tokens"])
+        out["ce_cost_over_mc_cost"] = cost_ratio
+        out["ce_cost_at_most_0.10_of_mc"] = cost_ratio <= COST_TARGET
+        if sane[MC]:
+            gap = models[MC]["test_f1"] - ce_f1
+            out.update({"gap_to_explicit_mc": gap, "ce_within_0.05_of_explicit_mc": gap <= MC_GAP_TARGET})
+    return out
+
+
 def _claims(summary: dict[str, Any], bon_n: int) -> dict[str, Any]:
     models = summary["models"]
     if CE not in models:
         return {}
     ce_f1 = models[CE]["test_f1"]
-    out = {"ce_f1": ce_f1, "ce_f1_at_least_0.80": ce_f1 >= F1_TARGET}
-    if STEP in models:
-        gap = models[STEP]["test_f1"] - ce_f1
-        out.update({"gap_to_step_supervised": gap, "ce_within_0.10_of_step_supervised": gap <= GAP_TARGET})
+    sane = _sane_baselines(models)
+    out = {
+        "ce_f1": ce_f1,
+        "ce_f1_at_least_0.80": ce_f1 >= F1_TARGET,
+        "baselines_above_reference": sane,
+        "failed_baselines": sorted(name for name, ok in sane.items() if not ok),
+    }
+    out.update(_comparisons(models, sane, ce_f1))
     bon = models[CE][f"bon@{bon_n}_min"]
     if bon is not None:
         out.update(
@@ -82,23 +119,21 @@ def _markdown(report: dict[str, Any]) -> str:
         "solutions with one injected error. Best-of-N selection on",
         f"{report['config']['n_bon_problems']} held-out problems with {n} samples each from the reference policy.",
         "",
-        f"| model | labels used | step-error F1 | acc. erroneous | acc. correct | F1, injected errors "
-        f"| best-of-{n} (min) | weighted vote@{n} |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| model | labels used | generated tokens (data) | step-error F1 | acc. erroneous | acc. correct "
+        f"| F1, injected errors | best-of-{n} (min) | weighted vote@{n} |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    labels = {
-        "reference (no training)": "none",
-        "implicit PRM (CE)": "outcome",
-        "implicit PRM (DPO)": "outcome",
-        STEP: "per step",
-    }
+    failed = set(report["claims"].get("failed_baselines", []))
     for name, row in s["models"].items():
 
         def pct(x: float | None) -> str:
             return "–" if x is None else f"{100 * x:.1f}"
 
+        cost = row.get("data_cost_tokens")
+        shown = f"{name} (failed: below the reference)" if name in failed else name
         lines.append(
-            f"| {name} | {labels.get(name, '')} | {pct(row['test_f1'])} | {pct(row['test_acc_erroneous'])} "
+            f"| {shown} | {row.get('labels', '')} | {'–' if cost is None else f'{cost:,}'} "
+            f"| {pct(row['test_f1'])} | {pct(row['test_acc_erroneous'])} "
             f"| {pct(row['test_acc_correct'])} | {pct(row['injected_test_f1'])} | {pct(row[f'bon@{n}_min'])} "
             f"| {pct(row[f'weighted@{n}_min'])} |"
         )
@@ -129,22 +164,13 @@ def _reading(c: dict[str, Any], s: dict[str, Any], n: int) -> list[str]:
         f"- Trained on final-answer labels only, the CE implicit PRM localises the first wrong step "
         f"with F1 {100 * c['ce_f1']:.1f} ({verdict} the 80 target)."
     )
-    if "gap_to_step_supervised" in c:
-        gap = 100 * c["gap_to_step_supervised"]
-        relation = (
-            f"outcome labels come within {gap:.1f} points of per-step supervision"
-            if gap >= 0
-            else f"the outcome-trained PRM is {-gap:.1f} points above it"
-        )
-        lines.append(
-            f"- The PRM trained on the true step labels reaches {100 * s['models'][STEP]['test_f1']:.1f}: {relation}."
-        )
+    lines += _baseline_reading(c, s["models"])
     if f"ce_bon@{n}_min" in c:
         lines.append(
             f"- Best-of-{n} by the minimum step reward: {100 * c[f'ce_bon@{n}_min']:.1f}, against pass@1 "
             f"{100 * s['pass@1']:.1f} and majority voting {100 * s[f'majority@{n}']:.1f}."
         )
-    ref = s["models"].get("reference (no training)")
+    ref = s["models"].get(REF)
     if ref is not None:
         lines.append(
             f"- The untrained reference alone scores F1 {100 * ref['test_f1']:.1f} on its own solutions: "
@@ -154,6 +180,42 @@ def _reading(c: dict[str, Any], s: dict[str, Any], n: int) -> list[str]:
             f"- On injected errors the reference alone scores {100 * ref['injected_test_f1']:.1f}: an "
             "error the policy would not make is improbable under it already, while a log-ratio "
             "reward only carries what training changed (the paper's §5.5.2 discusses this)."
+        )
+    return lines
+
+
+def _baseline_reading(c: dict[str, Any], models: dict[str, Any]) -> list[str]:
+    """The lines about the step-level baselines: a failed one is named as failed, never compared with."""
+    lines = []
+    for name in c.get("failed_baselines", []):
+        lines.append(
+            f"- {name} scores F1 {100 * models[name]['test_f1']:.1f}, not above the untrained reference "
+            f"({100 * models[REF]['test_f1']:.1f}): this baseline failed, and no claim is drawn from it."
+        )
+    if "gap_to_step_supervised" in c:
+        gap = 100 * c["gap_to_step_supervised"]
+        relation = (
+            f"outcome labels come within {gap:.1f} points of per-step supervision"
+            if gap >= 0
+            else f"the outcome-trained PRM is {-gap:.1f} points above it"
+        )
+        lines.append(
+            f"- StepKTO on the true step labels reaches {100 * models[STEP]['test_f1']:.1f}: {relation}."
+        )
+    if "ce_cost_over_mc_cost" in c:
+        mc = models[MC]
+        relation = ""
+        if "gap_to_explicit_mc" in c:
+            gap = 100 * c["gap_to_explicit_mc"]
+            relation = (
+                f"; the CE implicit PRM is {-gap:.1f} points above it"
+                if gap <= 0
+                else f"; the CE implicit PRM is {gap:.1f} points below it"
+            )
+        lines.append(
+            f"- The explicit PRM on Monte-Carlo step labels reaches F1 {100 * mc['test_f1']:.1f}{relation}. "
+            f"Its data took {mc['data_cost_tokens']:,} generated tokens, the CE PRM's "
+            f"{models[CE]['data_cost_tokens']:,} ({100 * c['ce_cost_over_mc_cost']:.0f}%)."
         )
     return lines
 

@@ -1,0 +1,139 @@
+"""The demo's step-supervised baselines: step-level CE on the true labels, and explicit PRMs trained on
+Math-Shepherd-style Monte-Carlo labels and on the true labels; with the generated-token cost of each PRM's data.
+
+Cost accounting (generated tokens, counted where they are sampled, EOS included):
+
+- an implicit PRM trained on outcome labels needs the rollouts only;
+- a PRM trained on true step labels needs the rollouts too, plus labels no real setting has (an oracle);
+- the explicit PRM on MC labels needs its rollouts plus `N` completions from every step prefix but the last
+  (:mod:`.mc_labels`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from trl_implicit_prm.demo.formats import to_stepwise
+from trl_implicit_prm.demo.mc_labels import mc_step_labels
+from trl_implicit_prm.demo.task import Problem, Solution
+
+__all__ = ["LABELS", "NAMES", "data_costs", "train_baselines"]
+
+# Report names and the labels each PRM was trained on, by the pipeline's key.
+NAMES = {
+    "ce": "implicit PRM (CE)",
+    "dpo": "implicit PRM (DPO)",
+    "step_kto": "step-supervised (StepKTO)",
+    "step_ce": "step-supervised (step CE)",
+    "explicit_mc": "explicit PRM (MC labels)",
+    "explicit_true": "explicit PRM (true labels)",
+}
+LABELS = {
+    "reference (no training)": "none",
+    NAMES["ce"]: "outcome",
+    NAMES["dpo"]: "outcome",
+    NAMES["step_kto"]: "true steps (oracle)",
+    NAMES["step_ce"]: "true steps (oracle)",
+    NAMES["explicit_mc"]: "MC steps",
+    NAMES["explicit_true"]: "true steps (oracle)",
+}
+
+
+def _mc_items(
+    train_pairs: Sequence[tuple[Problem, Sequence[Solution]]], n_problems: int
+) -> list[tuple[Problem, Solution]]:
+    """The rollouts the MC labels are made for: those of the first `n_problems` training problems that have
+    a true step label too (so the explicit PRM on true labels trains on the very same rollouts)."""
+    return [(p, s) for p, sols in train_pairs[:n_problems] for s in sols if s.first_error is not None]
+
+
+def train_baselines(
+    cfg: Any,
+    ref_dir: Path,
+    policy: Any,
+    tokenizer: Any,
+    train_pairs: Sequence[tuple[Problem, Sequence[Solution]]],
+    stepwise: list[dict[str, Any]],
+    run_stage: Callable[[str, Callable[[], Any]], Any],
+    train_prm: Callable[[str, Path, list[dict], Path, Any], Path],
+    out: Path,
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Train the enabled baselines (`cfg.train_step_ce`, `cfg.train_explicit`); returns their checkpoint
+    directories by key and what the report needs about the MC labels (`mc`: counts, cost, agreement)."""
+    dirs: dict[str, Path] = {}
+    info: dict[str, Any] = {}
+    if cfg.train_step_ce:
+        dirs["step_ce"] = run_stage(
+            "4b step-supervised PRM, step CE (true step labels)",
+            lambda: train_prm("step_ce", ref_dir, stepwise, out / "models" / "step_ce", cfg),
+        )
+    if not cfg.train_explicit:
+        return dirs, info
+    items = _mc_items(train_pairs, cfg.mc_problems)
+    mc = run_stage(
+        f"4c MC step labels ({cfg.mc_samples} completions per step prefix)",
+        lambda: mc_step_labels(
+            policy,
+            tokenizer,
+            items,
+            cfg.mc_samples,
+            temperature=cfg.temperature,
+            seed=cfg.seed + 2,
+            progress=cfg.progress,
+        ),
+    )
+    truth = [to_stepwise(p, s) for p, s in items]
+    mc_rows = mc.hard if cfg.mc_label == "hard" else mc.soft
+    explicit_cfg = replace(cfg, learning_rate=cfg.explicit_learning_rate, prm_epochs=cfg.explicit_epochs)
+    dirs["explicit_mc"] = run_stage(
+        f"4d explicit PRM ({cfg.mc_label} MC labels)",
+        lambda: train_prm("explicit", ref_dir, mc_rows, out / "models" / "explicit_mc", explicit_cfg),
+    )
+    dirs["explicit_true"] = run_stage(
+        "4e explicit PRM (true step labels, same rollouts)",
+        lambda: train_prm("explicit", ref_dir, truth, out / "models" / "explicit_true", explicit_cfg),
+    )
+    info["mc"] = {
+        "n_rollouts": len(items),
+        "n_problems": min(cfg.mc_problems, len(train_pairs)),
+        "completions_per_step": cfg.mc_samples,
+        "label": cfg.mc_label,
+        "n_completions": mc.n_completions,
+        "n_generated_tokens": mc.n_generated_tokens,
+        "hard_label_agreement_with_truth": mc.agreement([row["labels"] for row in truth]),
+        "hard_label_confusion": mc.confusion([row["labels"] for row in truth]),
+        "rollout_tokens": None,  # filled by data_costs, from these problems
+        "problems": [p for p, _ in train_pairs[: cfg.mc_problems]],
+    }
+    return dirs, info
+
+
+def data_costs(
+    keys: Sequence[str],
+    problems: Sequence[Problem],
+    rollout_tokens: Sequence[int],
+    info: dict[str, Any],
+) -> dict[str, int]:
+    """Generated tokens needed to make each PRM's training data, by report name (see the module docstring).
+
+    `rollout_tokens` holds the tokens of every training rollout, problem-major over `problems` (as sampled,
+    unusable samples included: they were paid for). The MC PRM pays for its problems' rollouts and its
+    completions, the explicit PRM on true labels for the same rollouts; every other trained PRM for all the
+    rollouts; the untrained reference for nothing.
+    """
+    per = len(rollout_tokens) // max(1, len(problems))
+    by_problem = [sum(rollout_tokens[i * per : (i + 1) * per]) for i in range(len(problems))]
+    costs = {"reference (no training)": 0}
+    for key in keys:
+        costs[NAMES[key]] = sum(by_problem)
+    if "explicit_mc" in keys:
+        mc_ids = {id(p) for p in info["mc"].pop("problems")}
+        rollouts = sum(t for p, t in zip(problems, by_problem, strict=True) if id(p) in mc_ids)
+        info["mc"]["rollout_tokens"] = rollouts
+        costs[NAMES["explicit_mc"]] = rollouts + info["mc"]["n_generated_tokens"]
+        if "explicit_true" in keys:  # the same rollouts, with the true labels
+            costs[NAMES["explicit_true"]] = rollouts
+    return costs
