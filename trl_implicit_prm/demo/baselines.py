@@ -46,7 +46,8 @@ def _mc_items(
     train_pairs: Sequence[tuple[Problem, Sequence[Solution]]], n_problems: int
 ) -> list[tuple[Problem, Solution]]:
     """The rollouts the MC labels are made for: those of the first `n_problems` training problems that have
-    a true step label too (so the explicit PRM on true labels trains on the very same rollouts)."""
+    a true step label too (so the explicit PRM on true labels trains on the very same rollouts).
+    """
     return [(p, s) for p, sols in train_pairs[:n_problems] for s in sols if s.first_error is not None]
 
 
@@ -62,7 +63,8 @@ def train_baselines(
     out: Path,
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Train the enabled baselines (`cfg.train_step_ce`, `cfg.train_explicit`); returns their checkpoint
-    directories by key and what the report needs about the MC labels (`mc`: counts, cost, agreement)."""
+    directories by key and what the report needs about the MC labels (`mc`: counts, cost, agreement).
+    """
     dirs: dict[str, Path] = {}
     info: dict[str, Any] = {}
     if cfg.train_step_ce:

@@ -67,7 +67,8 @@ def to_paired(
     problem: Problem, solutions: Sequence[Solution | str], max_pairs: int | None = None
 ) -> list[dict[str, Any]]:
     """Paired rows (for DPO / NCA): ``prompt``, ``chosen`` (correct), ``rejected`` (wrong), over every pair of
-    DISTINCT correct and wrong completions, in order (at most `max_pairs`). Outcome labels from :func:`grade`."""
+    DISTINCT correct and wrong completions, in order (at most `max_pairs`). Outcome labels from :func:`grade`.
+    """
     prompt = format_prompt(problem)
     texts = list(dict.fromkeys(map(_completion, solutions)))
     good = [t for t in texts if grade(problem, t)]
@@ -112,7 +113,8 @@ def to_stepwise(problem: Problem, solution: Solution, until_first_error: bool = 
 
 def to_processbench(problem: Problem, solution: Solution) -> dict[str, Any]:
     """ProcessBench record: ``problem`` (the prompt string, as the PRM sees it), ``steps``, ``label`` (earliest
-    wrong step, -1 if none). Raises ValueError for an incomplete solution (``first_error is None``)."""
+    wrong step, -1 if none). Raises ValueError for an incomplete solution (``first_error is None``).
+    """
     if solution.first_error is None:
         raise ValueError("an incomplete solution (first_error=None) has no ProcessBench label")
     return {"problem": format_prompt(problem), "steps": list(solution.steps), "label": solution.first_error}
@@ -120,7 +122,8 @@ def to_processbench(problem: Problem, solution: Solution) -> dict[str, Any]:
 
 def write_jsonl(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
     """Write `rows` as JSON lines (UTF-8, non-ASCII kept), creating parent directories; returns the path
-    (:func:`trl_implicit_prm.data.converters.write_jsonl`, with the demo's argument order)."""
+    (:func:`trl_implicit_prm.data.converters.write_jsonl`, with the demo's argument order).
+    """
     return converters.write_jsonl(path, list(rows))
 
 

@@ -77,11 +77,12 @@ class DemoConfig:
     learning_rate: float = 1e-4
     prm_epochs: float = 2.0
     batch_size: int = 32
-    train_dpo: bool = False  # off in `make demo` (its time budget): --set train_dpo=true
+    train_dpo: bool = True
     train_step_kto: bool = True
     train_step_ce: bool = True
-    # Math-Shepherd-style MC labels (demo/mc_labels.py) for an explicit PRM, and one on the true labels
-    train_explicit: bool = True
+    # Math-Shepherd-style MC labels (demo/mc_labels.py) for an explicit PRM, and one on the true labels. Off in
+    # `make demo`: MC labelling alone takes 5-11 minutes on 2 cores (docs/demo.md); --set train_explicit=true
+    train_explicit: bool = False
     mc_problems: int = 500
     mc_samples: int = 16
     mc_label: str = "hard"
@@ -108,6 +109,7 @@ class DemoConfig:
             train_dpo=False,
             train_step_kto=False,
             train_step_ce=False,
+            train_explicit=True,  # tiny MC budget: the columns, costs and guards are exercised
             mc_problems=20,
             mc_samples=4,
             explicit_epochs=2.0,
@@ -281,7 +283,8 @@ def _rollouts_and_prms(
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Stages 2-4: outcome-labelled rollouts (every generated token counted: the data's cost), the PRMs trained
     on them and the step-supervised baselines; returns the checkpoints by key and the report's entries about
-    their data (rollout statistics, training rows, each PRM's data cost, the MC labels)."""
+    their data (rollout statistics, training rows, each PRM's data cost, the MC labels).
+    """
     rollout_tokens: list[int] = []
     rollouts = stages.run(
         "2 sample and grade rollouts",
@@ -311,7 +314,8 @@ def _eval_sets(
     val_set: list[Problem], test_set: list[Problem], held_out: list[list[Solution]], rng: random.Random
 ) -> tuple[dict[str, Any], list[list[Solution]]]:
     """The step-error sets (the policy's own solutions, and injected errors; validation and test), and the
-    best-of-N candidates (the rest of the held-out samples)."""
+    best-of-N candidates (the rest of the held-out samples).
+    """
     n_val, n_test = len(val_set), len(test_set)
     val_samples, test_samples = held_out[:n_val], held_out[n_val : n_val + n_test]
     eval_sets = {
@@ -371,7 +375,8 @@ def _training_rows(
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], list[tuple[Problem, list[Solution]]]]:
     """Stage 2's output: rollout statistics, the data files, the unpaired, paired and stepwise rows (and the
     StepKTO rows, which end at their first wrong step: a later step is not the error), and the usable rollouts
-    per problem."""
+    per problem.
+    """
     usable = [[s for s in sols if s.steps and all(step.strip() for step in s.steps)] for sols in rollouts]
     n_sampled = sum(len(s) for s in rollouts)
     n_dropped = n_sampled - sum(len(s) for s in usable)

@@ -170,7 +170,8 @@ def generate_texts(
     desc: str = "sampling",
 ) -> tuple[list[str], list[int]]:
     """One completion per prompt string (left-padded batches): the decoded texts and how many tokens each
-    generated (:func:`generated_lengths`, the cost accounting of the demo's data)."""
+    generated (:func:`generated_lengths`, the cost accounting of the demo's data).
+    """
     torch.manual_seed(seed)
     texts: list[str] = []
     counts: list[int] = []
@@ -214,7 +215,8 @@ def sample_solutions(
     token_counts: list[int] | None = None,
 ) -> list[list[Solution]]:
     """`n` sampled solutions per problem, parsed into steps and graded against the known truth. With
-    `token_counts`, the number of tokens each sample generated is appended to it (problem-major order)."""
+    `token_counts`, the number of tokens each sample generated is appended to it (problem-major order).
+    """
     prompts = [p for p in problems for _ in range(n)]
     texts, counts = generate_texts(
         model,

@@ -54,7 +54,8 @@ def _summary(results: dict[str, Any], bon_n: int) -> dict[str, Any]:
 
 def _sane_baselines(models: dict[str, Any]) -> dict[str, bool]:
     """Guard: each trained step-level baseline is sane iff its held-out F1 is above the untrained reference's
-    (a baseline below it failed to learn and is evidence of nothing)."""
+    (a baseline below it failed to learn and is evidence of nothing).
+    """
     ref = models.get(REF, {}).get("test_f1")
     return {
         name: ref is not None and row["test_f1"] is not None and row["test_f1"] > ref
@@ -265,7 +266,8 @@ def write_report(
     out: Path, cfg: Any, results: dict[str, Any], eval_sets: dict[str, Any], seconds: dict[str, float]
 ) -> dict[str, Any]:
     """Write the four report files; return the report dict (report.json holds it as strict JSON: NaN/inf as
-    null, their places under `non_finite`)."""
+    null, their places under `non_finite`).
+    """
     n = cfg.bon_n
     summary = _summary(results, n)
     report = {
