@@ -537,13 +537,26 @@ def test_train_prime_command_and_recipe_are_one_task(tiny_dir, tmp_path):
     from trl_implicit_prm.scripts.train import TASKS
 
     assert TASKS["prime"].trainer == "PRIMETrainer"
-    assert "main(\"prime\")" in (RECIPES / "train_prime.py").read_text()
+    assert 'main("prime")' in (RECIPES / "train_prime.py").read_text()
     rows = [{"prompt": f"Q{i}: {i} + 2?\n", "answer": str(i + 2)} for i in range(4)]
     data = _write_jsonl(tmp_path / "prompts.jsonl", rows)
     out = tmp_path / "out"
-    flags = {"max_steps": 1, "per_device_train_batch_size": 2, "num_generations": 2, "max_completion_length": 8}
+    flags = {
+        "max_steps": 1,
+        "per_device_train_batch_size": 2,
+        "num_generations": 2,
+        "max_completion_length": 8,
+    }
     cmd = [sys.executable, "-m", "trl_implicit_prm.cli", "train", "prime", "--model_name_or_path"]
-    cmd += [str(tiny_dir / "llama"), "--dataset_name", str(data), "--output_dir", str(out), "--use_cpu", "true"]
+    cmd += [
+        str(tiny_dir / "llama"),
+        "--dataset_name",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--use_cpu",
+        "true",
+    ]
     cmd += ["--bf16", "false", "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1"]
     cmd += [str(x) for key, value in flags.items() for x in (f"--{key}", value)]
     _run(cmd, tmp_path / "prime.log", tmp_path / "cache")
