@@ -205,7 +205,7 @@ def label_logps(model: nn.Module, labels: Tensor, chunk_size: int = 4096, **forw
     >>> model = build_model("llama", build_tokenizer(vocab_size=400))
     >>> ids = torch.tensor([[5, 6, 7, 8]])
     >>> full = completion_logps(model, ids, torch.ones_like(ids), torch.ones_like(ids))
-    >>> part = label_logps(model, torch.tensor([[6, 7, -100]]), input_ids=ids[:, :3])
+    >>> part = label_logps(model, torch.tensor([[6, 7, -100]]), input_ids=ids[:, :3]).detach()
     >>> torch.allclose(part[0, :2], full[0, 1:3], atol=1e-5), float(part[0, 2])
     (True, 0.0)
 
