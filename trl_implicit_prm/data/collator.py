@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .columns import RESPONSE_SUMS, TOKEN_KEYS, TOKENIZED_KINDS, tokenized_kind
+from .columns import RESPONSE_SUMS, RESPONSE_SUMS_ADVICE, TOKEN_KEYS, TOKENIZED_KINDS, tokenized_kind
 
 __all__ = ["ImplicitPRMCollator", "pad_token_rows"]
 
@@ -20,9 +20,8 @@ def _refuse_response_sums(examples: list[dict[str, Any]]) -> None:
     found = sorted({key for ex in examples for key in RESPONSE_SUMS if key in ex})
     if found:
         raise ValueError(
-            f"the examples hold {found}: per-response reference log-prob sums cannot give step rewards. Give "
-            "per-step sums instead (ref_step_logps; paired: ref_chosen_step_logps and ref_rejected_step_logps, "
-            "one float per step), set precompute_ref_log_probs=True, or drop the column."
+            f"the examples hold {found}: per-response reference log-prob sums cannot give step rewards. "
+            + RESPONSE_SUMS_ADVICE
         )
 
 

@@ -18,6 +18,7 @@ from datasets import Sequence as ListOf
 __all__ = [
     "COMPLETION_COLUMNS",
     "RESPONSE_SUMS",
+    "RESPONSE_SUMS_ADVICE",
     "SIDE_PREFIXES",
     "TOKENIZED_COLUMNS",
     "TOKENIZED_KINDS",
@@ -39,6 +40,11 @@ TOKEN_KEYS = ("input_ids", "completion_mask", "step_index")
 _SIDE_COLUMNS = (*TOKEN_KEYS, "num_steps", "num_truncated_steps")
 # Per-response reference sums: refused everywhere (they cannot give step rewards).
 RESPONSE_SUMS = ("ref_logps", "ref_chosen_logps", "ref_rejected_logps")
+# What to pass instead, quoted by every refusal of a per-response sum.
+RESPONSE_SUMS_ADVICE = (
+    "Give per-step sums instead (ref_step_logps; paired: ref_chosen_step_logps and ref_rejected_step_logps, "
+    "one float per step), set precompute_ref_log_probs=True, or drop the column."
+)
 # Every column the collator reads (what the trainers' data loaders keep). The per-response sums are kept so that
 # the collator can refuse them with a message instead of their being dropped silently.
 TOKENIZED_COLUMNS = (

@@ -24,7 +24,7 @@ from trl_implicit_prm.data import (
     tokenize_dataset,
     validate_dataset,
 )
-from trl_implicit_prm.data.columns import RESPONSE_SUMS, tokenized_kind
+from trl_implicit_prm.data.columns import RESPONSE_SUMS, RESPONSE_SUMS_ADVICE, tokenized_kind
 from trl_implicit_prm.data.rollouts import pairs_of_rows
 
 logger = logging.getLogger(__name__)
@@ -97,8 +97,7 @@ def prepare_dataset(
     if sums:  # kept by tokenization, read by nothing: the run would use another reference, silently
         raise ValueError(
             f"The {name} dataset has per-response reference log-prob sums {sums}: they cannot give step rewards. "
-            "Give per-step sums instead (ref_step_logps; paired: ref_chosen_step_logps and ref_rejected_step_logps,"
-            " one float per step), set precompute_ref_log_probs=True, or drop the column."
+            + RESPONSE_SUMS_ADVICE
         )
     tokenized = tokenized_kind(dataset.column_names)
     if tokenized is not None:
