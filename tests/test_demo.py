@@ -183,6 +183,11 @@ def test_data_costs_count_rollouts_and_mc_completions():
         TRUE: 21,
     }
     assert info["mc"]["rollout_tokens"] == 21 and "problems" not in info["mc"]
+    # step-supervised PRMs on the first rollout of each problem: they and the explicit PRMs pay for those only
+    info = {"mc": {"problems": problems[1:2], "n_generated_tokens": 500, "rollout_tokens": None}}
+    keys = ["ce", "step_kto", "step_ce", "explicit_mc", "explicit_true"]
+    costs = data_costs(keys, problems, tokens, info, step_samples=1)
+    assert costs == {REF: 0, CE: 123, STEP: 60, "step-supervised (step CE)": 60, MC: 20 + 500, TRUE: 20}
 
 
 def test_seeds_refuse_the_rl_stage(tmp_path, capsys):

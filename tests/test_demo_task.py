@@ -484,6 +484,24 @@ def test_converters_single():
     )
 
 
+def test_to_paired_cap_is_a_seeded_ordered_subset():
+    """Old code kept the first `max_pairs` pairs: every pair of the first correct sample, none of the others."""
+    p = Problem(3, (("+", 4), ("*", 2), ("-", 1)))
+    wrong = [corrupt(p, k, rng=r) for k in range(3) for r in range(3)]
+    right = [
+        reference_solution(p),
+        Solution([*reference_solution(p).steps[:-1], "14-1=13. Done: \\boxed{13}."], "13", True, -1),
+    ]
+    every = to_paired(p, right + wrong)
+    assert len(every) == 2 * len({w.text for w in wrong})
+    draws = [to_paired(p, right + wrong, max_pairs=4, seed=s) for s in range(8)]
+    for rows in draws:
+        assert len(rows) == 4 and rows == sorted(rows, key=every.index)
+    assert draws[0] == to_paired(p, right + wrong, max_pairs=4, seed=0)
+    assert len({tuple(r["rejected"] for r in rows) for rows in draws}) > 1
+    assert any({r["chosen"] for r in rows} == {right[0].text, right[1].text} for rows in draws)
+
+
 def test_tokenizer_corpus_and_token_budget():
     from trl_implicit_prm.tiny import build_tokenizer
 

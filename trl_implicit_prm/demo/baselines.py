@@ -4,7 +4,8 @@ Math-Shepherd-style Monte-Carlo labels and on the true labels; with the generate
 Cost accounting (generated tokens, counted where they are sampled, EOS included):
 
 - an implicit PRM trained on outcome labels needs the rollouts only;
-- a PRM trained on true step labels needs the rollouts too, plus labels no real setting has (an oracle);
+- a PRM trained on true step labels needs the rollouts it trains on (the first `step_samples_per_problem` of
+  each problem), plus labels no real setting has (an oracle);
 - the explicit PRM on MC labels needs its rollouts plus `N` completions from every step prefix but the last
   (:mod:`.mc_labels`).
 """
@@ -45,8 +46,9 @@ LABELS = {
 def _mc_items(
     train_pairs: Sequence[tuple[Problem, Sequence[Solution]]], n_problems: int
 ) -> list[tuple[Problem, Solution]]:
-    """The rollouts the MC labels are made for: those of the first `n_problems` training problems that have
-    a true step label too (so the explicit PRM on true labels trains on the very same rollouts).
+    """The rollouts the MC labels are made for: those of the first `n_problems` training problems (of the
+    step-supervised PRMs' rollouts, `train_pairs`) that have a true step label too (so the explicit PRM on true
+    labels trains on the very same rollouts).
     """
     return [(p, s) for p, sols in train_pairs[:n_problems] for s in sols if s.first_error is not None]
 
@@ -118,22 +120,26 @@ def data_costs(
     problems: Sequence[Problem],
     rollout_tokens: Sequence[int],
     info: dict[str, Any],
+    step_samples: int | None = None,
 ) -> dict[str, int]:
     """Generated tokens needed to make each PRM's training data, by report name (see the module docstring).
 
     `rollout_tokens` holds the tokens of every training rollout, problem-major over `problems` (as sampled,
-    unusable samples included: they were paid for). The MC PRM pays for its problems' rollouts and its
-    completions, the explicit PRM on true labels for the same rollouts; every other trained PRM for all the
-    rollouts; the untrained reference for nothing.
+    unusable samples included: they were paid for). The PRMs on outcome labels pay for every rollout; the
+    step-supervised ones for the first `step_samples` rollouts of each problem (all when None), the ones they
+    train on; the MC PRM for those of its problems plus its completions, the explicit PRM on true labels for the
+    same rollouts; the untrained reference for nothing.
     """
     per = len(rollout_tokens) // max(1, len(problems))
-    by_problem = [sum(rollout_tokens[i * per : (i + 1) * per]) for i in range(len(problems))]
+    used = per if step_samples is None else min(per, step_samples)
+    all_rollouts = sum(rollout_tokens)
+    step_rollouts = [sum(rollout_tokens[i * per : i * per + used]) for i in range(len(problems))]
     costs = {"reference (no training)": 0}
     for key in keys:
-        costs[NAMES[key]] = sum(by_problem)
+        costs[NAMES[key]] = sum(step_rollouts) if key in ("step_kto", "step_ce") else all_rollouts
     if "explicit_mc" in keys:
         mc_ids = {id(p) for p in info["mc"].pop("problems")}
-        rollouts = sum(t for p, t in zip(problems, by_problem, strict=True) if id(p) in mc_ids)
+        rollouts = sum(t for p, t in zip(problems, step_rollouts, strict=True) if id(p) in mc_ids)
         info["mc"]["rollout_tokens"] = rollouts
         costs[NAMES["explicit_mc"]] = rollouts + info["mc"]["n_generated_tokens"]
         if "explicit_true" in keys:  # the same rollouts, with the true labels

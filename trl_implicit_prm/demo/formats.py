@@ -8,6 +8,7 @@ steps, `labels` = per-step bools) and ProcessBench records (`problem`, `steps`, 
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,16 +65,19 @@ def to_unpaired(problem: Problem, solutions: Sequence[Solution | str]) -> list[d
 
 
 def to_paired(
-    problem: Problem, solutions: Sequence[Solution | str], max_pairs: int | None = None
+    problem: Problem, solutions: Sequence[Solution | str], max_pairs: int | None = None, seed: int = 0
 ) -> list[dict[str, Any]]:
     """Paired rows (for DPO / NCA): ``prompt``, ``chosen`` (correct), ``rejected`` (wrong), over every pair of
-    DISTINCT correct and wrong completions, in order (at most `max_pairs`). Outcome labels from :func:`grade`.
+    DISTINCT correct and wrong completions, in order. With `max_pairs`, at most that many of them, drawn without
+    replacement under `seed` (order kept). Outcome labels from :func:`grade`.
     """
     prompt = format_prompt(problem)
     texts = list(dict.fromkeys(map(_completion, solutions)))
     good = [t for t in texts if grade(problem, t)]
     bad = [t for t in texts if not grade(problem, t)]
-    pairs = itertools.islice(itertools.product(good, bad), max_pairs)
+    pairs = list(itertools.product(good, bad))
+    if max_pairs is not None and len(pairs) > max_pairs:
+        pairs = [pairs[i] for i in sorted(random.Random(seed).sample(range(len(pairs)), max_pairs))]
     return [{"prompt": prompt, "chosen": c, "rejected": r} for c, r in pairs]
 
 

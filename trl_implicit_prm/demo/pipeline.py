@@ -68,7 +68,12 @@ class DemoConfig:
     vocab_size: int = 400
     # outcome-labelled rollouts
     n_train_problems: int = 1000
-    samples_per_problem: int = 8
+    # 16 rollouts per problem for the PRMs on outcome labels (with 8, CE missed F1 0.80 on seed 1 and with
+    # 6 terms, docs/demo.md); DPO keeps at most `max_pairs_per_problem` distinct pairs of each problem, and the
+    # step-supervised PRMs train on the first `step_samples_per_problem` rollouts of each (their time budget)
+    samples_per_problem: int = 16
+    max_pairs_per_problem: int = 6
+    step_samples_per_problem: int = 8
     temperature: float = 1.0
     # PRM training. β = 1 rather than the library's 0.05: β sets how far the log-ratio must move for a
     # confident outcome reward (r = β·log-ratio); a ~0.5M-parameter model trained for seconds cannot move as
@@ -83,7 +88,7 @@ class DemoConfig:
     # Math-Shepherd-style MC labels (demo/mc_labels.py) for an explicit PRM, and one on the true labels. Off in
     # `make demo`: MC labelling alone takes 5-11 minutes on 2 cores (docs/demo.md); --set train_explicit=true
     train_explicit: bool = False
-    mc_problems: int = 500
+    mc_problems: int = 1000
     mc_samples: int = 16
     mc_label: str = "hard"
     explicit_learning_rate: float = 5e-4  # a fresh classifier head: more steps, higher rate than the PRMs
@@ -104,6 +109,7 @@ class DemoConfig:
         small = dict(
             n_sft_problems=1000,
             n_train_problems=1000,
+            samples_per_problem=8,
             batch_size=64,
             learning_rate=2e-4,
             train_dpo=False,
@@ -211,15 +217,7 @@ def _sampled_records(
     for p, sols in zip(problems, samples, strict=True):
         right = next((s for s in sols if s.first_error == -1 and s.steps), None)
         wrong = next(
-            (
-                s
-                for s in sols
-                if s.first_error is not None
-                and s.first_error >= 0
-                and s.steps
-                and all(step.strip() for step in s.steps)
-            ),
-            None,
+            (s for s in sols if s.first_error is not None and s.first_error >= 0 and _usable(s)), None
         )
         out.extend((p, s) for s in (right, wrong) if s is not None)
     return out
@@ -293,14 +291,14 @@ def _rollouts_and_prms(
             progress=cfg.progress, token_counts=rollout_tokens,
         ),
     )  # fmt: skip
-    rollout_stats, rows, train_pairs = _training_rows(train_set, rollouts, out, cfg.progress)
+    rollout_stats, rows, train_pairs = _training_rows(train_set, rollouts, out, cfg)
     rollout_stats["n_generated_tokens"] = sum(rollout_tokens)
     prm_dirs = _train_prms(stages, ref_dir, rows, out, cfg)
     more_dirs, baseline_info = train_baselines(
         cfg, ref_dir, policy, tok, train_pairs, rows["stepwise"], stages.run, _train_prm, out
     )
     prm_dirs.update(more_dirs)
-    costs = data_costs(list(prm_dirs), train_set, rollout_tokens, baseline_info)
+    costs = data_costs(list(prm_dirs), train_set, rollout_tokens, baseline_info, cfg.step_samples_per_problem)
     extra = {
         "rollouts": rollout_stats,
         "training_rows": {kind: len(r) for kind, r in rows.items()},
@@ -370,20 +368,28 @@ def _reference_policy(
     return path
 
 
+def _usable(solution: Solution) -> bool:
+    """A sample with text in every step (an empty step cannot be scored or labelled)."""
+    return bool(solution.steps) and all(step.strip() for step in solution.steps)
+
+
 def _training_rows(
-    train_set: list[Problem], rollouts: list[list[Solution]], out: Path, progress: bool
+    train_set: list[Problem], rollouts: list[list[Solution]], out: Path, cfg: DemoConfig
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], list[tuple[Problem, list[Solution]]]]:
-    """Stage 2's output: rollout statistics, the data files, the unpaired, paired and stepwise rows (and the
-    StepKTO rows, which end at their first wrong step: a later step is not the error), and the usable rollouts
-    per problem.
+    """Stage 2's output: rollout statistics, the data files, the training rows and the usable rollouts per
+    problem that the step-supervised PRMs use (the first `cfg.step_samples_per_problem` of each).
+
+    Unpaired rows take every usable rollout; paired rows at most `cfg.max_pairs_per_problem` distinct pairs per
+    problem; stepwise rows (step CE) and StepKTO rows (which end at their first wrong step: a later step is not
+    the error) the first `cfg.step_samples_per_problem` rollouts of each problem.
     """
-    usable = [[s for s in sols if s.steps and all(step.strip() for step in s.steps)] for sols in rollouts]
+    usable = [[s for s in sols if _usable(s)] for sols in rollouts]
     n_sampled = sum(len(s) for s in rollouts)
     n_dropped = n_sampled - sum(len(s) for s in usable)
-    if progress and n_dropped:
+    if cfg.progress and n_dropped:
         print(f"[demo] dropped {n_dropped} of {n_sampled} samples with an empty step or no text", flush=True)
-    train_pairs = [(p, sols) for p, sols in zip(train_set, usable, strict=True) if sols]
-    flat = [s for _, sols in train_pairs for s in sols]
+    all_pairs = [(p, sols) for p, sols in zip(train_set, usable, strict=True) if sols]
+    flat = [s for _, sols in all_pairs for s in sols]
     stats = {
         "n_sampled": n_sampled,
         "n_dropped_empty": n_dropped,
@@ -394,16 +400,24 @@ def _training_rows(
             for k in sorted({s.first_error for s in flat}, key=lambda x: (x is None, x))
         },
     }
-    export_all(out / "data", train_pairs)
+    export_all(out / "data", all_pairs)
+    n_step = cfg.step_samples_per_problem
+    step_pairs = [
+        (p, [s for s in sols[:n_step] if _usable(s)]) for p, sols in zip(train_set, rollouts, strict=True)
+    ]
+    step_pairs = [(p, sols) for p, sols in step_pairs if sols]
+    labelled = [(p, s) for p, sols in step_pairs for s in sols if s.first_error is not None]
     rows = {
-        "unpaired": [row for p, sols in train_pairs for row in to_unpaired(p, sols)],
-        "paired": [row for p, sols in train_pairs for row in to_paired(p, sols)],
-        "stepwise": [to_stepwise(p, s) for p, sols in train_pairs for s in sols if s.first_error is not None],
-        "step_kto": [
-            to_stepwise(p, s, True) for p, sols in train_pairs for s in sols if s.first_error is not None
+        "unpaired": [row for p, sols in all_pairs for row in to_unpaired(p, sols)],
+        "paired": [
+            row
+            for i, (p, sols) in enumerate(all_pairs)
+            for row in to_paired(p, sols, cfg.max_pairs_per_problem, seed=cfg.seed * 100_003 + i)
         ],
+        "stepwise": [to_stepwise(p, s) for p, s in labelled],
+        "step_kto": [to_stepwise(p, s, True) for p, s in labelled],
     }
-    return stats, rows, train_pairs
+    return stats, rows, step_pairs
 
 
 def _train_prms(

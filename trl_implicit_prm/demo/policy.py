@@ -169,10 +169,15 @@ def generate_texts(
     greedy: bool = False,
     desc: str = "sampling",
 ) -> tuple[list[str], list[int]]:
-    """One completion per prompt string (left-padded batches): the decoded texts and how many tokens each
-    generated (:func:`generated_lengths`, the cost accounting of the demo's data).
+    """One completion per prompt string: the decoded texts and how many tokens each generated
+    (:func:`generated_lengths`, the cost accounting of the demo's data), in the order of `prompts`.
+
+    Prompts are generated in order of length (left-padded batches of similar prompts, which also tend to
+    finish together: a batch runs until its longest completion ends), deterministically under `seed`.
     """
     torch.manual_seed(seed)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    prompts = [prompts[i] for i in order]
     texts: list[str] = []
     counts: list[int] = []
     side = tokenizer.padding_side
@@ -197,7 +202,10 @@ def generate_texts(
             counts.extend(generated_lengths(new, tokenizer.eos_token_id))
     finally:
         tokenizer.padding_side = side
-    return texts, counts
+    by_prompt = [0] * len(order)
+    for position, i in enumerate(order):
+        by_prompt[i] = position
+    return [texts[j] for j in by_prompt], [counts[j] for j in by_prompt]
 
 
 def sample_solutions(
