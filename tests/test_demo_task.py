@@ -522,3 +522,25 @@ def test_dataset_stats():
     stats = T.dataset_stats(data)
     assert stats["problems"] == 10 and stats["solutions"] == 40 and stats["fraction_correct"] == 0.25
     assert stats["first_error"]["-1"] == 10 and sum(stats["error_kinds"].values()) == 30
+
+
+def test_generate_texts_returns_in_prompt_order(tiny_dir, tokenizer):
+    """Prompts are generated in order of length; each text and token count must come back to its own prompt.
+
+    Greedy decoding of each prompt alone (no padding) is the truth: a batch sorted by length but returned in
+    that order (the bug this guards against) would give prompt 0 the text of the shortest prompt.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from trl_implicit_prm.demo.policy import generate_texts
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir / "llama").eval()
+    prompts = ["a much longer prompt than the others", "hi", "a middle one", "x", "two words"]
+    alone = [
+        generate_texts(model, tokenizer, [p], greedy=True, max_new_tokens=6, progress=False) for p in prompts
+    ]
+    texts, counts = generate_texts(
+        model, tokenizer, prompts, greedy=True, max_new_tokens=6, batch_size=2, progress=False
+    )
+    assert texts == [t[0] for t, _ in alone] and counts == [c[0] for _, c in alone]
+    assert len(set(texts)) > 1  # the prompts' continuations differ, so a permutation would be caught
