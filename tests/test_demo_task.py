@@ -544,3 +544,24 @@ def test_generate_texts_returns_in_prompt_order(tiny_dir, tokenizer):
     )
     assert texts == [t[0] for t, _ in alone] and counts == [c[0] for _, c in alone]
     assert len(set(texts)) > 1  # the prompts' continuations differ, so a permutation would be caught
+
+
+def test_training_rows_caps_pairs_and_step_rollouts(tmp_path):
+    """Unpaired rows take every usable rollout, paired rows at most `max_pairs_per_problem` per problem, and the
+    step-supervised rows only the first `step_samples_per_problem` rollouts of each problem."""
+    from trl_implicit_prm.demo.pipeline import DemoConfig
+    from trl_implicit_prm.demo.rows import training_rows
+
+    problems = ArithmeticTask(n_terms=4, seed=0).make_problems(3, seed=0)
+    empty = Solution(["", "x"], None, False, None)
+    rollouts = [
+        [corrupt(p, 1, rng=0), reference_solution(p), empty, corrupt(p, 0, rng=1), corrupt(p, 2, rng=2)]
+        for p in problems
+    ]
+    cfg = DemoConfig(max_pairs_per_problem=2, step_samples_per_problem=3, progress=False)
+    stats, rows, step_pairs = training_rows(problems, rollouts, tmp_path, cfg)
+    assert stats["n_sampled"] == 15 and stats["n_dropped_empty"] == 3 and len(rows["unpaired"]) == 12
+    assert len(rows["paired"]) == 3 * 2  # 1 correct x 3 wrong per problem, capped at 2
+    assert [[s.text for s in sols] for _, sols in step_pairs] == [[r[0].text, r[1].text] for r in rollouts]
+    assert [r["labels"] for r in rows["stepwise"][:2]] == [[True, False, False], [True, True, True]]
+    assert [r["labels"] for r in rows["step_kto"][:2]] == [[True, False], [True, True, True]]

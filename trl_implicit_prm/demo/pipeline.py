@@ -27,14 +27,10 @@ from typing import Any
 import torch
 from datasets import Dataset
 
+from trl_implicit_prm.demo import rows as demo_rows
 from trl_implicit_prm.demo.baselines import NAMES, data_costs, train_baselines
-from trl_implicit_prm.demo.corruption import corrupt
 from trl_implicit_prm.demo.formats import (
-    export_all,
-    to_paired,
     to_processbench,
-    to_stepwise,
-    to_unpaired,
 )
 from trl_implicit_prm.demo.policy import finetune_on_solutions, sample_solutions
 from trl_implicit_prm.demo.task import (
@@ -42,7 +38,6 @@ from trl_implicit_prm.demo.task import (
     ArithmeticTask,
     Problem,
     Solution,
-    reference_solution,
     tokenizer_corpus,
 )
 
@@ -198,31 +193,6 @@ def _train_prm(kind: str, reference_dir: Path, rows: list[dict], out: Path, cfg:
     return out
 
 
-def _injected_records(problems: list[Problem], rng: random.Random) -> list[tuple[Problem, Solution]]:
-    """Half correct reference solutions, half with one error injected at a uniformly drawn step."""
-    out = []
-    for i, p in enumerate(problems):
-        if i % 2 == 0:
-            out.append((p, reference_solution(p)))
-        else:
-            out.append((p, corrupt(p, step=rng.randrange(p.n_terms - 1), rng=rng)))
-    return out
-
-
-def _sampled_records(
-    problems: list[Problem], samples: list[list[Solution]]
-) -> list[tuple[Problem, Solution]]:
-    """Per problem, its first fully correct sample and its first sample with a wrong step, when it has them."""
-    out = []
-    for p, sols in zip(problems, samples, strict=True):
-        right = next((s for s in sols if s.first_error == -1 and s.steps), None)
-        wrong = next(
-            (s for s in sols if s.first_error is not None and s.first_error >= 0 and _usable(s)), None
-        )
-        out.extend((p, s) for s in (right, wrong) if s is not None)
-    return out
-
-
 def _score_steps(prc: Any, items: list[tuple[Problem, Solution]]) -> list[Any]:
     return prc.score([p.prompt for p, _ in items], [s.steps for _, s in items])
 
@@ -261,7 +231,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             seed=cfg.seed + 1, progress=cfg.progress,
         ),
     )  # fmt: skip
-    eval_sets, bon_samples = _eval_sets(val_set, test_set, held_out, rng)
+    eval_sets, bon_samples = demo_rows.evaluation_sets(val_set, test_set, held_out, rng)
     computers = _computers(ref_dir, prm_dirs, cfg)
     results = stages.run(
         "5b evaluate (step-error F1, best-of-N)",
@@ -291,7 +261,7 @@ def _rollouts_and_prms(
             progress=cfg.progress, token_counts=rollout_tokens,
         ),
     )  # fmt: skip
-    rollout_stats, rows, train_pairs = _training_rows(train_set, rollouts, out, cfg)
+    rollout_stats, rows, train_pairs = demo_rows.training_rows(train_set, rollouts, out, cfg)
     rollout_stats["n_generated_tokens"] = sum(rollout_tokens)
     prm_dirs = _train_prms(stages, ref_dir, rows, out, cfg)
     more_dirs, baseline_info = train_baselines(
@@ -306,21 +276,6 @@ def _rollouts_and_prms(
         **baseline_info,
     }
     return prm_dirs, extra
-
-
-def _eval_sets(
-    val_set: list[Problem], test_set: list[Problem], held_out: list[list[Solution]], rng: random.Random
-) -> tuple[dict[str, Any], list[list[Solution]]]:
-    """The step-error sets (the policy's own solutions, and injected errors; validation and test), and the
-    best-of-N candidates (the rest of the held-out samples).
-    """
-    n_val, n_test = len(val_set), len(test_set)
-    val_samples, test_samples = held_out[:n_val], held_out[n_val : n_val + n_test]
-    eval_sets = {
-        "sampled": (_sampled_records(val_set, val_samples), _sampled_records(test_set, test_samples)),
-        "injected": (_injected_records(val_set, rng), _injected_records(test_set, rng)),
-    }
-    return eval_sets, held_out[n_val + n_test :]
 
 
 def _problem_splits(cfg: DemoConfig, task: ArithmeticTask) -> list[list[Problem]]:
@@ -366,58 +321,6 @@ def _reference_policy(
     tok.save_pretrained(path)
     (path / "sft_history.json").write_text(json.dumps(history))
     return path
-
-
-def _usable(solution: Solution) -> bool:
-    """A sample with text in every step (an empty step cannot be scored or labelled)."""
-    return bool(solution.steps) and all(step.strip() for step in solution.steps)
-
-
-def _training_rows(
-    train_set: list[Problem], rollouts: list[list[Solution]], out: Path, cfg: DemoConfig
-) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], list[tuple[Problem, list[Solution]]]]:
-    """Stage 2's output: rollout statistics, the data files, the training rows and the usable rollouts per
-    problem that the step-supervised PRMs use (the first `cfg.step_samples_per_problem` of each).
-
-    Unpaired rows take every usable rollout; paired rows at most `cfg.max_pairs_per_problem` distinct pairs per
-    problem; stepwise rows (step CE) and StepKTO rows (which end at their first wrong step: a later step is not
-    the error) the first `cfg.step_samples_per_problem` rollouts of each problem.
-    """
-    usable = [[s for s in sols if _usable(s)] for sols in rollouts]
-    n_sampled = sum(len(s) for s in rollouts)
-    n_dropped = n_sampled - sum(len(s) for s in usable)
-    if cfg.progress and n_dropped:
-        print(f"[demo] dropped {n_dropped} of {n_sampled} samples with an empty step or no text", flush=True)
-    all_pairs = [(p, sols) for p, sols in zip(train_set, usable, strict=True) if sols]
-    flat = [s for _, sols in all_pairs for s in sols]
-    stats = {
-        "n_sampled": n_sampled,
-        "n_dropped_empty": n_dropped,
-        "n_used": len(flat),
-        "fraction_correct": sum(s.is_correct for s in flat) / max(1, len(flat)),
-        "first_error_histogram": {
-            str(k): sum(1 for s in flat if s.first_error == k)
-            for k in sorted({s.first_error for s in flat}, key=lambda x: (x is None, x))
-        },
-    }
-    export_all(out / "data", all_pairs)
-    n_step = cfg.step_samples_per_problem
-    step_pairs = [
-        (p, [s for s in sols[:n_step] if _usable(s)]) for p, sols in zip(train_set, rollouts, strict=True)
-    ]
-    step_pairs = [(p, sols) for p, sols in step_pairs if sols]
-    labelled = [(p, s) for p, sols in step_pairs for s in sols if s.first_error is not None]
-    rows = {
-        "unpaired": [row for p, sols in all_pairs for row in to_unpaired(p, sols)],
-        "paired": [
-            row
-            for i, (p, sols) in enumerate(all_pairs)
-            for row in to_paired(p, sols, cfg.max_pairs_per_problem, seed=cfg.seed * 100_003 + i)
-        ],
-        "stepwise": [to_stepwise(p, s) for p, s in labelled],
-        "step_kto": [to_stepwise(p, s, True) for p, s in labelled],
-    }
-    return stats, rows, step_pairs
 
 
 def _train_prms(
