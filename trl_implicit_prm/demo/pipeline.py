@@ -81,7 +81,8 @@ class DemoConfig:
     train_step_kto: bool = True
     train_step_ce: bool = True
     # Math-Shepherd-style MC labels (demo/mc_labels.py) for an explicit PRM, and one on the true labels. Off in
-    # `make demo`: MC labelling alone takes 5-11 minutes on 2 cores (docs/demo.md); --set train_explicit=true
+    # `make demo`: MC labelling of the 1000 problems alone generates ~4.9M tokens, 6-7 minutes on one core,
+    # over the demo's budget (docs/demo.md); --set train_explicit=true
     train_explicit: bool = False
     mc_problems: int = 1000
     mc_samples: int = 16
