@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -193,3 +194,21 @@ def test_data_costs_count_rollouts_and_mc_completions():
 def test_seeds_refuse_the_rl_stage(tmp_path, capsys):
     assert main(["demo", "--output-dir", str(tmp_path), "--seeds", "0", "1", "--rl"]) == 2
     assert "--seeds runs the demo only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            "step_samples_per_problem=20",
+            "step_samples_per_problem \\(20\\) must be at most samples_per_problem",
+        ),
+        ("max_pairs_per_problem=0", "max_pairs_per_problem must be a positive integer, got 0"),
+        ("samples_per_problem=2.5", "samples_per_problem must be a positive integer, got 2.5"),
+    ],
+)
+def test_demo_command_refuses_bad_counts(tmp_path, capsys, setting, message):
+    """Without these checks `max_pairs_per_problem=0` trained no DPO PRM and said nothing (no paired rows)."""
+    assert main(["demo", "--output-dir", str(tmp_path), "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err

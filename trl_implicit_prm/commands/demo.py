@@ -82,11 +82,14 @@ def run(args: argparse.Namespace) -> int:
         if _has_non_finite(fields[key]):
             raise CommandError(f"--set {item}: expected finite numbers, got {value!r}")
     make = DemoConfig.quick if args.quick else DemoConfig
+    try:
+        cfg = make(**fields)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
     if args.seeds:
         if args.rl or args.rl_only:
             raise CommandError("--seeds runs the demo only: pass --rl or --rl-only without --seeds")
         return _run_seeds(make, fields, args.seeds)
-    cfg = make(**fields)
     start = time.perf_counter()
     report = {"claims": True} if args.rl_only else run_demo(cfg)
     if args.rl or args.rl_only:

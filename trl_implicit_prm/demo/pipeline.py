@@ -29,9 +29,7 @@ from datasets import Dataset
 
 from trl_implicit_prm.demo import rows as demo_rows
 from trl_implicit_prm.demo.baselines import NAMES, data_costs, train_baselines
-from trl_implicit_prm.demo.formats import (
-    to_processbench,
-)
+from trl_implicit_prm.demo.formats import to_processbench
 from trl_implicit_prm.demo.policy import finetune_on_solutions, sample_solutions
 from trl_implicit_prm.demo.task import (
     STEP_SEPARATOR,
@@ -98,6 +96,19 @@ class DemoConfig:
     search_problems: int = 16  # PRM-guided search stage (demo/search_stage.py); 0 skips it
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        counts = ("samples_per_problem", "max_pairs_per_problem", "step_samples_per_problem", "mc_problems")
+        for name in (*counts, "mc_samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DemoConfig.{name} must be a positive integer, got {value!r}")
+        if self.step_samples_per_problem > self.samples_per_problem:
+            raise ValueError(
+                f"DemoConfig.step_samples_per_problem ({self.step_samples_per_problem}) must be at most "
+                f"samples_per_problem ({self.samples_per_problem}): the step-supervised PRMs train on the first "
+                "rollouts of each problem"
+            )
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
