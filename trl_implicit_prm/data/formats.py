@@ -418,14 +418,18 @@ def validate_row(
         return {"completions": _check_rollout(row["completions"], row["correctness"], index, step_separator)}
     steps, labels = check_steps(row["completions"], "completions", index), row["labels"]  # stepwise
     _check_list(labels, "labels", index, "step labels")
-    if len(labels) != len(steps):
+    _check_one_label_each(labels, "labels", index, len(steps), "step of 'completions'", "steps")
+    return {"completions": steps}
+
+
+def _check_one_label_each(labels: Any, column: str, index: int | None, n: int, per: str, unit: str) -> None:
+    """`labels` (a list) holds `n` labels, one per `per`, and each is a valid label."""
+    if len(labels) != n:
         raise DataFormatError(
-            f"{_where('labels', index)}: expected one label per step of 'completions' "
-            f"({len(steps)} steps), got {len(labels)} labels"
+            f"{_where(column, index)}: expected one label per {per} ({n} {unit}), got {len(labels)} labels"
         )
     for k, label in enumerate(labels):
-        check_label(label, "labels", index, k)
-    return {"completions": steps}
+        check_label(label, column, index, k)
 
 
 def _check_rollout(
@@ -438,13 +442,7 @@ def _check_rollout(
         check_completion(completion, "completions", index, i, step_separator=step_separator)
         for i, completion in enumerate(completions)
     ]
-    if len(correctness) != len(completions):
-        raise DataFormatError(
-            f"{_where('correctness', index)}: expected one label per completion "
-            f"({len(completions)} completions), got {len(correctness)} labels"
-        )
-    for i, label in enumerate(correctness):
-        check_label(label, "correctness", index, i)
+    _check_one_label_each(correctness, "correctness", index, len(completions), "completion", "completions")
     return steps
 
 
