@@ -187,8 +187,12 @@ def test_data_costs_count_rollouts_and_mc_completions():
     # step-supervised PRMs on the first rollout of each problem: they and the explicit PRMs pay for those only
     info = {"mc": {"problems": problems[1:2], "n_generated_tokens": 500, "rollout_tokens": None}}
     keys = ["ce", "step_kto", "step_ce", "explicit_mc", "explicit_true"]
-    costs = data_costs(keys, problems, tokens, info, step_samples=1)
+    costs = data_costs(keys, problems, tokens, info, step_samples=1, explicit_samples=1)
     assert costs == {REF: 0, CE: 123, STEP: 60, "step-supervised (step CE)": 60, MC: 20 + 500, TRUE: 20}
+    # the explicit PRMs on both rollouts of their problem, the step-supervised ones on the first only
+    info = {"mc": {"problems": problems[1:2], "n_generated_tokens": 500, "rollout_tokens": None}}
+    costs = data_costs(keys, problems, tokens, info, step_samples=1, explicit_samples=2)
+    assert costs == {REF: 0, CE: 123, STEP: 60, "step-supervised (step CE)": 60, MC: 41 + 500, TRUE: 41}
 
 
 def test_seeds_refuse_the_rl_stage(tmp_path, capsys):
@@ -202,6 +206,10 @@ def test_seeds_refuse_the_rl_stage(tmp_path, capsys):
         (
             "step_samples_per_problem=20",
             "step_samples_per_problem \\(20\\) must be at most samples_per_problem",
+        ),
+        (
+            "explicit_samples_per_problem=17",
+            "explicit_samples_per_problem \\(17\\) must be at most samples_per_problem",
         ),
         ("max_pairs_per_problem=0", "max_pairs_per_problem must be a positive integer, got 0"),
         ("samples_per_problem=2.5", "samples_per_problem must be a positive integer, got 2.5"),

@@ -550,7 +550,7 @@ def test_training_rows_caps_pairs_and_step_rollouts(tmp_path):
     """Unpaired rows take every usable rollout, paired rows at most `max_pairs_per_problem` per problem, and the
     step-supervised rows only the first `step_samples_per_problem` rollouts of each problem."""
     from trl_implicit_prm.demo.pipeline import DemoConfig
-    from trl_implicit_prm.demo.rows import training_rows
+    from trl_implicit_prm.demo.rows import first_rollouts, training_rows
 
     problems = ArithmeticTask(n_terms=4, seed=0).make_problems(3, seed=0)
     empty = Solution(["", "x"], None, False, None)
@@ -559,9 +559,14 @@ def test_training_rows_caps_pairs_and_step_rollouts(tmp_path):
         for p in problems
     ]
     cfg = DemoConfig(max_pairs_per_problem=2, step_samples_per_problem=3, progress=False)
-    stats, rows, step_pairs = training_rows(problems, rollouts, tmp_path, cfg)
+    stats, rows = training_rows(problems, rollouts, tmp_path, cfg)
+    step_pairs = first_rollouts(problems, rollouts, cfg.step_samples_per_problem)
     assert stats["n_sampled"] == 15 and stats["n_dropped_empty"] == 3 and len(rows["unpaired"]) == 12
     assert len(rows["paired"]) == 3 * 2  # 1 correct x 3 wrong per problem, capped at 2
     assert [[s.text for s in sols] for _, sols in step_pairs] == [[r[0].text, r[1].text] for r in rollouts]
     assert [r["labels"] for r in rows["stepwise"][:2]] == [[True, False, False], [True, True, True]]
     assert [r["labels"] for r in rows["step_kto"][:2]] == [[True, False], [True, True, True]]
+    assert len(rows["stepwise"]) == len(rows["step_kto"]) == 3 * 2  # the first 3 rollouts, less the empty one
+    # the explicit PRMs' rollouts: the first n of each problem, usable ones only
+    assert [len(sols) for _, sols in first_rollouts(problems, rollouts, 5)] == [4, 4, 4]
+    assert first_rollouts(problems, [[empty]] * 3, 1) == []

@@ -5,9 +5,10 @@ Cost accounting (generated tokens, counted where they are sampled, EOS included)
 
 - an implicit PRM trained on outcome labels needs the rollouts only;
 - a PRM trained on true step labels needs the rollouts it trains on (the first `step_samples_per_problem` of
-  each problem), plus labels no real setting has (an oracle);
-- the explicit PRM on MC labels needs its rollouts plus `N` completions from every step prefix but the last
-  (:mod:`.mc_labels`).
+  each problem; `explicit_samples_per_problem` for the explicit one), plus labels no real setting has (an
+  oracle);
+- the explicit PRM on MC labels needs its rollouts (the first `explicit_samples_per_problem` of each of the
+  first `mc_problems` problems) plus `N` completions from every step prefix but the last (:mod:`.mc_labels`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _mc_items(
     train_pairs: Sequence[tuple[Problem, Sequence[Solution]]], n_problems: int
 ) -> list[tuple[Problem, Solution]]:
     """The rollouts the MC labels are made for: those of the first `n_problems` training problems (of the
-    step-supervised PRMs' rollouts, `train_pairs`) that have a true step label too (so the explicit PRM on true
+    explicit PRMs' rollouts, `train_pairs`) that have a true step label too (so the explicit PRM on true
     labels trains on the very same rollouts).
     """
     return [(p, s) for p, sols in train_pairs[:n_problems] for s in sols if s.first_error is not None]
@@ -64,8 +65,9 @@ def train_baselines(
     train_prm: Callable[[str, Path, list[dict], Path, Any], Path],
     out: Path,
 ) -> tuple[dict[str, Path], dict[str, Any]]:
-    """Train the enabled baselines (`cfg.train_step_ce`, `cfg.train_explicit`); returns their checkpoint
-    directories by key and what the report needs about the MC labels (`mc`: counts, cost, agreement).
+    """Train the enabled baselines (`cfg.train_step_ce`, `cfg.train_explicit`; the explicit PRMs on the rollouts
+    of `train_pairs`); returns their checkpoint directories by key and what the report needs about the MC
+    labels (`mc`: counts, cost, agreement).
     """
     dirs: dict[str, Path] = {}
     info: dict[str, Any] = {}
@@ -121,25 +123,31 @@ def data_costs(
     rollout_tokens: Sequence[int],
     info: dict[str, Any],
     step_samples: int | None = None,
+    explicit_samples: int | None = None,
 ) -> dict[str, int]:
     """Generated tokens needed to make each PRM's training data, by report name (see the module docstring).
 
     `rollout_tokens` holds the tokens of every training rollout, problem-major over `problems` (as sampled,
     unusable samples included: they were paid for). The PRMs on outcome labels pay for every rollout; the
     step-supervised ones for the first `step_samples` rollouts of each problem (all when None), the ones they
-    train on; the MC PRM for those of its problems plus its completions, the explicit PRM on true labels for the
-    same rollouts; the untrained reference for nothing.
+    train on; the MC PRM for the first `explicit_samples` of each of its problems plus its completions, the
+    explicit PRM on true labels for the same rollouts; the untrained reference for nothing.
     """
     per = len(rollout_tokens) // max(1, len(problems))
-    used = per if step_samples is None else min(per, step_samples)
-    all_rollouts = sum(rollout_tokens)
-    step_rollouts = [sum(rollout_tokens[i * per : i * per + used]) for i in range(len(problems))]
+
+    def first(n: int | None) -> list[int]:  # tokens of the first n rollouts of each problem
+        used = per if n is None else min(per, n)
+        return [sum(rollout_tokens[i * per : i * per + used]) for i in range(len(problems))]
+
     costs = {"reference (no training)": 0}
     for key in keys:
-        costs[NAMES[key]] = sum(step_rollouts) if key in ("step_kto", "step_ce") else all_rollouts
+        costs[NAMES[key]] = (
+            sum(first(step_samples)) if key in ("step_kto", "step_ce") else sum(rollout_tokens)
+        )
     if "explicit_mc" in keys:
         mc_ids = {id(p) for p in info["mc"].pop("problems")}
-        rollouts = sum(t for p, t in zip(problems, step_rollouts, strict=True) if id(p) in mc_ids)
+        per_problem = first(explicit_samples)
+        rollouts = sum(t for p, t in zip(problems, per_problem, strict=True) if id(p) in mc_ids)
         info["mc"]["rollout_tokens"] = rollouts
         costs[NAMES["explicit_mc"]] = rollouts + info["mc"]["n_generated_tokens"]
         if "explicit_true" in keys:  # the same rollouts, with the true labels

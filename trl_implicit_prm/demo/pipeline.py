@@ -75,6 +75,9 @@ class DemoConfig:
     learning_rate: float = 1e-4
     prm_epochs: float = 2.0
     batch_size: int = 32
+    # the implicit PRMs' reference log-probs are computed once before training instead of at every step (the
+    # same numbers up to float rounding: the reference is frozen; one reference forward per row, not per epoch)
+    precompute_ref_log_probs: bool = True
     train_dpo: bool = True
     train_step_kto: bool = True
     train_step_ce: bool = True
@@ -82,8 +85,12 @@ class DemoConfig:
     # `make demo`: MC labelling of the 1000 problems alone generates ~4.9M tokens, 6-7 minutes on one core,
     # over the demo's budget (docs/demo.md); --set train_explicit=true
     train_explicit: bool = False
+    # the explicit PRMs (and their MC labels) use the first `explicit_samples_per_problem` rollouts of each of
+    # the first `mc_problems` problems: a classifier head learns from one bit per step, and with 8 rollouts the
+    # one on true labels fell below the untrained reference on seed 1 (docs/demo.md)
+    explicit_samples_per_problem: int = 16
     mc_problems: int = 1000
-    mc_samples: int = 16
+    mc_samples: int = 8  # completions per step prefix; Math-Shepherd used 8
     mc_label: str = "hard"
     explicit_learning_rate: float = 5e-4  # a fresh classifier head: more steps, higher rate than the PRMs
     explicit_epochs: float = 4.0
@@ -98,17 +105,18 @@ class DemoConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        counts = ("samples_per_problem", "max_pairs_per_problem", "step_samples_per_problem", "mc_problems")
-        for name in (*counts, "mc_samples"):
+        subsets = ("step_samples_per_problem", "explicit_samples_per_problem")
+        counts = ("samples_per_problem", "max_pairs_per_problem", *subsets, "mc_problems", "mc_samples")
+        for name in counts:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DemoConfig.{name} must be a positive integer, got {value!r}")
-        if self.step_samples_per_problem > self.samples_per_problem:
-            raise ValueError(
-                f"DemoConfig.step_samples_per_problem ({self.step_samples_per_problem}) must be at most "
-                f"samples_per_problem ({self.samples_per_problem}): the step-supervised PRMs train on the first "
-                "rollouts of each problem"
-            )
+        for name in subsets:
+            if getattr(self, name) > self.samples_per_problem:
+                raise ValueError(
+                    f"DemoConfig.{name} ({getattr(self, name)}) must be at most samples_per_problem "
+                    f"({self.samples_per_problem}): those PRMs train on the first rollouts of each problem"
+                )
 
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
@@ -117,6 +125,7 @@ class DemoConfig:
             n_sft_problems=1000,
             n_train_problems=1000,
             samples_per_problem=8,
+            explicit_samples_per_problem=8,
             batch_size=64,
             learning_rate=2e-4,
             train_dpo=False,
@@ -167,6 +176,11 @@ def _train_args(cls: type, out: Path, cfg: DemoConfig, **extra: Any) -> Any:
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="constant",
         **({"beta": cfg.beta} if "beta" in cls.__dataclass_fields__ else {}),
+        **(
+            {"precompute_ref_log_probs": cfg.precompute_ref_log_probs, "precompute_ref_batch_size": 256}
+            if "precompute_ref_log_probs" in cls.__dataclass_fields__
+            else {}
+        ),
         seed=cfg.seed,
         logging_steps=10,
         step_separator=STEP_SEPARATOR,
@@ -273,14 +287,22 @@ def _rollouts_and_prms(
             progress=cfg.progress, token_counts=rollout_tokens,
         ),
     )  # fmt: skip
-    rollout_stats, rows, train_pairs = demo_rows.training_rows(train_set, rollouts, out, cfg)
+    rollout_stats, rows = demo_rows.training_rows(train_set, rollouts, out, cfg)
     rollout_stats["n_generated_tokens"] = sum(rollout_tokens)
     prm_dirs = _train_prms(stages, ref_dir, rows, out, cfg)
+    explicit_pairs = demo_rows.first_rollouts(train_set, rollouts, cfg.explicit_samples_per_problem)
     more_dirs, baseline_info = train_baselines(
-        cfg, ref_dir, policy, tok, train_pairs, rows["stepwise"], stages.run, _train_prm, out
+        cfg, ref_dir, policy, tok, explicit_pairs, rows["stepwise"], stages.run, _train_prm, out
     )
     prm_dirs.update(more_dirs)
-    costs = data_costs(list(prm_dirs), train_set, rollout_tokens, baseline_info, cfg.step_samples_per_problem)
+    costs = data_costs(
+        list(prm_dirs),
+        train_set,
+        rollout_tokens,
+        baseline_info,
+        step_samples=cfg.step_samples_per_problem,
+        explicit_samples=cfg.explicit_samples_per_problem,
+    )
     extra = {
         "rollouts": rollout_stats,
         "training_rows": {kind: len(r) for kind, r in rows.items()},

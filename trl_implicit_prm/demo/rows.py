@@ -15,7 +15,14 @@ from trl_implicit_prm.demo.task import Problem, Solution, reference_solution
 if TYPE_CHECKING:
     from trl_implicit_prm.demo.pipeline import DemoConfig
 
-__all__ = ["evaluation_sets", "injected_records", "sampled_records", "training_rows", "usable"]
+__all__ = [
+    "evaluation_sets",
+    "first_rollouts",
+    "injected_records",
+    "sampled_records",
+    "training_rows",
+    "usable",
+]
 
 
 def injected_records(problems: list[Problem], rng: random.Random) -> list[tuple[Problem, Solution]]:
@@ -61,11 +68,18 @@ def usable(solution: Solution) -> bool:
     return bool(solution.steps) and all(step.strip() for step in solution.steps)
 
 
+def first_rollouts(
+    problems: list[Problem], rollouts: list[list[Solution]], n: int
+) -> list[tuple[Problem, list[Solution]]]:
+    """The usable ones among the first `n` rollouts of each problem, for the problems that have any."""
+    pairs = [(p, [s for s in sols[:n] if usable(s)]) for p, sols in zip(problems, rollouts, strict=True)]
+    return [(p, sols) for p, sols in pairs if sols]
+
+
 def training_rows(
     train_set: list[Problem], rollouts: list[list[Solution]], out: Path, cfg: DemoConfig
-) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], list[tuple[Problem, list[Solution]]]]:
-    """Stage 2's output: rollout statistics, the data files, the training rows and the usable rollouts per
-    problem that the step-supervised PRMs use (the first `cfg.step_samples_per_problem` of each).
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """Stage 2's output: rollout statistics, the data files and the training rows.
 
     Unpaired rows take every usable rollout; paired rows at most `cfg.max_pairs_per_problem` distinct pairs per
     problem; stepwise rows (step CE) and StepKTO rows (which end at their first wrong step: a later step is not
@@ -89,11 +103,7 @@ def training_rows(
         },
     }
     export_all(out / "data", all_pairs)
-    n_step = cfg.step_samples_per_problem
-    step_pairs = [
-        (p, [s for s in sols[:n_step] if usable(s)]) for p, sols in zip(train_set, rollouts, strict=True)
-    ]
-    step_pairs = [(p, sols) for p, sols in step_pairs if sols]
+    step_pairs = first_rollouts(train_set, rollouts, cfg.step_samples_per_problem)
     labelled = [(p, s) for p, sols in step_pairs for s in sols if s.first_error is not None]
     rows = {
         "unpaired": [row for p, sols in all_pairs for row in to_unpaired(p, sols)],
@@ -105,4 +115,4 @@ def training_rows(
         "stepwise": [to_stepwise(p, s) for p, s in labelled],
         "step_kto": [to_stepwise(p, s, True) for p, s in labelled],
     }
-    return stats, rows, step_pairs
+    return stats, rows
