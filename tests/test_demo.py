@@ -195,6 +195,22 @@ def test_data_costs_count_rollouts_and_mc_completions():
     assert costs == {REF: 0, CE: 123, STEP: 60, "step-supervised (step CE)": 60, MC: 41 + 500, TRUE: 41}
 
 
+@pytest.mark.parametrize("kind", ["ce", "dpo", "step_kto", "step_ce", "explicit"])
+def test_every_prm_kind_gets_valid_training_arguments(tmp_path, kind):
+    """The full demo's settings build a valid config for every PRM kind. The reduced run trains only CE and the
+    explicit PRMs, and precomputing StepKTO's reference log-probs (refused with its mismatched-pair z0) first
+    failed in a full run."""
+    from trl_implicit_prm.demo.pipeline import _prm_trainer_and_args
+
+    cfg = DemoConfig(progress=False)
+    trainer_cls, args = _prm_trainer_and_args(kind, tmp_path, cfg)
+    assert trainer_cls.__name__.endswith("Trainer") and args.num_train_epochs == cfg.prm_epochs
+    expected = kind in ("ce", "dpo", "step_ce")
+    assert getattr(args, "precompute_ref_log_probs", False) is expected
+    if kind == "step_ce":
+        assert args.loss_type == "ce"
+
+
 def test_seeds_refuse_the_rl_stage(tmp_path, capsys):
     assert main(["demo", "--output-dir", str(tmp_path), "--seeds", "0", "1", "--rl"]) == 2
     assert "--seeds runs the demo only" in capsys.readouterr().err

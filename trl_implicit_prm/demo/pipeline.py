@@ -75,8 +75,9 @@ class DemoConfig:
     learning_rate: float = 1e-4
     prm_epochs: float = 2.0
     batch_size: int = 32
-    # the implicit PRMs' reference log-probs are computed once before training instead of at every step (the
-    # same numbers up to float rounding: the reference is frozen; one reference forward per row, not per epoch)
+    # CE's, DPO's and step CE's reference log-probs are computed once before training instead of at every step
+    # (the same numbers up to float rounding: the reference is frozen; one reference forward per row, not per
+    # epoch); StepKTO's mismatched-pair reference point cannot be precomputed
     precompute_ref_log_probs: bool = True
     train_dpo: bool = True
     train_step_kto: bool = True
@@ -176,11 +177,6 @@ def _train_args(cls: type, out: Path, cfg: DemoConfig, **extra: Any) -> Any:
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="constant",
         **({"beta": cfg.beta} if "beta" in cls.__dataclass_fields__ else {}),
-        **(
-            {"precompute_ref_log_probs": cfg.precompute_ref_log_probs, "precompute_ref_batch_size": 256}
-            if "precompute_ref_log_probs" in cls.__dataclass_fields__
-            else {}
-        ),
         seed=cfg.seed,
         logging_steps=10,
         step_separator=STEP_SEPARATOR,
@@ -190,7 +186,8 @@ def _train_args(cls: type, out: Path, cfg: DemoConfig, **extra: Any) -> Any:
     )
 
 
-def _train_prm(kind: str, reference_dir: Path, rows: list[dict], out: Path, cfg: DemoConfig) -> Path:
+def _prm_trainer_and_args(kind: str, out: Path, cfg: DemoConfig) -> tuple[type, Any]:
+    """The trainer class of a PRM kind and its training arguments."""
     from trl_implicit_prm import (
         CEConfig,
         CETrainer,
@@ -202,18 +199,22 @@ def _train_prm(kind: str, reference_dir: Path, rows: list[dict], out: Path, cfg:
         StepKTOTrainer,
     )
 
+    # StepKTO's KTO reference point pairs each prompt with another row's completion at every step, so its
+    # reference log-probs cannot be precomputed (the config refuses); the explicit PRM has no reference
+    pre = {"precompute_ref_log_probs": cfg.precompute_ref_log_probs, "precompute_ref_batch_size": 256}
     trainer_cls, config_cls, extra = {
-        "ce": (CETrainer, CEConfig, {}),
-        "dpo": (ImplicitPRMTrainer, ImplicitPRMConfig, {}),
+        "ce": (CETrainer, CEConfig, pre),
+        "dpo": (ImplicitPRMTrainer, ImplicitPRMConfig, pre),
         "step_kto": (StepKTOTrainer, StepKTOConfig, {}),
-        "step_ce": (StepKTOTrainer, StepKTOConfig, {"loss_type": "ce"}),
+        "step_ce": (StepKTOTrainer, StepKTOConfig, {"loss_type": "ce", **pre}),
         "explicit": (ExplicitPRMTrainer, ExplicitPRMConfig, {}),
     }[kind]
-    trainer = trainer_cls(
-        str(reference_dir),
-        args=_train_args(config_cls, out, cfg, **extra),
-        train_dataset=Dataset.from_list(rows),
-    )
+    return trainer_cls, _train_args(config_cls, out, cfg, **extra)
+
+
+def _train_prm(kind: str, reference_dir: Path, rows: list[dict], out: Path, cfg: DemoConfig) -> Path:
+    trainer_cls, args = _prm_trainer_and_args(kind, out, cfg)
+    trainer = trainer_cls(str(reference_dir), args=args, train_dataset=Dataset.from_list(rows))
     trainer.train()
     trainer.save_model(str(out))
     return out
