@@ -65,9 +65,8 @@ def train_baselines(
     train_prm: Callable[[str, Path, list[dict], Path, Any], Path],
     out: Path,
 ) -> tuple[dict[str, Path], dict[str, Any]]:
-    """Train the enabled baselines (`cfg.train_step_ce`, `cfg.train_explicit`; the explicit PRMs on the rollouts
-    of `train_pairs`); returns their checkpoint directories by key and what the report needs about the MC
-    labels (`mc`: counts, cost, agreement).
+    """Train the enabled baselines (`cfg.train_step_ce`; `cfg.train_explicit`, on the rollouts of `train_pairs`);
+    returns their checkpoint directories by key and the report's facts about the MC labels (`mc`).
     """
     dirs: dict[str, Path] = {}
     info: dict[str, Any] = {}

@@ -83,8 +83,8 @@ class DemoConfig:
     train_step_kto: bool = True
     train_step_ce: bool = True
     # Math-Shepherd-style MC labels (demo/mc_labels.py) for an explicit PRM, and one on the true labels. Off in
-    # `make demo`: MC labelling of the 1000 problems alone generates ~4.9M tokens, 6-7 minutes on one core,
-    # over the demo's budget (docs/demo.md); --set train_explicit=true
+    # `make demo`: MC labelling of the 1000 problems alone generates ~4.9M tokens, 5-7 minutes on one core,
+    # and each explicit PRM trains 2-3 minutes: over the demo's budget (docs/demo.md); --set train_explicit=true
     train_explicit: bool = False
     # the explicit PRMs (and their MC labels) use the first `explicit_samples_per_problem` rollouts of each of
     # the first `mc_problems` problems: a classifier head learns from one bit per step, and with 8 rollouts the
