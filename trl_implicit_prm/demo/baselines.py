@@ -138,11 +138,10 @@ def data_costs(
         used = per if n is None else min(per, n)
         return [sum(rollout_tokens[i * per : i * per + used]) for i in range(len(problems))]
 
+    step_cost, all_cost = sum(first(step_samples)), sum(rollout_tokens)
     costs = {"reference (no training)": 0}
     for key in keys:
-        costs[NAMES[key]] = (
-            sum(first(step_samples)) if key in ("step_kto", "step_ce") else sum(rollout_tokens)
-        )
+        costs[NAMES[key]] = step_cost if key in ("step_kto", "step_ce") else all_cost
     if "explicit_mc" in keys:
         mc_ids = {id(p) for p in info["mc"].pop("problems")}
         per_problem = first(explicit_samples)

@@ -69,9 +69,11 @@ def usable(solution: Solution) -> bool:
 
 
 def first_rollouts(
-    problems: list[Problem], rollouts: list[list[Solution]], n: int
+    problems: list[Problem], rollouts: list[list[Solution]], n: int | None = None
 ) -> list[tuple[Problem, list[Solution]]]:
-    """The usable ones among the first `n` rollouts of each problem, for the problems that have any."""
+    """The usable ones among the first `n` rollouts (all when None) of each problem, for the problems that have
+    any.
+    """
     pairs = [(p, [s for s in sols[:n] if usable(s)]) for p, sols in zip(problems, rollouts, strict=True)]
     return [(p, sols) for p, sols in pairs if sols]
 
@@ -85,13 +87,12 @@ def training_rows(
     problem; stepwise rows (step CE) and StepKTO rows (which end at their first wrong step: a later step is not
     the error) the first `cfg.step_samples_per_problem` rollouts of each problem.
     """
-    kept = [[s for s in sols if usable(s)] for sols in rollouts]
+    all_pairs = first_rollouts(train_set, rollouts)
+    flat = [s for _, sols in all_pairs for s in sols]
     n_sampled = sum(len(s) for s in rollouts)
-    n_dropped = n_sampled - sum(len(s) for s in kept)
+    n_dropped = n_sampled - len(flat)
     if cfg.progress and n_dropped:
         print(f"[demo] dropped {n_dropped} of {n_sampled} samples with an empty step or no text", flush=True)
-    all_pairs = [(p, sols) for p, sols in zip(train_set, kept, strict=True) if sols]
-    flat = [s for _, sols in all_pairs for s in sols]
     stats = {
         "n_sampled": n_sampled,
         "n_dropped_empty": n_dropped,
