@@ -236,3 +236,31 @@ def test_split_steps_keeps_the_text(text, sep):
     assert len(steps) == len([piece for piece in text.split(sep) if piece.strip()])
     if steps:  # [] when nothing but whitespace and separators
         assert sep.join(steps) == text
+
+
+def test_partial_stepwise_row_is_tokenized_as_inside_the_whole_response(tokenizer):
+    """A row cut at its first wrong step trains that step on the tokens a scorer reads for it in the whole
+    response (separator after it, no EOS); before the `partial` column, it ended with EOS.
+    """
+    from trl_implicit_prm.data import tokenize_dataset, tokenize_example
+
+    prompt, steps = "Q: 2+3*2?\n", ["2+3=6", "6*2=12. The answer is 12."]
+    whole = tokenize_example(tokenizer, prompt, steps, step_separator="\n", append_eos=True)
+    first_step = whole["step_index"].index(1)  # tokens through step 0, its separator included
+    rows = [
+        {"prompt": prompt, "completions": steps[:1], "labels": [False], "partial": True},
+        {"prompt": prompt, "completions": steps[:1], "labels": [False], "partial": False},
+    ]
+    out = tokenize_dataset(Dataset.from_list(rows), tokenizer, step_separator="\n", append_eos=True)
+    assert "partial" not in out.column_names
+    assert out[0]["input_ids"] == whole["input_ids"][:first_step]
+    assert out[0]["step_index"] == whole["step_index"][:first_step]
+    assert (
+        out[0]["input_ids"][-1] != tokenizer.eos_token_id
+        and out[1]["input_ids"][-1] == tokenizer.eos_token_id
+    )
+    bad = [{**rows[0], "partial": "yes"}]
+    with pytest.raises(DataFormatError, match=r"column 'partial' row 0: expected a bool"):
+        tokenize_dataset(Dataset.from_list(bad), tokenizer, step_separator="\n")
+    with pytest.raises(DataFormatError, match=r"column 'partial' row 0"):
+        validate_dataset(Dataset.from_list(bad))

@@ -443,7 +443,10 @@ def test_writers_round_trip(tmp_path):
     stepwise = read_jsonl(paths["stepwise"])
     assert len(stepwise) == len(unpaired)
     for r in stepwise:
-        assert set(r) == {"prompt", "completions", "labels"} and len(r["labels"]) == len(r["completions"])
+        assert set(r) == {"prompt", "completions", "labels", "partial"} and len(r["labels"]) == len(
+            r["completions"]
+        )
+        assert r["partial"] is False  # whole solutions
         p = by_prompt[r["prompt"]]
         if len(r["completions"]) == len(p.ops):
             first, _ = _check_steps(p, r["completions"])

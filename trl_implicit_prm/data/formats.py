@@ -7,6 +7,9 @@
 | `rollouts` | `prompt`, `completions`, `correctness`    | several sampled responses, each with an outcome     |
 | `stepwise` | `prompt`, `completions`, `labels`         | one response as a list of steps, one label per step |
 
+Optional stepwise column `partial` (bool): the steps begin a longer response (e.g. one cut at its first wrong
+step); the last step is then tokenized as inside the whole response (:mod:`.tokenize`), separator kept, no EOS.
+
 Values:
 
 - a prompt is a string or a list of chat messages (`{"role": ..., "content": ...}` dicts);
@@ -15,11 +18,9 @@ Values:
   a stepwise `completions` is the list of step strings of one response;
 - a label (`label`, items of `correctness` and `labels`) is a bool, 0/1, or a float in [0, 1] (soft label).
 
-Steps: a string completion is split on the step separator by :func:`split_steps`; empty or whitespace-only
-pieces (from repeated, leading or trailing separators) are merged into a neighbouring step so that the text
-is kept exactly. Steps given explicitly as a list must each contain a non-whitespace character: a
-whitespace-only step could be swallowed by a token of its neighbour, and then a response would not have one
-step reward per step.
+Steps: a string completion is split on the step separator by :func:`split_steps` (empty or whitespace-only
+pieces merge into a neighbouring step, the text is kept exactly); steps given as a list must each contain a
+non-whitespace character, or a token of a neighbour could swallow one and a response lose a step reward.
 
 Every error is a :class:`DataFormatError` naming the column, the row, what was found and what was expected.
 """
@@ -36,10 +37,12 @@ import numpy as np
 
 __all__ = [
     "FORMATS",
+    "OPTIONAL_COLUMNS",
     "DataFormatError",
     "Kind",
     "check_completion",
     "check_label",
+    "check_partial",
     "check_prompt",
     "check_steps",
     "detect_format",
@@ -59,11 +62,11 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "stepwise": ("prompt", "completions", "labels"),
 }
 
+# Columns a kind may have besides FORMATS's: validated and used by tokenization, never passed through.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"stepwise": ("partial",)}
+
 _LABEL_EXPECTED = "bool, 0/1 or a float in [0, 1]"
-_COMPLETION_EXPECTED = (
-    "a non-empty string, a list of step strings, or one assistant message "
-    "[{'role': 'assistant', 'content': str}]"
-)
+_COMPLETION_EXPECTED = "a non-empty string, a list of step strings, or one assistant message [{'role': 'assistant', 'content': str}]"
 
 
 class DataFormatError(ValueError):
@@ -173,12 +176,9 @@ def _missing_columns_message(columns: Sequence[str], kind: str | None = None) ->
     parts = []
     for k in closest:
         missing = [c for c in FORMATS[k] if c not in present]
-        hints = []
         unknown = [c for c in columns if c not in FORMATS[k]]
-        for col in missing:
-            match = difflib.get_close_matches(col, unknown, n=1, cutoff=0.6)
-            if match:
-                hints.append(f"found {match[0]!r}, did you mean {col!r}?")
+        close = {col: difflib.get_close_matches(col, unknown, n=1, cutoff=0.6) for col in missing}
+        hints = [f"found {m[0]!r}, did you mean {col!r}?" for col, m in close.items() if m]
         missing_text = ", ".join(repr(c) for c in missing)
         parts.append(f"{k} (missing column {missing_text}{'; ' + ' '.join(hints) if hints else ''})")
     return (
@@ -419,7 +419,17 @@ def validate_row(
     steps, labels = check_steps(row["completions"], "completions", index), row["labels"]  # stepwise
     _check_list(labels, "labels", index, "step labels")
     _check_one_label_each(labels, "labels", index, len(steps), "step of 'completions'", "steps")
+    check_partial(row.get("partial"), index)
     return {"completions": steps}
+
+
+def check_partial(value: Any, index: int | None = None) -> bool:
+    """A stepwise row's optional `partial` flag as a bool; None (the column absent from the row) is False."""
+    if value is None or isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise DataFormatError(
+        f"{_where('partial', index)}: expected a bool (steps begin a longer response), got {_found(value)}"
+    )
 
 
 def _check_one_label_each(labels: Any, column: str, index: int | None, n: int, per: str, unit: str) -> None:
@@ -464,23 +474,20 @@ def validate_dataset(
     ```
     """
     if isinstance(dataset, list):
-        if kind is None:
-            if not dataset:
-                raise DataFormatError(
-                    "cannot detect the format of an empty list of rows; pass validate_dataset(rows, kind=...)"
-                )
-            kind = detect_format(dataset[0])
+        if kind is None and not dataset:
+            raise DataFormatError(
+                "cannot detect the format of an empty list of rows; pass validate_dataset(rows, kind=...)"
+            )
+        kind = kind or detect_format(dataset[0])
         _check_kind(kind)
         for i, row in enumerate(dataset):
             validate_row(row, kind, i, step_separator=step_separator)
         return kind  # type: ignore[return-value]
-    if kind is None:
-        kind = detect_format(dataset)
+    kind = kind or detect_format(dataset)
     _check_kind(kind)
-    missing = [c for c in FORMATS[kind] if c not in dataset.column_names]
-    if missing:
+    if any(c not in dataset.column_names for c in FORMATS[kind]):
         raise DataFormatError(_missing_columns_message(list(dataset.column_names), kind))
-    columns = list(FORMATS[kind])
+    columns = list(FORMATS[kind]) + [c for c in OPTIONAL_COLUMNS.get(kind, ()) if c in dataset.column_names]
     start = 0
     for batch in dataset.select_columns(columns).iter(batch_size=batch_size):
         n = len(batch[columns[0]])

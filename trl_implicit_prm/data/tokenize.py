@@ -38,10 +38,12 @@ from datasets import Features
 from .columns import COMPLETION_COLUMNS, SIDE_PREFIXES, output_features
 from .formats import (
     FORMATS,
+    OPTIONAL_COLUMNS,
     DataFormatError,
     _missing_columns_message,
     _where,
     check_completion,
+    check_partial,
     check_prompt,
     check_step_separator,
     detect_format,
@@ -109,16 +111,20 @@ def _render(
     index: int | None,
     cache: dict[str, str],
     eos: str | None = None,
+    partial: bool = False,
 ) -> Text:
     """Render one validated prompt/completion pair, whose `steps` validation gave, into text and step boundaries.
 
     `eos` (the EOS token's text) is appended to a string or step-list completion unless it already ends with
     it, as TRL's DPOTrainer/KTOTrainer do; it belongs to the last step. Assistant messages keep what the chat
-    template renders.
+    template renders. A `partial` completion (the first steps of a longer response) gets the step separator
+    after its last step instead, as that step has when the whole response is scored, and no EOS.
     """
     chat = is_chat(completion)
     steps = list(steps)
-    if eos is not None and not chat and not steps[-1].endswith(eos):
+    if partial:
+        steps[-1] += separator
+    elif eos is not None and not chat and not steps[-1].endswith(eos):
         steps[-1] += eos
     if isinstance(prompt, str):
         if chat:
@@ -271,11 +277,12 @@ def tokenize_dataset(
     - unpaired: `input_ids`, `completion_mask`, `step_index`, `num_steps`, `num_truncated_steps`, `label`;
     - paired: the same five token fields prefixed with `chosen_` and with `rejected_`;
     - stepwise: the unpaired fields plus `step_labels` (one per kept step; labels of steps truncated away are
-      dropped, counted in `num_truncated_steps`); `label` is the minimum of all its step labels (the outcome).
+      dropped, counted in `num_truncated_steps`); `label` is the minimum of all its step labels (the outcome). A
+      row with `partial` true (read, not kept) ends with the step separator instead of EOS.
 
-    `append_eos=True` appends EOS as :func:`tokenize_example` does; column types: :func:`~trl_implicit_prm.data.columns.output_features`. Rows
-    whose prompt alone fills `max_length` are dropped and counted in a warning. Rollouts must be converted first
-    with :func:`~trl_implicit_prm.data.rollouts_to_pairs` or :func:`~trl_implicit_prm.data.rollouts_to_unpaired`.
+    `append_eos=True` appends EOS as :func:`tokenize_example` does; column types:
+    :func:`~trl_implicit_prm.data.columns.output_features`. Rows whose prompt alone fills `max_length` are dropped
+    and counted in a warning. Rollouts must first be converted (:func:`~trl_implicit_prm.data.rollouts_to_pairs`).
 
     Example:
 
@@ -293,14 +300,10 @@ def tokenize_dataset(
     _check_arguments(tokenizer, max_length, step_separator)
     kind = _checked_kind(dataset, kind)
     token_features = output_features(kind)
-    extra = {c: f for c, f in dataset.features.items() if c not in FORMATS[kind] and c not in token_features}
+    known = (*FORMATS[kind], *OPTIONAL_COLUMNS.get(kind, ()), *token_features)
+    extra = {c: f for c, f in dataset.features.items() if c not in known}
     eos = _eos_text(tokenizer, append_eos)
-    settings = {
-        "tokenizer": tokenizer,
-        "kind": kind,
-        "step_separator": step_separator,
-        "max_length": max_length,
-    }
+    settings = dict(tokenizer=tokenizer, kind=kind, step_separator=step_separator, max_length=max_length)
     result = dataset.map(
         partial(_tokenize_batch, **settings, eos=eos, extra=list(extra)),
         batched=True,
@@ -331,6 +334,42 @@ def _checked_kind(dataset: Any, kind: str | None) -> str:
     return kind
 
 
+def _render_batch(
+    batch: dict[str, list[Any]],
+    indices: list[int],
+    tokenizer: Any,
+    kind: str,
+    step_separator: str,
+    eos: str | None,
+) -> list[Any]:
+    """Validate a batch's rows and render their completions, column by column (a `partial` row as such)."""
+    cache: dict[str, str] = {}
+    optional = "partial" in OPTIONAL_COLUMNS.get(kind, ()) and "partial" in batch
+    rows = [
+        (
+            validate_row({c: batch[c][i] for c in FORMATS[kind]}, kind, index, step_separator=step_separator),
+            check_partial(batch["partial"][i] if optional else None, index),
+        )
+        for i, index in enumerate(indices)
+    ]
+    return [
+        _render(
+            tokenizer,
+            batch["prompt"][i],
+            batch[c][i],
+            rows[i][0][c],
+            step_separator,
+            c,
+            index,
+            cache,
+            eos,
+            rows[i][1],
+        )
+        for c in COMPLETION_COLUMNS[kind]
+        for i, index in enumerate(indices)
+    ]
+
+
 def _tokenize_batch(
     batch: dict[str, list[Any]],
     indices: list[int],
@@ -344,16 +383,7 @@ def _tokenize_batch(
 ) -> dict[str, list[Any]]:
     """One `datasets.map` batch: validate, render, encode; rows whose prompt fills `max_length` are dropped."""
     n = len(indices)
-    cache: dict[str, str] = {}
-    steps = [
-        validate_row({c: batch[c][i] for c in FORMATS[kind]}, kind, index, step_separator=step_separator)
-        for i, index in enumerate(indices)
-    ]
-    items = [
-        _render(tokenizer, batch["prompt"][i], batch[c][i], steps[i][c], step_separator, c, index, cache, eos)
-        for c in COMPLETION_COLUMNS[kind]
-        for i, index in enumerate(indices)
-    ]
+    items = _render_batch(batch, indices, tokenizer, kind, step_separator, eos)
     spans = encode_spans(tokenizer, items, max_length)
     dropped = set()
     for r, error in enumerate(spans.errors):

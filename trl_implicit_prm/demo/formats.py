@@ -90,8 +90,10 @@ def _step_labels(solution: Solution) -> list[bool]:
 
 def to_stepwise(problem: Problem, solution: Solution, until_first_error: bool = False) -> dict[str, Any]:
     """Stepwise row (for StepKTO): ``prompt``, ``completions`` (step strings), ``labels`` (True before the
-    first error, False from it on; all True for a correct solution). `until_first_error=True` ends the row at
-    its first wrong step (the ProcessBench / PRM800K convention: a later step is not itself the error).
+    first error, False from it on; all True for a correct solution), ``partial``. `until_first_error=True` ends
+    the row at its first wrong step (the ProcessBench / PRM800K convention: a later step is not itself the
+    error) and marks a row so cut ``partial``: its last step is trained on the tokens it is scored on inside the
+    whole solution (followed by the separator, no EOS).
 
     Example:
 
@@ -101,8 +103,9 @@ def to_stepwise(problem: Problem, solution: Solution, until_first_error: bool = 
     >>> to_stepwise(p, corrupt(p, step=1, rng=0))["labels"]
     [True, False, False]
 
-    >>> to_stepwise(p, corrupt(p, step=1, rng=0), until_first_error=True)["labels"]
-    [True, False]
+    >>> row = to_stepwise(p, corrupt(p, step=1, rng=0), until_first_error=True)
+    >>> row["labels"], row["partial"]
+    ([True, False], True)
 
     ```
     """
@@ -112,6 +115,7 @@ def to_stepwise(problem: Problem, solution: Solution, until_first_error: bool = 
         "prompt": format_prompt(problem),
         "completions": list(solution.steps[:keep]),
         "labels": labels[:keep],
+        "partial": keep < len(labels),
     }
 
 
