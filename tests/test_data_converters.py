@@ -187,12 +187,15 @@ def test_prm800k_to_stepwise_neutral_is_the_callers_choice(neutral, expected):
                 "# Answer\n\n2",
             ],
             "labels": [expected, True, True],
+            "partial": False,
         },
-        {"prompt": "What is 7 * 8?", "completions": ["7 * 8 = 54."], "labels": [False]},
+        # the labeller stopped at the wrong step; the solution went on: no EOS after it when tokenized
+        {"prompt": "What is 7 * 8?", "completions": ["7 * 8 = 54."], "labels": [False], "partial": True},
         {
             "prompt": "Solve x + 1 = 3.",
             "completions": ["Subtract 1 from both sides.", "So x = 2."],
             "labels": [True, True],
+            "partial": False,
         },
     ]
     assert [d.row for d in out.dropped] == [2, 4]

@@ -173,7 +173,8 @@ def _rating(value: Any, neutral: str, k: int) -> bool:
     return value == 1
 
 
-def _prm800k_row(row: Mapping[str, Any], neutral: str) -> tuple[str, list[str], list[bool]]:
+def _prm800k_row(row: Mapping[str, Any], neutral: str) -> tuple[str, list[str], list[bool], bool]:
+    """The prompt, steps and labels of a row, and whether the labeller stopped at a wrong step (a partial row)."""
     question, label = row.get("question"), row.get("label")
     if not isinstance(question, Mapping) or not isinstance(question.get("problem"), str):
         raise ValueError("missing 'question.problem' (a string)")
@@ -212,19 +213,21 @@ def _prm800k_row(row: Mapping[str, Any], neutral: str) -> tuple[str, list[str], 
             rating = 1  # a step the labeller wrote themself, after rejecting the model's: correct
         labels.append(_rating(rating, neutral, k))
         if chosen is None and human is None:
-            break
+            return question["problem"], steps, labels, True
     if not steps:
         raise ValueError("no labelled steps")
-    return question["problem"], steps, labels
+    return question["problem"], steps, labels, False
 
 
 def convert_prm800k(
     rows: Iterable[Mapping[str, Any]], *, neutral: Literal["positive", "negative"]
 ) -> Conversion:
-    """Convert PRM800K rows (phase 1 or phase 2 files) into stepwise rows `{"prompt", "completions", "labels"}`.
+    """Convert PRM800K rows (phase 1 or phase 2 files) into stepwise rows `{"prompt", "completions", "labels",
+    "partial"}`.
 
     The steps are the labelled trajectory: at each step the `chosen_completion`, else the labeller's
-    `human_completion`; at a step with neither (where the labeller stopped), the first completion rated -1.
+    `human_completion`; at a step with neither (where the labeller stopped), the first completion rated -1, and
+    the row is `partial` (the solution went on: the wrong step is tokenized with its separator, without EOS).
     Ratings map 1 -> True, -1 -> False, and the neutral 0 to `neutral` ("positive": True, Qwen's PRM800K
     baseline; "negative": False, TRL's old converter) — there is no default, the choice changes the data.
 
@@ -243,11 +246,13 @@ def convert_prm800k(
         if not _mapping(row, index, conversion):
             continue
         try:
-            problem, steps, labels = _prm800k_row(row, neutral)
+            problem, steps, labels, partial = _prm800k_row(row, neutral)
         except (ValueError, AttributeError) as err:
             conversion.dropped.append(DroppedRow(index, str(err)))
             continue
-        conversion.rows.append({"prompt": problem, "completions": steps, "labels": labels})
+        conversion.rows.append(
+            {"prompt": problem, "completions": steps, "labels": labels, "partial": partial}
+        )
     return conversion
 
 
