@@ -9,6 +9,7 @@ model card) come from :mod:`.saving`, reference precomputation from :mod:`.preco
 
 from __future__ import annotations
 
+import abc
 import copy
 import logging
 from collections import defaultdict
@@ -64,7 +65,9 @@ PAPER = {
 }
 
 
-class ImplicitRewardTrainer(ReferencePrecomputeMixin, CheckpointRecordMixin, _BaseTrainer):
+class ImplicitRewardTrainer(
+    ReferencePrecomputeMixin, CheckpointRecordMixin, _BaseTrainer, metaclass=abc.ABCMeta
+):
     """Base of the implicit-PRM trainers (not used directly: see ImplicitPRMTrainer, CETrainer, StepKTOTrainer)."""
 
     _tag_names: ClassVar[list[str]] = ["trl", "trl-implicit-prm", "process-reward-model"]
@@ -357,6 +360,7 @@ class ImplicitRewardTrainer(ReferencePrecomputeMixin, CheckpointRecordMixin, _Ba
         self._record_metrics(mode, row_stats, scalars)
         return (loss, {"rewards": rewards.detach()}) if return_outputs else loss
 
+    @abc.abstractmethod
     def _loss_and_metrics(
         self, model: Any, step_rewards: Tensor, step_mask: Tensor, inputs: dict[str, Tensor]
     ) -> tuple[Tensor | None, RowStats | None, dict[str, float]]:
@@ -375,7 +379,6 @@ class ImplicitRewardTrainer(ReferencePrecomputeMixin, CheckpointRecordMixin, _Ba
             (:class:`~trl_implicit_prm.trainers.metrics.RowStats`, or None) and batch-level scalars such as
             `kto/z0`, logged as means over batches.
         """
-        raise NotImplementedError(f"{type(self).__name__} must implement _loss_and_metrics")
 
     # --- metrics ----------------------------------------------------------------------------------------------
 
