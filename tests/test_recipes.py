@@ -508,13 +508,23 @@ def test_prime_config_holds_the_prime_values():
     assert processes == 8 and args.learning_rate == 5e-7 and args.num_generations == 4
     assert args.prm_learning_rate == 1e-6 and args.prm_beta == 0.05 and args.prm_max_grad_norm == 10.0
     assert (args.process_reward_coef, args.outcome_reward_coef) == (5.0, 5.0)
-    assert (args.accuracy_lower_bound, args.accuracy_upper_bound) == (0.2, 0.8)
+    assert (args.accuracy_lower_bound, args.accuracy_upper_bound) == (
+        0.2,
+        0.8,
+    ) and args.oversample_factor == 4
     assert args.beta == 0.0 and args.bf16 and model_args.dtype == "bfloat16"
     rollouts = args.per_device_train_batch_size * args.gradient_accumulation_steps * processes
     assert rollouts % args.num_generations == 0
     assert (args.per_device_train_batch_size * args.steps_per_generation) % args.prm_micro_batch_size == 0
     lines = {line.split(":")[0]: line for line in (CONFIGS / name).read_text().splitlines() if ":" in line}
-    for key in ("learning_rate", "num_generations", "prm_learning_rate", "prm_beta", "prm_max_grad_norm"):
+    for key in (
+        "learning_rate",
+        "num_generations",
+        "prm_learning_rate",
+        "prm_beta",
+        "prm_max_grad_norm",
+        "oversample_factor",
+    ):
         assert "PRIME" in lines[key], f"{name}: {key} does not say it is PRIME's"
     assert script_args.answer_column == "answer"
 
