@@ -1,10 +1,8 @@
 """What the three implicit-PRM trainers share: models, reference, data, per-step log-probs, metrics, cards.
 
-A subclass declares the data kind it trains on and implements one method, `_loss_and_metrics` (declared below,
-with its contract), from a batch's implicit step rewards to the loss. Everything else lives here once: loading,
-PEFT, the reference (one :class:`~trl_implicit_prm.trainers.reference.Reference` of any kind), DeepSpeed and DDP
-preparation, the step rewards, metrics and step-level evaluation; checkpoint records (`implicit_prm.json`, the
-model card) come from :mod:`.saving`, reference precomputation from :mod:`.precompute`.
+A subclass declares its data kind and implements the abstract `_loss_and_metrics` (step rewards to loss).
+Everything else lives here once: loading, PEFT, the reference (:class:`~.reference.Reference`), DeepSpeed and
+DDP preparation, step rewards, metrics, step-level evaluation; records: :mod:`.saving`; precompute: :mod:`.precompute`.
 """
 
 from __future__ import annotations
