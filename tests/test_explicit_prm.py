@@ -216,3 +216,20 @@ def test_implicit_checkpoints_record_their_kind(tiny_dir, tokenizer, tmp_path):
     assert read_metadata(tmp_path / "ce")["kind"] == "implicit"
     prc = ProcessRewardComputer.from_pretrained(tmp_path / "ce", device="cpu")
     assert type(prc) is ProcessRewardComputer
+
+
+def test_explicit_partial_response_reads_its_last_step_where_a_whole_one_does(tiny_dir, tokenizer):
+    """`complete=False` (a prefix in search): each step's score equals the one it gets inside the whole response,
+    read at the separator after it. Before, the last step of a prefix was read at its last text token, where no
+    label ever sat.
+    """
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_pretrained(tiny_dir / "llama", num_labels=2)
+    prc = ExplicitPRMComputer(model, tokenizer, step_separator="\n\n", append_eos=True)
+    steps = ["Add 2 and 3.", "2 + 3 = 5.", "The answer is 5."]
+    whole = prc.score_one("Q: 2+3?\n", steps)
+    prefix = prc.score_one("Q: 2+3?\n", steps[:2], complete=False)
+    assert prefix.steps == steps[:2]
+    assert prefix.step_rewards == pytest.approx(whole.step_rewards[:2], abs=1e-6)
+    assert prefix.step_rewards[1] != pytest.approx(prc.score_one("Q: 2+3?\n", steps[:2]).step_rewards[1])

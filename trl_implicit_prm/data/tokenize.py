@@ -242,10 +242,13 @@ def encode_example(
     step_separator: str,
     max_length: int | None,
     append_eos: bool,
+    partial: bool = False,
 ) -> dict[str, Any]:
-    """:func:`tokenize_example` on an already validated pair, with the `steps` validation returned."""
+    """:func:`tokenize_example` on an already validated pair, with the `steps` validation returned (`partial`:
+    the steps begin a longer response, so the last one ends with the separator and gets no EOS).
+    """
     eos = _eos_text(tokenizer, append_eos)
-    item = _render(tokenizer, prompt, completion, steps, step_separator, "completion", None, {}, eos)
+    item = _render(tokenizer, prompt, completion, steps, step_separator, "completion", None, {}, eos, partial)
     spans = encode_spans(tokenizer, [item], max_length)
     if spans.errors[0] is not None:
         raise spans.errors[0]

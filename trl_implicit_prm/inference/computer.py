@@ -98,6 +98,10 @@ class ProcessRewardComputer:
     ```
     """
 
+    # An implicit PRM scores a partial response's last step on its own tokens; an explicit one reads each step
+    # at the separator after it (ExplicitPRMComputer), so a partial response's last step ends with it there.
+    partial_ends_at_separator: bool = False
+
     def __init__(
         self,
         model: nn.Module,
@@ -316,6 +320,7 @@ class ProcessRewardComputer:
             max_length=self.max_length,
             truncation=self.truncation if truncation is None else truncation,
             append_eos=self.append_eos and complete,
+            partial=self.partial_ends_at_separator and not complete,
         )
 
     def encode(

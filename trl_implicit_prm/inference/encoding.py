@@ -69,17 +69,19 @@ def encode_response(
     max_length: int | None,
     truncation: bool,
     append_eos: bool = False,
+    partial: bool = False,
 ) -> EncodedResponse:
     """Tokenize `prompt` + `response` with step spans; errors name `prompts[index]` / `responses[index]`.
 
     A response that does not fit in `max_length` raises :class:`ResponseTooLongError` unless `truncation` is
     true, in which case the end is cut and the result records which steps lost tokens. `append_eos` appends
-    the EOS token to a string or step-list response, in its last step (as the trainers do by default).
+    the EOS token to a string or step-list response, in its last step (as the trainers do by default);
+    `partial` (the steps begin a longer response) ends the last step with the separator instead.
     """
     check_prompt(prompt, "prompts", index)
     steps = check_completion(response, "responses", index, step_separator=separator)
     try:
-        out = encode_example(tokenizer, prompt, response, steps, separator, max_length, append_eos)
+        out = encode_example(tokenizer, prompt, response, steps, separator, max_length, append_eos, partial)
     except PromptTooLongError as err:
         raise ResponseTooLongError(
             f"prompts[{index}]: the prompt alone takes {err.prompt_length} tokens, which leaves no room for the "
@@ -92,7 +94,9 @@ def encode_response(
         raise DataFormatError(f"responses[{index}]: {err}") from err
     num_steps, lost = out["num_steps"], out["num_truncated_steps"]
     if lost and not truncation:
-        _refuse_too_long(tokenizer, prompt, response, index, separator, max_length, append_eos, lost, steps)
+        _refuse_too_long(
+            tokenizer, prompt, response, index, separator, max_length, (append_eos, partial), lost, steps
+        )
     if not lost and num_steps != len(steps):
         raise RuntimeError(
             f"responses[{index}]: {len(steps)} steps but {num_steps} token spans (library bug)"
@@ -115,12 +119,14 @@ def _refuse_too_long(
     index: int,
     separator: str,
     max_length: int | None,
-    append_eos: bool,
+    ending: tuple[bool, bool],
     lost: int,
     steps: list[str],
 ) -> None:
-    """Raise :class:`ResponseTooLongError` with the response's full length and the steps that would lose tokens."""
-    full = len(encode_example(tokenizer, prompt, response, steps, separator, None, append_eos)["input_ids"])
+    """Raise :class:`ResponseTooLongError` with the response's full length and the steps that would lose tokens
+    (`ending`: `append_eos` and `partial`, as the response was encoded).
+    """
+    full = len(encode_example(tokenizer, prompt, response, steps, separator, None, *ending)["input_ids"])
     raise ResponseTooLongError(
         f"responses[{index}]: prompt + response take {full} tokens, more than max_length={max_length}; "
         f"{lost} of its {len(steps)} steps would lose tokens. Pass truncation=True to score the part that "

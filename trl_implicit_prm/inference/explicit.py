@@ -13,6 +13,10 @@ page, the demo) treats both kinds alike. In its results:
 - `outcome_reward` = the last step's `z` (the classifier's verdict on the whole response), not a sum: the
   implicit invariant "step rewards add up to the outcome reward" does not apply to a classifier;
 - `token_rewards`: `z_k` on each step's last token (where it is read), 0 elsewhere.
+
+A partial response (`score(..., complete=False)`, a prefix in test-time search) is scored as completed steps:
+its last step ends with the step separator, the token the classifier was trained to read for a step that more
+steps follow (without it, the last step would be read at a token no label ever sat on).
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class ExplicitPRMComputer(ProcessRewardComputer):
     """
 
     kind = EXPLICIT_KIND
+    partial_ends_at_separator = True
 
     def __init__(self, model: nn.Module, tokenizer: Any, **kwargs: Any):
         num_labels = getattr(getattr(model, "config", None), "num_labels", None)
