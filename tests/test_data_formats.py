@@ -259,6 +259,8 @@ def test_partial_stepwise_row_is_tokenized_as_inside_the_whole_response(tokenize
         out[0]["input_ids"][-1] != tokenizer.eos_token_id
         and out[1]["input_ids"][-1] == tokenizer.eos_token_id
     )
+    one = tokenize_example(tokenizer, prompt, steps[:1], step_separator="\n", append_eos=True, partial=True)
+    assert one["input_ids"] == out[0]["input_ids"]  # the one-row path agrees
     bad = [{**rows[0], "partial": "yes"}]
     with pytest.raises(DataFormatError, match=r"column 'partial' row 0: expected a bool"):
         tokenize_dataset(Dataset.from_list(bad), tokenizer, step_separator="\n")

@@ -199,6 +199,7 @@ def tokenize_example(
     step_separator: str = "\n\n",
     max_length: int | None = None,
     append_eos: bool = False,
+    partial: bool = False,
 ) -> dict[str, Any]:
     """Tokenize one prompt/completion pair and find the token span of every step.
 
@@ -211,7 +212,8 @@ def tokenize_example(
     is a string (split on `step_separator`) or a list of steps, appended as is to the prompt (no end-of-turn
     tokens), or an assistant message, rendered by the template (its end-of-turn tokens in the last step).
     `append_eos=True` appends the tokenizer's EOS token to a string or step-list completion (unless it already
-    ends with it), in its last step, as TRL's DPOTrainer and KTOTrainer do. A prompt that leaves no token
+    ends with it), in its last step, as TRL's DPOTrainer and KTOTrainer do; `partial=True` (the steps begin a
+    longer response) ends the last step with the separator instead, as a stepwise row's `partial` column does. A prompt that leaves no token
     before the completion (an empty prompt without BOS) raises :class:`DataFormatError`. With `max_length`, the end of the completion is cut; :class:`PromptTooLongError` is raised when the prompt
     leaves no room. Invalid inputs raise :class:`DataFormatError`.
 
@@ -231,7 +233,9 @@ def tokenize_example(
     _check_arguments(tokenizer, max_length, step_separator)
     check_prompt(prompt, "prompt")
     steps = check_completion(completion, "completion", step_separator=step_separator)
-    return encode_example(tokenizer, prompt, completion, steps, step_separator, max_length, append_eos)
+    return encode_example(
+        tokenizer, prompt, completion, steps, step_separator, max_length, append_eos, partial
+    )
 
 
 def encode_example(
