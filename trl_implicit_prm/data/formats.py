@@ -66,7 +66,10 @@ FORMATS: dict[str, tuple[str, ...]] = {
 OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"stepwise": ("partial",)}
 
 _LABEL_EXPECTED = "bool, 0/1 or a float in [0, 1]"
-_COMPLETION_EXPECTED = "a non-empty string, a list of step strings, or one assistant message [{'role': 'assistant', 'content': str}]"
+_COMPLETION_EXPECTED = (
+    "a non-empty string, a list of step strings, or one assistant message "
+    "[{'role': 'assistant', 'content': str}]"
+)
 
 
 class DataFormatError(ValueError):
