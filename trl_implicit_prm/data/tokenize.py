@@ -213,9 +213,10 @@ def tokenize_example(
     tokens), or an assistant message, rendered by the template (its end-of-turn tokens in the last step).
     `append_eos=True` appends the tokenizer's EOS token to a string or step-list completion (unless it already
     ends with it), in its last step, as TRL's DPOTrainer and KTOTrainer do; `partial=True` (the steps begin a
-    longer response) ends the last step with the separator instead, as a stepwise row's `partial` column does. A prompt that leaves no token
-    before the completion (an empty prompt without BOS) raises :class:`DataFormatError`. With `max_length`, the end of the completion is cut; :class:`PromptTooLongError` is raised when the prompt
-    leaves no room. Invalid inputs raise :class:`DataFormatError`.
+    longer response) ends the last step with the separator instead, as a stepwise row's `partial` column does.
+    A prompt that leaves no token before the completion (an empty prompt without BOS) raises
+    :class:`DataFormatError`. With `max_length`, the end of the completion is cut; :class:`PromptTooLongError`
+    is raised when the prompt leaves no room. Invalid inputs raise :class:`DataFormatError`.
 
     Example:
 
