@@ -9,6 +9,8 @@ EXTRAS ?= dev,deepspeed,eval
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 DEMO_DIR ?= demo_output
 PYTEST_ARGS ?=
+# The reduced demo run goes first, alone, on every core (tests/test_demo.py); the rest in two workers.
+DEMO_TESTS := tests/test_demo.py
 
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -31,7 +33,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check trl_implicit_prm tests bench recipes
 	$(VENV)/bin/ruff format --check trl_implicit_prm tests bench recipes
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest $(DEMO_TESTS) $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --ignore=$(DEMO_TESTS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check trl_implicit_prm tests bench recipes

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 
 import pytest
+import torch
 
 from trl_implicit_prm.cli import main
 from trl_implicit_prm.demo.pipeline import DemoConfig, run_demo
@@ -15,11 +17,22 @@ CE, REF, STEP = "implicit PRM (CE)", "reference (no training)", "step-supervised
 MC, TRUE = "explicit PRM (MC labels)", "explicit PRM (true labels)"
 
 
+def _demo_threads() -> int:
+    """Every core when this file runs by itself (`make test` runs it first, alone), one inside an xdist worker,
+    where the other workers hold the other cores."""
+    return 1 if os.environ.get("PYTEST_XDIST_WORKER") else len(os.sched_getaffinity(0))
+
+
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(_demo_threads())
     start = time.perf_counter()
-    report = run_demo(DemoConfig.quick(output_dir=str(out), progress=False))
+    try:
+        report = run_demo(DemoConfig.quick(output_dir=str(out), progress=False))
+    finally:
+        torch.set_num_threads(threads)
     return out, report, time.perf_counter() - start
 
 
