@@ -191,9 +191,12 @@ def test_eos_belongs_to_the_last_step_and_partial_responses_have_none(text_ckpt,
     _, ckpt = text_ckpt
     prc = ProcessRewardComputer.from_pretrained(ckpt, ref_model=tiny_dir / "llama-ref", device="cpu")
     full = prc.score_one(PROBLEM, STEPS)
-    partial = prc.score_one(PROBLEM, STEPS, complete=False)
+    partial = prc.score_one(PROBLEM, STEPS, complete=False, step_open=True)  # cut mid-step: nothing appended
     assert full.tokens[-1] == prc.tokenizer.eos_token and full.token_steps[-1] == 1
     assert prc.tokenizer.eos_token not in partial.tokens
+    closed = prc.score_one(PROBLEM, STEPS, complete=False)  # more steps follow: the separator, not EOS
+    assert prc.tokenizer.eos_token not in closed.tokens and "".join(closed.tokens).endswith(STEPS[1] + "\n\n")
+    assert closed.step_rewards[0] == pytest.approx(full.step_rewards[0], abs=1e-6)
     assert len(full.tokens) == len(partial.tokens) + 1
     # Causal model: the EOS changes only the last step, by its own token reward.
     assert full.step_rewards[0] == pytest.approx(partial.step_rewards[0], abs=1e-6)

@@ -27,7 +27,9 @@ PROMPTS = {
 
 
 def _assert_equal_to_full(prm, prefix):
-    full = prm.score_one(prefix.prompt, list(prefix.steps), complete=prefix.complete)
+    full = prm.score_one(
+        prefix.prompt, list(prefix.steps), complete=prefix.complete, step_open=prefix.step_open
+    )
     assert len(prefix.step_rewards) == len(full.step_rewards) == len(prefix.steps)
     assert max(abs(a - b) for a, b in zip(prefix.step_rewards, full.step_rewards, strict=True)) < TOL
     assert abs(prefix.outcome_reward - full.outcome_reward) < TOL
@@ -42,26 +44,58 @@ def test_incremental_equals_full_scoring_with_forks_merges_and_pruning(model_and
     )
     scorer = IncrementalScorer(prm)
     root = scorer.start([prompt])[0]
-    # A fork: three continuations of one root, scored in one batch (different lengths, shared root past).
-    a, b, c = scorer.extend([root] * 3, ["2 + 3 = 5.", "Add them", "Two plus three is five, so 5."])
+    # A fork: three continuations of one root, scored in one batch (different lengths, shared root past); the
+    # first two are steps cut mid-way by a token budget (open: no separator after them).
+    a, b, c = scorer.extend(
+        [root] * 3, ["2 + 3 = 5.", "Add them", "Two plus three is five, so 5."], step_open=[True, True, False]
+    )
     assert a.policy.segment.end == len(a.input_ids) - 1 and a.policy.segment.parent is root.policy.segment
-    # "5." followed by "\n\nSo": BPE merges ".\n\n" into one token, so the old last token is read again.
-    assert "." in tokenizer.convert_ids_to_tokens([int(a.input_ids[-1])])
-    a2 = scorer.extend([a], ["So the answer is 5."])[0]
-    assert a2.new_tokens > len(a2.input_ids) - len(a.input_ids)
-    b2 = scorer.continue_step([b], [" up: 5."])[0]  # a partial step grown mid-step
+    last = tokenizer.convert_ids_to_tokens
+    assert last([int(a.input_ids[-1])]) == ["."] and last([int(c.input_ids[-1])]) == [".ĊĊ"]
+    # The step closes: "." and the separator merge into ".\n\n" (BPE), so the old last token is read again.
+    a1 = scorer.continue_step([a], [""])[0]
+    assert last([int(a1.input_ids[-1])]) == [".ĊĊ"] and a1.new_tokens > len(a1.input_ids) - len(a.input_ids)
+    a2 = scorer.extend([a1], ["So the answer is 5."])[0]  # after a closed step: only the new tokens
+    assert a2.new_tokens == len(a2.input_ids) - len(a1.input_ids)
+    b2 = scorer.continue_step([b], [" up: 5."])[0]  # an open step grown and closed
     a3 = scorer.extend([a2], ["Done."], complete=True)[0]  # ends with EOS, as append_eos says
     assert a3.input_ids[-1] == tokenizer.eos_token_id and a2.input_ids[-1] != tokenizer.eos_token_id
     c.release()  # pruning frees the caches
     assert c.cache_bytes == 0 and a.cache_bytes > 0
     with pytest.raises(ValueError, match="released"):
         scorer.extend([c], ["x."])
-    for prefix in (a, b, a2, b2, a3):
+    with pytest.raises(ValueError, match="step_open has 1 flags for 2 prefixes"):
+        scorer.extend([a2, b2], ["x.", "y."], step_open=[True])
+    for prefix in (a, b, a1, a2, b2, a3):
         _assert_equal_to_full(prm, prefix)
     full = prm.score_one(prompt, list(a3.steps))
     inc = scorer.step_rewards(a3)
     assert inc.tokens == full.tokens and inc.token_steps == full.token_steps
     assert max(abs(x - y) for x, y in zip(inc.token_rewards, full.token_rewards, strict=True)) < TOL
+
+
+def test_a_prefix_scores_each_step_as_the_whole_response_does(tiny_dir):
+    """`complete=False`: a prefix's last step is followed by the separator, as in the whole response and in
+    training (the separator after step k belongs to step k), so every step of the prefix gets its reward inside
+    the whole response. `step_open=True` (a step cut mid-way) scores the step's own tokens, nothing appended."""
+    prm = ProcessRewardComputer.from_pretrained(
+        tiny_dir / "llama", ref_model=tiny_dir / "llama-ref", beta=0.5, device="cpu", append_eos=True
+    )
+    prompt, steps = "Q: 2 + 3?\n", ["2 + 3 = 5.", "So the answer is 5.", "Done."]
+    whole = prm.score_one(prompt, steps)
+    for k in (1, 2):
+        prefix = prm.score_one(prompt, steps[:k], complete=False)
+        assert prefix.step_rewards == pytest.approx(whole.step_rewards[:k], abs=TOL)
+        assert "".join(prefix.tokens).endswith(steps[k - 1] + "\n\n")
+        cut = prm.score_one(prompt, steps[:k], complete=False, step_open=True)
+        assert "".join(cut.tokens).endswith(steps[k - 1])
+        assert cut.step_rewards[:-1] == pytest.approx(whole.step_rewards[: k - 1], abs=TOL)
+        assert abs(cut.step_rewards[-1] - whole.step_rewards[k - 1]) > TOL  # the separator's log-ratio
+    # a prefix that already ends with the separator (search-and-learn keeps the stop string) gets no second one
+    kept = prm.score_one(prompt, "\n\n".join(steps[:2]) + "\n\n", complete=False)
+    assert kept.tokens == prm.score_one(prompt, steps[:2], complete=False).tokens
+    with pytest.raises(ValueError, match="a finished response has no open step"):
+        prm.score_one(prompt, steps, complete=True, step_open=True)
 
 
 def test_pruned_prefixes_free_their_caches_at_once(tiny_dir):
@@ -193,7 +227,7 @@ def test_early_rejection_drops_the_low_q_candidates_after_the_budget(tiny_dir):
 
     config = SearchConfig(method="early", n=4, reject_after_tokens=5, keep_fraction=0.5, reject_by="q")
     results = run_search(["Count.\n"], generate, IncrementalScorer(prm), config)
-    partial = prm.score(["Count.\n"] * 4, [[t[:5]] for t in texts], complete=False)
+    partial = prm.score(["Count.\n"] * 4, [[t[:5]] for t in texts], complete=False, step_open=True)
     q = [r.outcome_reward for r in partial]
     kept = sorted(range(4), key=lambda i: (-q[i], i))[:2]
     assert results[0].trace == [[(texts[i][:5],) for i in kept]]

@@ -118,12 +118,14 @@ def _render(
     `eos` (the EOS token's text) is appended to a string or step-list completion unless it already ends with
     it, as TRL's DPOTrainer/KTOTrainer do; it belongs to the last step. Assistant messages keep what the chat
     template renders. A `partial` completion (the first steps of a longer response) gets the step separator
-    after its last step instead, as that step has when the whole response is scored, and no EOS.
+    after its last step instead (unless it already ends with it), as that step has when the whole response is
+    scored, and no EOS.
     """
     chat = is_chat(completion)
     steps = list(steps)
     if partial:
-        steps[-1] += separator
+        if not steps[-1].endswith(separator):
+            steps[-1] += separator
     elif eos is not None and not chat and not steps[-1].endswith(eos):
         steps[-1] += eos
     if isinstance(prompt, str):

@@ -75,7 +75,9 @@ class ProcessRewardComputer:
     chat template (with a warning, once: pass chat messages to choose the rendering yourself); None scores them
     as they are. `append_eos=True` appends the EOS token to string and step-list responses, in their last step,
     as the trainers do by default; `score(..., complete=False)` leaves it out for a partial response (e.g. a
-    prefix being searched at test time).
+    prefix being searched at test time) and ends the last step with the separator instead, the token that
+    follows it in the whole response (the separator after step k belongs to step k, as in training);
+    `step_open=True` says the last step was cut mid-way (a token budget stopped it), so nothing is appended.
 
     Truncation: a response that does not fit in `max_length` tokens raises
     :class:`~trl_implicit_prm.inference.ResponseTooLongError` by default. With `truncation=True` its end is
@@ -98,9 +100,10 @@ class ProcessRewardComputer:
     ```
     """
 
-    # An implicit PRM scores a partial response's last step on its own tokens; an explicit one reads each step
-    # at the separator after it (ExplicitPRMComputer), so a partial response's last step ends with it there.
-    partial_ends_at_separator: bool = False
+    # A step cut mid-way (`step_open`) is scored on its own tokens by an implicit PRM (its reward exists at every
+    # token); an explicit one reads each step at the separator after it (ExplicitPRMComputer), so even an open
+    # step ends with it there.
+    open_step_ends_at_separator: bool = False
 
     def __init__(
         self,
@@ -301,8 +304,13 @@ class ProcessRewardComputer:
         index: int = 0,
         truncation: bool | None = None,
         complete: bool = True,
+        step_open: bool = False,
     ) -> EncodedResponse:
         """Tokenize one pair as :meth:`score` does; errors name `prompts[index]` / `responses[index]`."""
+        if complete and step_open:
+            raise ValueError(
+                f"responses[{index}]: complete=True and step_open=True: a finished response has no open step"
+            )
         chat = self.prompt_format is not None and self.prompt_format.is_chat
         if isinstance(prompt, str) and chat and not self._warned_string_prompt:
             self._warned_string_prompt = True
@@ -320,7 +328,7 @@ class ProcessRewardComputer:
             max_length=self.max_length,
             truncation=self.truncation if truncation is None else truncation,
             append_eos=self.append_eos and complete,
-            partial=self.partial_ends_at_separator and not complete,
+            partial=not complete and (not step_open or self.open_step_ends_at_separator),
         )
 
     def encode(
@@ -330,6 +338,7 @@ class ProcessRewardComputer:
         *,
         truncation: bool | None = None,
         complete: bool = True,
+        step_open: bool = False,
     ) -> list[EncodedResponse]:
         """Tokenize every prompt/response pair with its step spans (errors name `prompts[i]`/`responses[i]`)."""
         for name, value in (("prompts", prompts), ("responses", responses)):
@@ -344,7 +353,7 @@ class ProcessRewardComputer:
                 f"{len(responses)} responses"
             )
         return [
-            self.encode_one(p, r, index=i, truncation=truncation, complete=complete)
+            self.encode_one(p, r, index=i, truncation=truncation, complete=complete, step_open=step_open)
             for i, (p, r) in enumerate(zip(prompts, responses, strict=True))
         ]
 
@@ -357,12 +366,15 @@ class ProcessRewardComputer:
         show_progress: bool | None = None,
         truncation: bool | None = None,
         complete: bool = True,
+        step_open: bool = False,
     ) -> list[StepRewards]:
         """Score many responses; returns one :class:`StepRewards` per response, in input order.
 
         A prompt is a string (rendered by `prompt_format`) or a list of chat messages; a response is a string
         (split on the step separator) or a list of step strings. With `append_eos`, full responses end with the
-        EOS token (owned by the last step); `complete=False` scores partial responses, without it. Batches are
+        EOS token (owned by the last step); `complete=False` scores partial responses (a prefix in search),
+        without it and with the separator after the last step, as in the whole response; with `step_open=True`
+        the last step was cut mid-way and gets no separator (an explicit PRM still reads it there). Batches are
         sorted by length under a token budget; the reference log-probs come from the cache when this reference
         has scored the same tokens before. `show_progress=None` shows a progress bar above 128 responses.
 
@@ -378,16 +390,24 @@ class ProcessRewardComputer:
         ```
         """
         return self.score_encoded(
-            self.encode(prompts, responses, truncation=truncation, complete=complete),
+            self.encode(prompts, responses, truncation=truncation, complete=complete, step_open=step_open),
             batch_size=batch_size,
             show_progress=show_progress,
         )
 
     def score_one(
-        self, prompt: Any, response: Any, *, truncation: bool | None = None, complete: bool = True
+        self,
+        prompt: Any,
+        response: Any,
+        *,
+        truncation: bool | None = None,
+        complete: bool = True,
+        step_open: bool = False,
     ) -> StepRewards:
         """Score one response (see :meth:`score`)."""
-        return self.score([prompt], [response], truncation=truncation, complete=complete)[0]
+        return self.score(
+            [prompt], [response], truncation=truncation, complete=complete, step_open=step_open
+        )[0]
 
     def score_encoded(
         self,

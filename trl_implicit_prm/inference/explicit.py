@@ -16,7 +16,8 @@ page, the demo) treats both kinds alike. In its results:
 
 A partial response (`score(..., complete=False)`, a prefix in test-time search) is scored as completed steps:
 its last step ends with the step separator, the token the classifier was trained to read for a step that more
-steps follow (without it, the last step would be read at a token no label ever sat on).
+steps follow, even when the step was cut mid-way (`step_open=True`, where an implicit PRM appends nothing):
+without it, the last step would be read at a token no label ever sat on.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class ExplicitPRMComputer(ProcessRewardComputer):
     """
 
     kind = EXPLICIT_KIND
-    partial_ends_at_separator = True
+    open_step_ends_at_separator = True
 
     def __init__(self, model: nn.Module, tokenizer: Any, **kwargs: Any):
         num_labels = getattr(getattr(model, "config", None), "num_labels", None)

@@ -7,7 +7,7 @@ decided on the real tokenization of the whole text (the computer's :meth:`encode
 :mod:`trl_implicit_prm.data.tokenize`): the new token ids are compared with the old ones and everything from the
 first difference on is recomputed, so a BPE merge across the old end (`"5."` + `"\\n\\nSo"` tokenized as
 `"5.\\n\\n"`, `"So"`) costs a token or two more, never a wrong number. The result equals
-`ProcessRewardComputer.score(..., complete=...)` on the whole prefix up to float rounding (same log-prob
+`ProcessRewardComputer.score(..., complete=..., step_open=...)` on the whole prefix up to float rounding (same log-prob
 assembly, :func:`~trl_implicit_prm.inference.assemble.assemble_step_rewards`).
 
 Forks share: the caches are a tree of segments (:mod:`.kv`), each holding the keys/values of the tokens one
@@ -58,13 +58,16 @@ class _Track:
 class ScoredPrefix:
     """A prompt and the steps generated so far, with their implicit rewards and the caches to extend them.
 
-    `step_rewards[k]` is `r^k` (the last one of a partial step so far), `outcome_reward` the q-value at the last
+    `step_rewards[k]` is `r^k` (the last one of an open step so far), `outcome_reward` the q-value at the last
     token, `new_tokens` the tokens forwarded (per model) to get here from the prefix it was extended from.
+    `complete`: the response ended (EOS appended if the computer's `append_eos` says so); otherwise its last
+    step ends with the separator, unless `step_open` (cut mid-way by a token budget).
     """
 
     prompt: Any
     steps: tuple[str, ...]
     complete: bool
+    step_open: bool
     input_ids: np.ndarray
     encoded: EncodedResponse | None
     step_rewards: list[float]
@@ -115,8 +118,10 @@ class IncrementalScorer:
     """Score growing prefixes with a :class:`ProcessRewardComputer`'s models, reusing their KV caches.
 
     Rendering (prompt format) and the EOS rule come from the computer (hence from the checkpoint's metadata):
-    partial prefixes are scored without EOS, `complete=True` ones as :meth:`ProcessRewardComputer.score` scores
-    finished responses. Extending costs one forward of each model over the new tokens only.
+    partial prefixes are scored without EOS and with the separator after their last step (unless `step_open`),
+    `complete=True` ones as :meth:`ProcessRewardComputer.score` scores finished responses: the same tokens as
+    `score(..., complete=..., step_open=...)`. Extending costs one forward of each model over the new tokens
+    only (and a token or two again where the separator or a BPE merge moved).
 
     Example:
 
@@ -160,13 +165,14 @@ class IncrementalScorer:
         """Root prefixes (no step yet): the prompts' tokens run through both models once."""
         ids = []
         for i, prompt in enumerate(prompts):
-            enc = self.prm.encode_one(prompt, [self.placeholder], index=i, complete=False)
+            enc = self.prm.encode_one(prompt, [self.placeholder], index=i, complete=False, step_open=True)
             ids.append(enc.input_ids[: enc.prompt_length])
         roots = [
-            ScoredPrefix(p, (), False, np.zeros(0, dtype=np.int64), None, [], 0, _empty(), _empty())
+            ScoredPrefix(p, (), False, False, np.zeros(0, dtype=np.int64), None, [], 0, _empty(), _empty())
             for p in prompts
         ]
-        return self._advance(roots, [()] * len(prompts), [False] * len(prompts), ids)
+        flags = [(False, False)] * len(prompts)
+        return self._advance(roots, [()] * len(prompts), flags, ids)
 
     def extend(
         self,
@@ -174,12 +180,13 @@ class IncrementalScorer:
         steps: Sequence[str],
         *,
         complete: bool | Sequence[bool] = False,
+        step_open: bool | Sequence[bool] = False,
     ) -> list[ScoredPrefix]:
         """Each prefix with one more step (`complete=True`: the response ends there, EOS appended if the
-        computer's `append_eos` says so).
+        computer's `append_eos` says so; `step_open=True`: the step was cut mid-way, no separator after it).
         """
         new_steps = [(*p.steps, s) for p, s in zip(prefixes, steps, strict=True)]
-        return self._advance(prefixes, new_steps, _flags(complete, len(prefixes)))
+        return self._advance(prefixes, new_steps, _flags(complete, step_open, len(prefixes)))
 
     def continue_step(
         self,
@@ -187,14 +194,15 @@ class IncrementalScorer:
         texts: Sequence[str],
         *,
         complete: bool | Sequence[bool] = False,
+        step_open: bool | Sequence[bool] = False,
     ) -> list[ScoredPrefix]:
-        """Each prefix with more text appended to its last (partial) step."""
+        """Each prefix with more text appended to its last (open) step; flags as in :meth:`extend`."""
         new_steps = []
         for i, (p, t) in enumerate(zip(prefixes, texts, strict=True)):
             if not p.steps:
                 raise ValueError(f"prefixes[{i}] has no step to continue; use extend()")
             new_steps.append((*p.steps[:-1], p.steps[-1] + t))
-        return self._advance(prefixes, new_steps, _flags(complete, len(prefixes)))
+        return self._advance(prefixes, new_steps, _flags(complete, step_open, len(prefixes)))
 
     def step_rewards(self, prefix: ScoredPrefix) -> StepRewards:
         """The full :class:`StepRewards` of a prefix (token rewards and texts included), as `score()` gives."""
@@ -213,7 +221,7 @@ class IncrementalScorer:
         self,
         prefixes: Sequence[ScoredPrefix],
         new_steps: Sequence[tuple[str, ...]],
-        complete: Sequence[bool],
+        flags: Sequence[tuple[bool, bool]],
         ids: Sequence[np.ndarray] | None = None,
     ) -> list[ScoredPrefix]:
         for i, p in enumerate(prefixes):
@@ -222,8 +230,8 @@ class IncrementalScorer:
         encoded: list[EncodedResponse | None] = [None] * len(prefixes)
         if ids is None:
             encoded = [
-                self.prm.encode_one(p.prompt, list(s), index=i, complete=c)
-                for i, (p, s, c) in enumerate(zip(prefixes, new_steps, complete, strict=True))
+                self.prm.encode_one(p.prompt, list(s), index=i, complete=c, step_open=o)
+                for i, (p, s, (c, o)) in enumerate(zip(prefixes, new_steps, flags, strict=True))
             ]
             ids = [e.input_ids for e in encoded]
         starts = [_first_change(p.input_ids, x) for p, x in zip(prefixes, ids, strict=True)]
@@ -239,7 +247,7 @@ class IncrementalScorer:
                 ScoredPrefix(
                     prefix.prompt,
                     tuple(new_steps[i]),
-                    bool(complete[i]),
+                    *flags[i],
                     ids[i],
                     encoded[i],
                     self._rewards(encoded[i], policy[i], reference[i]),
@@ -315,5 +323,16 @@ def _kept(logps: np.ndarray, keep: int, length: int) -> np.ndarray:
     return out
 
 
-def _flags(value: bool | Sequence[bool], n: int) -> list[bool]:
-    return [bool(value)] * n if isinstance(value, bool) else [bool(v) for v in value]
+def _flags(
+    complete: bool | Sequence[bool], step_open: bool | Sequence[bool], n: int
+) -> list[tuple[bool, bool]]:
+    """`(complete, step_open)` per prefix, from a flag for all or one per prefix."""
+
+    def each(value: bool | Sequence[bool], name: str) -> list[bool]:
+        if isinstance(value, bool):
+            return [value] * n
+        if len(value) != n:
+            raise ValueError(f"{name} has {len(value)} flags for {n} prefixes")
+        return [bool(v) for v in value]
+
+    return list(zip(each(complete, "complete"), each(step_open, "step_open"), strict=True))

@@ -20,8 +20,10 @@ __all__ = ["SearchAndLearnPRM"]
 class SearchAndLearnPRM:
     """search-and-learn's PRM interface over an implicit PRM.
 
-    `complete=False` (the default) scores responses as partial (no EOS appended): search-and-learn scores
-    growing beams with the same call. `values`: `"step_rewards"` (`r^k`) or `"q"` (`q` at the end of each step).
+    `complete=False` (the default) scores responses as prefixes of complete steps (no EOS; the separator after
+    the last step, which search-and-learn's beams keep as the stop string, is added where it is missing), since
+    search-and-learn scores growing beams with the same call. `values`: `"step_rewards"` (`r^k`) or `"q"` (`q` at
+    the end of each step).
 
     Example:
 

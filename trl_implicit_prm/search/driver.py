@@ -197,7 +197,10 @@ class SearchContext:
 
     def _score(self, beams: list[Beam], outputs: list[GeneratedStep], how: str) -> list[Beam]:
         prefixes = getattr(self.scorer, how)(
-            [b.prefix for b in beams], [o.text for o in outputs], complete=[o.finished for o in outputs]
+            [b.prefix for b in beams],
+            [o.text for o in outputs],
+            complete=[o.finished for o in outputs],
+            step_open=[not (o.step_done or o.finished) for o in outputs],  # cut by a budget: no separator yet
         )
         children = []
         for beam, out, prefix in zip(beams, outputs, prefixes, strict=True):
@@ -205,7 +208,7 @@ class SearchContext:
             child = Beam(
                 beam.problem,
                 prefix,
-                not (out.step_done or out.finished),
+                prefix.step_open,
                 out.finished,
                 beam.tokens + out.num_tokens,
             )
