@@ -261,6 +261,17 @@ def test_partial_stepwise_row_is_tokenized_as_inside_the_whole_response(tokenize
     )
     one = tokenize_example(tokenizer, prompt, steps[:1], step_separator="\n", append_eos=True, partial=True)
     assert one["input_ids"] == out[0]["input_ids"]  # the one-row path agrees
+    # An assistant message cut the same way ends with the separator, not with the template's end of turn.
+    chat = [{"role": "user", "content": prompt}]
+    whole = tokenize_example(
+        tokenizer, chat, [{"role": "assistant", "content": "\n".join(steps)}], step_separator="\n"
+    )
+    cut = tokenize_example(
+        tokenizer, chat, [{"role": "assistant", "content": steps[0]}], step_separator="\n", partial=True
+    )
+    first_step = whole["step_index"].index(1)
+    assert cut["input_ids"] == whole["input_ids"][:first_step]
+    assert cut["step_index"] == whole["step_index"][:first_step]
     bad = [{**rows[0], "partial": "yes"}]
     with pytest.raises(DataFormatError, match=r"column 'partial' row 0: expected a bool"):
         tokenize_dataset(Dataset.from_list(bad), tokenizer, step_separator="\n")

@@ -119,7 +119,7 @@ def _render(
     it, as TRL's DPOTrainer/KTOTrainer do; it belongs to the last step. Assistant messages keep what the chat
     template renders. A `partial` completion (the first steps of a longer response) gets the step separator
     after its last step instead (unless it already ends with it), as that step has when the whole response is
-    scored, and no EOS.
+    scored, and no EOS (nor, for an assistant message, the template's end of turn).
     """
     chat = is_chat(completion)
     steps = list(steps)
@@ -149,7 +149,7 @@ def _render(
     if not chat:
         return _join(prompt_text, steps, separator, False, column, index)
     return _render_assistant(
-        tokenizer, messages, prompt_text, dict(completion[0]), steps, separator, column, index
+        tokenizer, messages, prompt_text, dict(completion[0]), steps, separator, (column, index), partial
     )
 
 
@@ -160,12 +160,14 @@ def _render_assistant(
     message: dict[str, Any],
     steps: list[str],
     separator: str,
-    column: str,
-    index: int | None,
+    where: tuple[str, int | None],
+    partial: bool = False,
 ) -> Text:
     """An assistant-message completion (`steps`: its content's), rendered by the chat template: the template's
-    text before the content joins the first step, its end-of-turn text the last one.
+    text before the content joins the first step, its end-of-turn text the last one, except in a `partial`
+    completion, which the whole response continues after the separator (no end of turn there).
     """
+    column, index = where
     full = tokenizer.apply_chat_template([*messages, message], tokenize=False)
     if not full.startswith(prompt_text):
         raise DataFormatError(
@@ -181,7 +183,8 @@ def _render_assistant(
             "so its steps cannot be located; pass the completion as a string instead"
         )
     steps[0] = rest[:at] + steps[0]  # template text before the content: first step
-    steps[-1] += rest[at + len(content) :]  # end-of-turn text after it: last step
+    if not partial:
+        steps[-1] += rest[at + len(content) :]  # end-of-turn text after it: last step
     return _join(prompt_text, steps, separator, False, column, index)
 
 
