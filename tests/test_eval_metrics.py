@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from datasets import Dataset
+from helpers import cpu_args
 from transformers import EarlyStoppingCallback
 
 from trl_implicit_prm import (
@@ -55,13 +56,8 @@ def paired(problems) -> list[dict]:
 
 
 def config(cls, tmp_path, **overrides):
-    base = dict(
-        output_dir=str(tmp_path / "out"),
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
+    own = dict(
         logging_steps=1,
-        save_strategy="no",
         gradient_checkpointing=False,
         per_device_train_batch_size=2,
         per_device_eval_batch_size=2,
@@ -70,10 +66,8 @@ def config(cls, tmp_path, **overrides):
         beta=0.5,
         seed=0,
         train_sampling_strategy="sequential",
-        disable_tqdm=True,
     )
-    base.update(overrides)
-    return cls(**base)
+    return cpu_args(cls, tmp_path, **{**own, **overrides})
 
 
 def truth(prc: ProcessRewardComputer, rows: list[dict]) -> dict[str, float]:

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from datasets import Dataset
+from helpers import cpu_args
 from transformers import AutoModelForCausalLM
 
 from trl_implicit_prm import (
@@ -54,21 +55,15 @@ def rows() -> list[dict]:
 
 
 def args(cls, tmp_path, **overrides):
-    base = dict(
-        output_dir=str(tmp_path / "out"),
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
+    own = dict(
         per_device_train_batch_size=6,
         per_device_eval_batch_size=6,
         learning_rate=5e-3,
         max_steps=4,
         seed=0,
         train_sampling_strategy="sequential",
-        disable_tqdm=True,
     )
-    return cls(**{**base, **overrides})
+    return cpu_args(cls, tmp_path, **{**own, **overrides})
 
 
 def test_step_ce_loss_by_hand():

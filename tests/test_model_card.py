@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from datasets import Dataset
+from helpers import cpu_args
 from transformers import AutoModelForCausalLM
 
 from trl_implicit_prm import ImplicitPRMConfig, ImplicitPRMTrainer
@@ -21,17 +22,13 @@ ROWS = [
 
 
 def _trainer(tiny_dir, tokenizer, tmp_path):
-    args = ImplicitPRMConfig(
-        output_dir=str(tmp_path / "out"),
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
+    args = cpu_args(
+        ImplicitPRMConfig,
+        tmp_path,
         logging_steps=1,
-        save_strategy="no",
         per_device_train_batch_size=3,
         max_steps=1,
         beta=0.1,
-        disable_tqdm=True,
         gradient_checkpointing=False,
     )
     model = AutoModelForCausalLM.from_pretrained(tiny_dir / "llama")

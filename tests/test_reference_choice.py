@@ -9,6 +9,7 @@ import logging
 import pytest
 import torch
 from datasets import Dataset
+from helpers import cpu_args
 from transformers import AutoModelForCausalLM
 
 from trl_implicit_prm import CEConfig, CETrainer, ProcessRewardComputer, StepKTOConfig, StepKTOTrainer
@@ -37,19 +38,13 @@ def _step_rows() -> list[dict]:
 
 
 def _args(cls, tmp_path, **kw):
-    base = dict(
-        output_dir=str(tmp_path / "out"),
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
+    own = dict(
         per_device_train_batch_size=6,
         learning_rate=5e-3,
         max_steps=2,
         beta=0.1,
-        disable_tqdm=True,
     )
-    return cls(**{**base, **kw})
+    return cpu_args(cls, tmp_path, **{**own, **kw})
 
 
 def _ref_scores(policy, tokenizer, ref, beta=0.1, append_eos=False):

@@ -9,6 +9,7 @@ import math
 
 import pytest
 from datasets import Dataset
+from helpers import cpu_args
 from transformers import AutoModelForCausalLM
 
 from trl_implicit_prm import (
@@ -26,18 +27,12 @@ BAD_BETAS = [float("nan"), float("inf"), -float("inf"), 0.0, -0.1, True]
 
 
 def _args(cls, tmp_path, **kw):
-    base = dict(
-        output_dir=str(tmp_path / "out"),
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
+    own = dict(
         per_device_train_batch_size=2,
         learning_rate=1e-3,
         max_steps=1,
-        disable_tqdm=True,
     )
-    return cls(**{**base, **kw})
+    return cpu_args(cls, tmp_path, **{**own, **kw})
 
 
 @pytest.mark.parametrize("config_cls", [CEConfig, ImplicitPRMConfig, StepKTOConfig])

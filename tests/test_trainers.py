@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from datasets import Dataset
+from helpers import cpu_args
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from trl_implicit_prm import (
@@ -56,13 +57,8 @@ def stepwise_rows() -> list[dict]:
 
 
 def config(cls, tmp_path, **overrides):
-    base = dict(
-        output_dir=str(tmp_path / "out"),
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
+    own = dict(
         logging_steps=1,
-        save_strategy="no",
         gradient_checkpointing=False,
         per_device_train_batch_size=6,
         per_device_eval_batch_size=6,
@@ -71,10 +67,8 @@ def config(cls, tmp_path, **overrides):
         beta=0.1,
         seed=0,
         train_sampling_strategy="sequential",
-        disable_tqdm=True,
     )
-    base.update(overrides)
-    return cls(**base)
+    return cpu_args(cls, tmp_path, **{**own, **overrides})
 
 
 TRAINERS = {
