@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_implicit_prm import ProcessRewardComputer
@@ -53,27 +54,22 @@ def _run(cmd: list[str], log: Path, expect_ok: bool = True) -> int:
     return proc.returncode
 
 
+def _command(
+    model_dir: Path, out: Path, trainer: str, launcher: list[str], per_device: int, *extra: str
+) -> list[str]:
+    """The script's command line: 2 steps unless `extra` says otherwise (the last `--steps` wins)."""
+    return [
+        *launcher,
+        str(SCRIPT),
+        *("--trainer", trainer, "--model", str(model_dir), "--output", str(out), "--steps", "2"),
+        *("--per-device-batch", str(per_device), *extra),
+    ]
+
+
 def _train(
     model_dir: Path, out: Path, trainer: str, launcher: list[str], per_device: int, *extra: str
 ) -> dict:
-    _run(
-        [
-            *launcher,
-            str(SCRIPT),
-            "--trainer",
-            trainer,
-            "--model",
-            str(model_dir),
-            "--output",
-            str(out),
-            "--steps",
-            "2",
-            "--per-device-batch",
-            str(per_device),
-            *extra,
-        ],
-        out.with_suffix(".log"),
-    )
+    _run(_command(model_dir, out, trainer, launcher, per_device, *extra), out.with_suffix(".log"))
     return json.loads((out / "losses.json").read_text())
 
 
@@ -194,6 +190,35 @@ def test_zero3_precomputed_reference_matches_the_live_single_process_run(
     assert info["world_size"] == 2 and info["deepspeed"] and not info["ref_sharded"]  # no reference kept
     single = json.loads((single_process["dpo"] / "losses.json").read_text())
     assert info["losses"] == pytest.approx(single["losses"], abs=1e-5)
+
+
+@pytest.mark.parametrize(("config", "trainer"), [("zero3.yaml", "ce"), ("multi_gpu.yaml", "dpo")])
+def test_a_killed_two_process_run_resumes_to_the_uninterrupted_weights(base_model, tmp_path, config, trainer):
+    """Two processes (ZeRO-3, DDP) killed right after the step-2 checkpoint, then resumed from it: the same
+    losses and the same saved weights as the run that was never interrupted (optimizer, scheduler, data order
+    and the sharded engine state come back from the checkpoint)."""
+    opts = ("--steps", "4", "--save-steps", "2")
+    full = _train(base_model, tmp_path / "full", trainer, _accelerate(config, _free_port()), 2, *opts)
+    killed = tmp_path / "resumed"
+    kill = ("--kill-after-save", "2")
+    launcher = _accelerate(config, _free_port())
+    rc = _run(
+        _command(base_model, killed, trainer, launcher, 2, *opts, *kill), tmp_path / "killed.log", False
+    )
+    assert rc != 0 and (killed / "checkpoint-2").is_dir() and not (killed / "losses.json").exists()
+    at_kill = load_file(killed / "checkpoint-2" / "model.safetensors")
+    resume = ("--resume-from", str(killed / "checkpoint-2"))
+    resumed = _train(base_model, killed, trainer, _accelerate(config, _free_port()), 2, *opts, *resume)
+    assert (full["steps_run"], resumed["steps_run"]) == (4, 2)  # the resumed launch started at step 2
+    assert len(resumed["losses"]) == 4 and resumed["losses"] == pytest.approx(full["losses"], abs=1e-6)
+    final, uninterrupted = (
+        load_file(killed / "model.safetensors"),
+        load_file(tmp_path / "full" / "model.safetensors"),
+    )
+    assert final.keys() == uninterrupted.keys()
+    for name, value in final.items():
+        torch.testing.assert_close(value, uninterrupted[name], atol=1e-6, rtol=0, msg=name)
+    assert any(not torch.equal(final[k], at_kill[k]) for k in final)  # steps 3 and 4 did train
 
 
 def test_zero3_config_without_the_gather_flag_refuses_to_train(base_model, tmp_path):

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from datasets import Dataset
+from transformers import TrainerCallback
 
 from trl_implicit_prm import CEConfig, CETrainer, ImplicitPRMConfig, ImplicitPRMTrainer
 from trl_implicit_prm.distributed import end_distributed_run
@@ -28,6 +29,27 @@ def rows(kind: str) -> list[dict]:
     return out
 
 
+class _KillAfterSave(TrainerCallback):
+    """Every process stops right after the checkpoint of step `step` is written: a run killed there."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise SystemExit(3)
+
+
+class _StepCount(TrainerCallback):
+    """Optimizer steps this launch ran (a resumed run starts at the checkpoint's step)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += 1
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--trainer", choices=["ce", "dpo"], required=True)
@@ -45,6 +67,9 @@ def main() -> None:
     p.add_argument(
         "--deepspeed-checkpoint", help="also write DeepSpeed's own (sharded) checkpoint to this folder"
     )
+    p.add_argument("--save-steps", type=int, help="save a checkpoint every N steps")
+    p.add_argument("--kill-after-save", type=int, help="exit with status 3 after the checkpoint of this step")
+    p.add_argument("--resume-from", help="a checkpoint folder to resume training from")
     args = p.parse_args()
     common = dict(
         output_dir=args.output,
@@ -56,7 +81,8 @@ def main() -> None:
         gradient_accumulation_steps=args.grad_accum,
         report_to=[],
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps" if args.save_steps else "no",
+        save_steps=args.save_steps or 500,
         gradient_checkpointing=False,
         train_sampling_strategy="sequential",
         seed=0,
@@ -78,7 +104,11 @@ def main() -> None:
         )
     ref = getattr(trainer.ref_model, "module", trainer.ref_model)
     ref_sharded = ref is not None and all(hasattr(p, "ds_id") and p.numel() == 0 for p in ref.parameters())
-    trainer.train()
+    counter = _StepCount()
+    trainer.add_callback(counter)
+    if args.kill_after_save:
+        trainer.add_callback(_KillAfterSave(args.kill_after_save))
+    trainer.train(resume_from_checkpoint=args.resume_from)
     trainer.save_model(args.output)
     eval_metrics = trainer.evaluate() if args.eval else None
     if args.deepspeed_checkpoint:
@@ -95,6 +125,7 @@ def main() -> None:
                     if trainer.is_deepspeed_enabled
                     else None,
                     "ref_sharded": ref_sharded,
+                    "steps_run": counter.steps,
                     "eval": eval_metrics,
                 },
                 f,
