@@ -43,7 +43,6 @@ from .formats import (
     _missing_columns_message,
     _where,
     check_completion,
-    check_partial,
     check_prompt,
     check_step_separator,
     detect_format,
@@ -295,7 +294,8 @@ def tokenize_dataset(
 
     `append_eos=True` appends EOS as :func:`tokenize_example` does; column types:
     :func:`~trl_implicit_prm.data.columns.output_features`. Rows whose prompt alone fills `max_length` are dropped
-    and counted in a warning. Rollouts must first be converted (:func:`~trl_implicit_prm.data.rollouts_to_pairs`).
+    and counted in a warning. Rollouts must first be converted (:func:`~trl_implicit_prm.data.rollouts_to_pairs`,
+    :func:`~trl_implicit_prm.data.rollouts_to_unpaired`).
 
     Example:
 
@@ -357,13 +357,11 @@ def _render_batch(
 ) -> list[Any]:
     """Validate a batch's rows and render their completions, column by column (a `partial` row as such)."""
     cache: dict[str, str] = {}
-    optional = "partial" in OPTIONAL_COLUMNS.get(kind, ()) and "partial" in batch
+    columns = [*FORMATS[kind], *(c for c in OPTIONAL_COLUMNS.get(kind, ()) if c in batch)]
+    given = [{c: batch[c][i] for c in columns} for i in range(len(indices))]
     rows = [
-        (
-            validate_row({c: batch[c][i] for c in FORMATS[kind]}, kind, index, step_separator=step_separator),
-            check_partial(batch["partial"][i] if optional else None, index),
-        )
-        for i, index in enumerate(indices)
+        (validate_row(row, kind, index, step_separator=step_separator), bool(row.get("partial")))
+        for row, index in zip(given, indices, strict=True)
     ]
     return [
         _render(
