@@ -260,15 +260,25 @@ def test_search_and_learn_adapter_matches_the_computer(tiny_dir):
         tiny_dir / "gpt2", ref_model=tiny_dir / "gpt2-ref", device="cpu"
     )
     adapter = SearchAndLearnPRM(prm)
-    outputs = [["a.\n\nb.", "c."], ["d.\n\ne.\n\nf."]]
+    # search-and-learn's beams keep the "\n\n" they stopped at; a finished beam ends without it
+    outputs = [["a.\n\nb.\n\n", "a.\n\nb.", "c."], ["d.\n\ne.\n\nf."]]
     scores = adapter.score(["Q1", "Q2"], outputs)
-    assert [[len(s) for s in q] for q in scores] == [[2, 1], [3]]
-    expected = prm.score(["Q1"], ["a.\n\nb."], complete=False)[0].step_rewards
-    assert scores[0][0] == pytest.approx(expected, abs=1e-9)
+    assert [[len(s) for s in q] for q in scores] == [[2, 2, 1], [3]]
+    prefix = prm.score(["Q1"], ["a.\n\nb."], complete=False)[0].step_rewards
+    whole = prm.score(["Q1"], ["a.\n\nb."], complete=True)[0].step_rewards
+    assert abs(prefix[-1] - whole[-1]) > 1e-4  # the separator after the last step is its own token here
+    assert scores[0][0] == pytest.approx(prefix, abs=1e-9)
+    assert scores[0][1] == pytest.approx(whole, abs=1e-9)
+    assert scores[0][2] == pytest.approx(prm.score(["Q1"], ["c."])[0].step_rewards, abs=1e-9)
+    assert SearchAndLearnPRM(prm, complete=False).score(["Q1"], [["a.\n\nb."]])[0][0] == pytest.approx(prefix)
     q_adapter = SearchAndLearnPRM(prm, values="q")
     assert q_adapter.score(["Q2"], [outputs[1]])[0][0][-1] == pytest.approx(math.fsum(scores[1][0]), abs=1e-9)
     with pytest.raises(ValueError, match="2 questions but 1"):
         adapter.score(["Q1", "Q2"], [["a."]])
+    with pytest.raises(TypeError, match="pass complete=True or False"):
+        adapter.score(["Q1"], [[["a.", "b."]]])
+    with pytest.raises(ValueError, match="complete must be"):
+        SearchAndLearnPRM(prm, complete="yes")
 
 
 def test_search_config_refuses_bad_settings():

@@ -18,12 +18,14 @@ __all__ = ["SearchAndLearnPRM"]
 
 
 class SearchAndLearnPRM:
-    """search-and-learn's PRM interface over an implicit PRM.
+    """search-and-learn's PRM interface over an implicit (or explicit) PRM.
 
-    `complete=False` (the default) scores responses as prefixes of complete steps (no EOS; the separator after
-    the last step, which search-and-learn's beams keep as the stop string, is added where it is missing), since
-    search-and-learn scores growing beams with the same call. `values`: `"step_rewards"` (`r^k`) or `"q"` (`q` at
-    the end of each step).
+    `complete="auto"` (the default) reads search-and-learn's convention: its generator stops a step at the
+    separator and keeps it in the text (`stop=["\\n\\n"], include_stop_str_in_output=True`), while a finished
+    beam ends at EOS or the token limit without it. So a response that ends with the PRM's step separator is
+    scored as a prefix (no EOS, as in the whole response), and any other as a whole response (EOS appended where
+    the checkpoint's training appended it). `complete=True` or `False` scores every response one way.
+    `values`: `"step_rewards"` (`r^k`) or `"q"` (`q` at the end of each step).
 
     Example:
 
@@ -39,9 +41,11 @@ class SearchAndLearnPRM:
     ```
     """
 
-    def __init__(self, computer: Any, *, values: str = "step_rewards", complete: bool = False) -> None:
+    def __init__(self, computer: Any, *, values: str = "step_rewards", complete: bool | str = "auto") -> None:
         if values not in ("step_rewards", "q"):
             raise ValueError(f"values must be 'step_rewards' or 'q', got {values!r}")
+        if complete not in ("auto", True, False):
+            raise ValueError(f"complete must be 'auto', True or False, got {complete!r}")
         self.computer = computer
         self.values = values
         self.complete = complete
@@ -58,8 +62,28 @@ class SearchAndLearnPRM:
                 prompts.append(question)
                 responses.append(answer)
                 where.append((i, j))
-        scored = self.computer.score(prompts, responses, complete=self.complete)
+        finished = [self._finished(r, i) for r, (i, _) in zip(responses, where, strict=True)]
+        scored: list[Any] = [None] * len(responses)
+        for complete in (False, True):
+            picked = [n for n, f in enumerate(finished) if f is complete]
+            if picked:
+                results = self.computer.score(
+                    [prompts[n] for n in picked], [responses[n] for n in picked], complete=complete
+                )
+                for n, result in zip(picked, results, strict=True):
+                    scored[n] = result
         out: list[list[list[float]]] = [[[] for _ in answers] for answers in outputs]
         for (i, j), result in zip(where, scored, strict=True):
             out[i][j] = list(result.step_rewards if self.values == "step_rewards" else result.q_values)
         return out
+
+    def _finished(self, response: Any, question: int) -> bool:
+        """Whether `response` is scored as a whole response (see the class docstring)."""
+        if self.complete != "auto":
+            return bool(self.complete)
+        if not isinstance(response, str):
+            raise TypeError(
+                f"outputs[{question}] holds a list of steps: with complete='auto' a response must be the text "
+                "search-and-learn generated (a step prefix ends with the separator); pass complete=True or False"
+            )
+        return not response.endswith(self.computer.step_separator)
