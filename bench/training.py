@@ -163,51 +163,31 @@ def main() -> None:
 
     from trl import DPOConfig, DPOTrainer
 
-    results: dict[str, list[float]] = {
-        "ce_trainer": [],
-        "hand_loop": [],
-        "iprm_dpo": [],
-        "trl_dpo": [],
-        "ce_trainer_compact": [],
+    # name: (trainer class, config class, dataset); each is timed once per block, in this order
+    trainers = {
+        "ce_trainer": (CETrainer, CEConfig, unpaired),
+        "ce_trainer_compact": (CompactCETrainer, CEConfig, unpaired),
+        "iprm_dpo": (ImplicitPRMTrainer, ImplicitPRMConfig, paired_eos),
+        "trl_dpo": (DPOTrainer, DPOConfig, paired),
     }
+    results: dict[str, list[float]] = {name: [] for name in [*trainers, "hand_loop"]}
     for block in range(args.blocks):
         print(f"block {block + 1}/{args.blocks}", flush=True)
-        ce = CETrainer(
-            model(),
-            ref_model=model(1),
-            processing_class=tok,
-            train_dataset=unpaired,
-            args=CEConfig(**common_args("/tmp/bench-ce", args.steps, args.batch)),
-        )
-        results["ce_trainer"].append(median_after_warmup(time_trainer(ce), warmup))
-        compact = CompactCETrainer(
-            model(),
-            ref_model=model(1),
-            processing_class=tok,
-            train_dataset=unpaired,
-            args=CEConfig(**common_args("/tmp/bench-ce-compact", args.steps, args.batch)),
-        )
-        results["ce_trainer_compact"].append(median_after_warmup(time_trainer(compact), warmup))
+        built = {}
+        for name, (trainer_cls, config_cls, data) in trainers.items():
+            built[name] = trainer_cls(
+                model(),
+                ref_model=model(1),
+                processing_class=tok,
+                train_dataset=data,
+                args=config_cls(**common_args(f"/tmp/bench-{name}", args.steps, args.batch)),
+            )
+            results[name].append(median_after_warmup(time_trainer(built[name]), warmup))
+        ce = built["ce_trainer"]
         batch = ce.data_collator([ce.train_dataset[i] for i in range(args.batch)])
         results["hand_loop"].append(
             median_after_warmup(hand_loop_times(model(), model(1), batch, args.steps), warmup)
         )
-        ours = ImplicitPRMTrainer(
-            model(),
-            ref_model=model(1),
-            processing_class=tok,
-            train_dataset=paired_eos,
-            args=ImplicitPRMConfig(**common_args("/tmp/bench-iprm", args.steps, args.batch)),
-        )
-        results["iprm_dpo"].append(median_after_warmup(time_trainer(ours), warmup))
-        trl = DPOTrainer(
-            model(),
-            ref_model=model(1),
-            processing_class=tok,
-            train_dataset=paired,
-            args=DPOConfig(**common_args("/tmp/bench-trl", args.steps, args.batch)),
-        )
-        results["trl_dpo"].append(median_after_warmup(time_trainer(trl), warmup))
 
     med = {k: statistics.median(v) for k, v in results.items()}
     report = {
