@@ -78,7 +78,12 @@ def test_reduced_demo_report_schema(quick_report):
     assert models[REF]["data_cost_tokens"] == 0
     assert models[CE]["data_cost_tokens"] == saved["rollouts"]["n_generated_tokens"] > 0
     assert models[MC]["data_cost_tokens"] == mc["rollout_tokens"] + mc["n_generated_tokens"]
-    assert models[TRUE]["data_cost_tokens"] == mc["rollout_tokens"]  # the same rollouts, true labels
+    # the oracle: the MC PRM's rollouts with their true labels, and the new problems' rollouts
+    oracle = saved["explicit_true"]
+    assert oracle["rollout_tokens"] == mc["rollout_tokens"] and oracle["new_rollout_tokens"] > 0
+    assert models[TRUE]["data_cost_tokens"] == mc["rollout_tokens"] + oracle["new_rollout_tokens"]
+    assert oracle["n_new_problems"] == saved["config"]["explicit_true_problems"] - mc["n_problems"] == 10
+    assert oracle["n_problems"] <= 30 and oracle["n_rows"] > mc["n_rollouts"]
     assert mc["n_completions"] > 0 and mc["n_generated_tokens"] >= mc["n_completions"]
     assert 0.0 <= mc["hard_label_agreement_with_truth"] <= 1.0
     claims = saved["claims"]
@@ -188,24 +193,57 @@ def test_data_costs_count_rollouts_and_mc_completions():
 
     problems = ArithmeticTask(n_terms=3, seed=0).make_problems(3, seed=0)
     tokens = [10, 11, 20, 21, 30, 31]  # 2 rollouts per problem, problem-major
-    info = {"mc": {"problems": problems[:1], "n_generated_tokens": 500, "rollout_tokens": None}}
-    costs = data_costs(["ce", "explicit_mc", "explicit_true"], problems, tokens, info)
+
+    def info(mc_problems, oracle_problems, new_tokens=0):
+        return {
+            "mc": {"problems": mc_problems, "n_generated_tokens": 500, "rollout_tokens": None},
+            "explicit_true": {"problems": oracle_problems, "new_rollout_tokens": new_tokens},
+        }
+
+    facts = info(problems[:1], problems[:1])
+    costs = data_costs(["ce", "explicit_mc", "explicit_true"], problems, tokens, facts)
     assert costs == {
         REF: 0,
         CE: 123,
         MC: 21 + 500,
         TRUE: 21,
     }
-    assert info["mc"]["rollout_tokens"] == 21 and "problems" not in info["mc"]
+    assert facts["mc"]["rollout_tokens"] == 21 and "problems" not in facts["mc"]
+    assert facts["explicit_true"]["rollout_tokens"] == 21 and "problems" not in facts["explicit_true"]
     # step-supervised PRMs on the first rollout of each problem: they and the explicit PRMs pay for those only
-    info = {"mc": {"problems": problems[1:2], "n_generated_tokens": 500, "rollout_tokens": None}}
     keys = ["ce", "step_kto", "step_ce", "explicit_mc", "explicit_true"]
-    costs = data_costs(keys, problems, tokens, info, step_samples=1, explicit_samples=1)
+    costs = data_costs(
+        keys, problems, tokens, info(problems[1:2], problems[1:2]), step_samples=1, explicit_samples=1
+    )
     assert costs == {REF: 0, CE: 123, STEP: 60, "step-supervised (step CE)": 60, MC: 20 + 500, TRUE: 20}
     # the explicit PRMs on both rollouts of their problem, the step-supervised ones on the first only
-    info = {"mc": {"problems": problems[1:2], "n_generated_tokens": 500, "rollout_tokens": None}}
-    costs = data_costs(keys, problems, tokens, info, step_samples=1, explicit_samples=2)
+    costs = data_costs(
+        keys, problems, tokens, info(problems[1:2], problems[1:2]), step_samples=1, explicit_samples=2
+    )
     assert costs == {REF: 0, CE: 123, STEP: 60, "step-supervised (step CE)": 60, MC: 41 + 500, TRUE: 41}
+    # the oracle on the MC PRM's problem and new problems' rollouts (77 tokens), paid for on top
+    costs = data_costs(keys, problems, tokens, info(problems[1:2], problems[1:2], 77), explicit_samples=2)
+    assert costs[TRUE] == 41 + 77 and costs[MC] == 41 + 500
+
+
+def test_oracle_problems_come_after_every_other_split():
+    """The explicit oracle's new problems are drawn last: the other splits stay as they were, all disjoint."""
+    from trl_implicit_prm.demo.pipeline import DemoConfig, _problem_splits
+    from trl_implicit_prm.demo.task import ArithmeticTask
+
+    small = dict(n_sft_problems=30, n_sft_eval_problems=5, n_train_problems=20, n_val_problems=5)
+    small |= dict(n_test_problems=5, n_bon_problems=5, mc_problems=8, train_explicit=True)
+    task = ArithmeticTask(seed=0)
+    without = _problem_splits(DemoConfig(**small, explicit_true_problems=8), task)
+    with_new = _problem_splits(DemoConfig(**small, explicit_true_problems=20), task)
+    assert without[:6] == with_new[:6] and without[6] == []
+    assert len(with_new[6]) == 20 - 8  # the MC PRM's 8 problems and 12 new ones
+    texts = [p.text for split in with_new for p in split]
+    assert len(texts) == len(set(texts))
+    assert (
+        _problem_splits(DemoConfig(**{**small, "train_explicit": False}, explicit_true_problems=20), task)[6]
+        == []
+    )
 
 
 @pytest.mark.parametrize("kind", ["ce", "dpo", "step_kto", "step_ce", "explicit"])
@@ -242,6 +280,7 @@ def test_seeds_refuse_the_rl_stage(tmp_path, capsys):
         ),
         ("max_pairs_per_problem=0", "max_pairs_per_problem must be a positive integer, got 0"),
         ("samples_per_problem=2.5", "samples_per_problem must be a positive integer, got 2.5"),
+        ("explicit_true_problems=0", "explicit_true_problems must be a positive integer, got 0"),
     ],
 )
 def test_demo_command_refuses_bad_counts(tmp_path, capsys, setting, message):

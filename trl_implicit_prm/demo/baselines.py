@@ -5,8 +5,8 @@ Cost accounting (generated tokens, counted where they are sampled, EOS included)
 
 - an implicit PRM trained on outcome labels needs the rollouts only;
 - a PRM trained on true step labels needs the rollouts it trains on (the first `step_samples_per_problem` of
-  each problem; `explicit_samples_per_problem` for the explicit one), plus labels no real setting has (an
-  oracle);
+  each problem; for the explicit one, the MC PRM's rollouts and those of the new problems that bring it to
+  `explicit_true_problems`), plus labels no real setting has (an oracle);
 - the explicit PRM on MC labels needs its rollouts (the first `explicit_samples_per_problem` of each of the
   first `mc_problems` problems) plus `N` completions from every step prefix but the last (:mod:`.mc_labels`).
 """
@@ -64,9 +64,12 @@ def train_baselines(
     run_stage: Callable[[str, Callable[[], Any]], Any],
     train_prm: Callable[[str, Path, list[dict], Path, Any], Path],
     out: Path,
+    oracle_problems: Sequence[Problem] = (),
 ) -> tuple[dict[str, Path], dict[str, Any]]:
-    """Train the enabled baselines (`cfg.train_step_ce`; `cfg.train_explicit`, on the rollouts of `train_pairs`);
-    returns their checkpoint directories by key and the report's facts about the MC labels (`mc`).
+    """Train the enabled baselines (`cfg.train_step_ce`; `cfg.train_explicit`, on the rollouts of `train_pairs`,
+    and for the explicit oracle also on new rollouts of `oracle_problems`); returns their checkpoint
+    directories by key and the report's facts about the MC labels (`mc`) and the oracle's data
+    (`explicit_true`).
     """
     dirs: dict[str, Path] = {}
     info: dict[str, Any] = {}
@@ -97,11 +100,15 @@ def train_baselines(
         f"4d explicit PRM ({cfg.mc_label} MC labels)",
         lambda: train_prm("explicit", ref_dir, mc_rows, out / "models" / "explicit_mc", explicit_cfg),
     )
-    dirs["explicit_true"] = run_stage(
-        "4e explicit PRM (true step labels, same rollouts)",
-        lambda: train_prm("explicit", ref_dir, truth, out / "models" / "explicit_true", explicit_cfg),
+    n_oracle = min(cfg.explicit_true_problems, cfg.mc_problems, len(train_pairs)) + len(oracle_problems)
+    dirs["explicit_true"], info["explicit_true"] = run_stage(
+        f"4e explicit PRM (true step labels, {n_oracle} problems)",
+        lambda: _train_oracle(
+            cfg, (policy, tokenizer), train_pairs, oracle_problems, train_prm, (ref_dir, out), explicit_cfg
+        ),
     )
     info["mc"] = {
+        "problems": [p for p, _ in train_pairs[: cfg.mc_problems]],
         "n_rollouts": len(items),
         "n_problems": min(cfg.mc_problems, len(train_pairs)),
         "completions_per_step": cfg.mc_samples,
@@ -111,9 +118,44 @@ def train_baselines(
         "hard_label_agreement_with_truth": mc.agreement([row["labels"] for row in truth]),
         "hard_label_confusion": mc.confusion([row["labels"] for row in truth]),
         "rollout_tokens": None,  # filled by data_costs, from these problems
-        "problems": [p for p, _ in train_pairs[: cfg.mc_problems]],
     }
     return dirs, info
+
+
+def _train_oracle(
+    cfg: Any,
+    model: tuple[Any, Any],
+    train_pairs: Sequence[tuple[Problem, Sequence[Solution]]],
+    new_problems: Sequence[Problem],
+    train_prm: Callable[[str, Path, list[dict], Path, Any], Path],
+    dirs: tuple[Path, Path],
+    explicit_cfg: Any,
+) -> tuple[Path, dict[str, Any]]:
+    """The explicit PRM on true labels: the MC PRM's rollouts (of its first `explicit_true_problems` problems
+    when fewer), then `explicit_samples_per_problem` new rollouts of each of `new_problems`, every generated
+    token counted. Returns its checkpoint and the report's facts about its data.
+    """
+    from trl_implicit_prm.demo.policy import sample_solutions
+    from trl_implicit_prm.demo.rows import first_rollouts
+
+    policy, tokenizer = model
+    new_tokens: list[int] = []
+    new_rollouts = sample_solutions(
+        policy, tokenizer, list(new_problems), cfg.explicit_samples_per_problem, temperature=cfg.temperature,
+        seed=cfg.seed + 3, progress=cfg.progress, token_counts=new_tokens,
+    ) if new_problems else []  # fmt: skip
+    shared = train_pairs[: min(cfg.explicit_true_problems, cfg.mc_problems)]
+    pairs = [*shared, *first_rollouts(list(new_problems), new_rollouts)]
+    rows = [to_stepwise(p, s) for p, s in _mc_items(pairs, len(pairs))]
+    ref_dir, out = dirs
+    path = train_prm("explicit", ref_dir, rows, out / "models" / "explicit_true", explicit_cfg)
+    return path, {
+        "problems": [p for p, _ in shared],
+        "n_problems": len(pairs),
+        "n_new_problems": len(new_problems),
+        "n_rows": len(rows),
+        "new_rollout_tokens": sum(new_tokens),
+    }
 
 
 def data_costs(
@@ -130,7 +172,9 @@ def data_costs(
     unusable samples included: they were paid for). The PRMs on outcome labels pay for every rollout; the
     step-supervised ones for the first `step_samples` rollouts of each problem (all when None), the ones they
     train on; the MC PRM for the first `explicit_samples` of each of its problems plus its completions, the
-    explicit PRM on true labels for the same rollouts; the untrained reference for nothing.
+    explicit PRM on true labels for the first `explicit_samples` of each of its training problems plus its new
+    rollouts; the untrained reference for nothing. `info["mc"]["problems"]` and
+    `info["explicit_true"]["problems"]` are consumed (replaced by the token counts).
     """
     per = len(rollout_tokens) // max(1, len(problems))
 
@@ -142,12 +186,17 @@ def data_costs(
     costs = {"reference (no training)": 0}
     for key in keys:
         costs[NAMES[key]] = step_cost if key in ("step_kto", "step_ce") else all_cost
+    per_problem = first(explicit_samples)
+
+    def of(used: Sequence[Problem]) -> int:  # tokens of the first `explicit_samples` rollouts of these
+        ids = {id(p) for p in used}
+        return sum(t for p, t in zip(problems, per_problem, strict=True) if id(p) in ids)
+
     if "explicit_mc" in keys:
-        mc_ids = {id(p) for p in info["mc"].pop("problems")}
-        per_problem = first(explicit_samples)
-        rollouts = sum(t for p, t in zip(problems, per_problem, strict=True) if id(p) in mc_ids)
-        info["mc"]["rollout_tokens"] = rollouts
-        costs[NAMES["explicit_mc"]] = rollouts + info["mc"]["n_generated_tokens"]
-        if "explicit_true" in keys:  # the same rollouts, with the true labels
-            costs[NAMES["explicit_true"]] = rollouts
+        info["mc"]["rollout_tokens"] = of(info["mc"].pop("problems"))
+        costs[NAMES["explicit_mc"]] = info["mc"]["rollout_tokens"] + info["mc"]["n_generated_tokens"]
+    if "explicit_true" in keys:
+        oracle = info["explicit_true"]
+        oracle["rollout_tokens"] = of(oracle.pop("problems"))
+        costs[NAMES["explicit_true"]] = oracle["rollout_tokens"] + oracle["new_rollout_tokens"]
     return costs
