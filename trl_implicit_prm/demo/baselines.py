@@ -67,9 +67,8 @@ def train_baselines(
     oracle_problems: Sequence[Problem] = (),
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Train the enabled baselines (`cfg.train_step_ce`; `cfg.train_explicit`, on the rollouts of `train_pairs`,
-    and for the explicit oracle also on new rollouts of `oracle_problems`); returns their checkpoint
-    directories by key and the report's facts about the MC labels (`mc`) and the oracle's data
-    (`explicit_true`).
+    the oracle also on new rollouts of `oracle_problems`); returns their checkpoint directories by key and the
+    report's facts about the MC labels (`mc`) and the oracle's data (`explicit_true`).
     """
     dirs: dict[str, Path] = {}
     info: dict[str, Any] = {}
@@ -84,15 +83,10 @@ def train_baselines(
     mc = run_stage(
         f"4c MC step labels ({cfg.mc_samples} completions per step prefix)",
         lambda: mc_step_labels(
-            policy,
-            tokenizer,
-            items,
-            cfg.mc_samples,
-            temperature=cfg.temperature,
-            seed=cfg.seed + 2,
+            policy, tokenizer, items, cfg.mc_samples, temperature=cfg.temperature, seed=cfg.seed + 2,
             progress=cfg.progress,
         ),
-    )
+    )  # fmt: skip
     truth = [to_stepwise(p, s) for p, s in items]
     mc_rows = mc.hard if cfg.mc_label == "hard" else mc.soft
     explicit_cfg = replace(cfg, learning_rate=cfg.explicit_learning_rate, prm_epochs=cfg.explicit_epochs)
@@ -107,7 +101,15 @@ def train_baselines(
             cfg, (policy, tokenizer), train_pairs, oracle_problems, train_prm, (ref_dir, out), explicit_cfg
         ),
     )
-    info["mc"] = {
+    info["mc"] = _mc_facts(cfg, train_pairs, items, mc, [row["labels"] for row in truth])
+    return dirs, info
+
+
+def _mc_facts(
+    cfg: Any, train_pairs: Sequence, items: Sequence, mc: Any, truth: list[list[bool]]
+) -> dict[str, Any]:
+    """The report's facts about the MC labels; `problems` is replaced by `rollout_tokens` in `data_costs`."""
+    return {
         "problems": [p for p, _ in train_pairs[: cfg.mc_problems]],
         "n_rollouts": len(items),
         "n_problems": min(cfg.mc_problems, len(train_pairs)),
@@ -115,11 +117,10 @@ def train_baselines(
         "label": cfg.mc_label,
         "n_completions": mc.n_completions,
         "n_generated_tokens": mc.n_generated_tokens,
-        "hard_label_agreement_with_truth": mc.agreement([row["labels"] for row in truth]),
-        "hard_label_confusion": mc.confusion([row["labels"] for row in truth]),
+        "hard_label_agreement_with_truth": mc.agreement(truth),
+        "hard_label_confusion": mc.confusion(truth),
         "rollout_tokens": None,  # filled by data_costs, from these problems
     }
-    return dirs, info
 
 
 def _train_oracle(

@@ -88,8 +88,9 @@ class DemoConfig:
     # train_explicit=true
     train_explicit: bool = False
     # the explicit PRMs (and their MC labels) use the first `explicit_samples_per_problem` rollouts of each of
-    # the first `mc_problems` problems: a classifier head learns from one bit per step; on seed 1, the one on
-    # true labels scored F1 54.6 with 8 rollouts per problem and 67.0 with 16 (docs/demo.md)
+    # the first `mc_problems` problems (the oracle: new problems' too, below): a classifier head learns from
+    # one bit per step; on seed 1, the one on true labels scored F1 54.6 with 8 rollouts per problem and 67.0
+    # with 16 (docs/demo.md)
     explicit_samples_per_problem: int = 16
     mc_problems: int = 1000
     mc_samples: int = 8  # completions per step prefix; Math-Shepherd used 8
@@ -97,7 +98,7 @@ class DemoConfig:
     # the explicit PRM on true labels (an oracle: its labels cost nothing here) trains on the rollouts of this
     # many problems: the MC PRM's, then new ones with rollouts of their own. A classifier head learns
     # from one bit per step and needs far more labelled steps than the implicit PRMs: on seed 2 it scored F1
-    # 61.4 with 1000 problems and 80.6 with 4000, against the reference's 79.6 (docs/demo.md)
+    # 61.4 with 1000 problems and 84.0 with 4000, against the reference's 79.9 (docs/demo.md)
     explicit_true_problems: int = 4000
     explicit_learning_rate: float = 5e-4  # a fresh classifier head: more steps, higher rate than the PRMs
     explicit_epochs: float = 4.0
@@ -114,7 +115,7 @@ class DemoConfig:
     def __post_init__(self) -> None:
         subsets = ("step_samples_per_problem", "explicit_samples_per_problem")
         counts = ("samples_per_problem", "max_pairs_per_problem", *subsets, "mc_problems", "mc_samples")
-        counts += ("explicit_true_problems",)
+        counts = (*counts, "explicit_true_problems")
         for name in counts:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -282,7 +283,13 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
 
 def _rollouts_and_prms(
-    cfg: DemoConfig, stages: _Stages, policy: Any, tok: Any, ref_dir: Path, problems: tuple, out: Path
+    cfg: DemoConfig,
+    stages: _Stages,
+    policy: Any,
+    tok: Any,
+    ref_dir: Path,
+    problems: tuple[list, list],
+    out: Path,
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Stages 2-4: outcome-labelled rollouts (every generated token counted: the data's cost), the PRMs trained
     on them and the step-supervised baselines; returns the checkpoints by key and the report's entries about
