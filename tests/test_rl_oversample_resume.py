@@ -12,17 +12,11 @@ import os
 
 import torch
 from datasets import Dataset
+from scripts.train_prime_tiny import PROMPTS, answer, fixed_rollouts, verifier
 
 from trl_implicit_prm import PRIMEConfig, PRIMETrainer
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func feeds the fixed rollouts
-
-PROMPTS = [f"Q{i}: {i % 7 + 1} + {i % 5 + 2}?\n" for i in range(8)]
-
-
-def _answer(prompt: str) -> int:
-    a, b = prompt.split(": ")[1].rstrip("?\n").split(" + ")
-    return int(a) + int(b)
 
 
 def _wrong(prompt: str, k: int) -> bool:
@@ -31,26 +25,12 @@ def _wrong(prompt: str, k: int) -> bool:
 
 
 def _completion(prompt: str, k: int) -> str:
-    value = _answer(prompt) + _wrong(prompt, k)
+    value = answer(prompt) + _wrong(prompt, k)
     return f"{prompt[4:-2]} = {value}.\n\nThe answer is {value}."
 
 
 def rollouts(prompts: list[str], trainer: PRIMETrainer) -> dict:
-    tok, seen, completions = trainer.processing_class, {}, []
-    for p in prompts:
-        seen[p] = seen.get(p, -1) + 1
-        completions.append(_completion(p, seen[p]))
-    return {
-        "prompt_ids": [tok(p)["input_ids"] for p in prompts],
-        "completion_ids": [
-            tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in completions
-        ],
-        "logprobs": None,
-    }
-
-
-def verifier(prompts: list[str], completions: list[str], **kwargs) -> list[float]:
-    return [float(c.endswith(f"is {_answer(p)}.")) for p, c in zip(prompts, completions, strict=True)]
+    return fixed_rollouts(prompts, trainer.processing_class, _completion)
 
 
 class Recording(PRIMETrainer):

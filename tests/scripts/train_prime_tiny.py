@@ -30,7 +30,7 @@ from trl_implicit_prm.distributed import end_distributed_run
 PROMPTS = [f"Q{i}: {i % 7 + 1} + {i % 5 + 2}?\n" for i in range(8)]
 
 
-def _answer(prompt: str) -> int:
+def answer(prompt: str) -> int:
     a, b = prompt.split(": ")[1].rstrip("?\n").split(" + ")
     return int(a) + int(b)
 
@@ -40,18 +40,18 @@ def _completion(prompt: str, k: int, easy: bool) -> str:
     `oversample` case); step counts differ between prompts."""
     a, b = prompt.split(": ")[1].rstrip("?\n").split(" + ")
     i = int(prompt[1 : prompt.index(":")])
-    value = _answer(prompt) + (0 if easy and i % 4 < 2 else k % 2)
+    value = answer(prompt) + (0 if easy and i % 4 < 2 else k % 2)
     extra = "So we add.\n\n" * (len(prompt) % 3)
     return f"{extra}{a} + {b} = {value}.\n\nThe answer is {value}."
 
 
-def rollouts(prompts: list[str], trainer: PRIMETrainer) -> dict:
-    tok = trainer.processing_class
+def fixed_rollouts(prompts: list[str], tok, completion) -> dict:
+    """TRL's `rollout_func` output for fixed texts: `completion(prompt, k)` is the k-th rollout of a prompt in
+    this call, encoded with EOS; no log-probs. Shared with tests/test_rl_oversample_resume.py."""
     seen: dict[str, int] = {}
     completions = []
-    easy = trainer.args.oversample_factor > 1
     for p in prompts:
-        completions.append(_completion(p, seen.get(p, 0), easy))
+        completions.append(completion(p, seen.get(p, 0)))
         seen[p] = seen.get(p, 0) + 1
     return {
         "prompt_ids": [tok(p)["input_ids"] for p in prompts],
@@ -62,8 +62,13 @@ def rollouts(prompts: list[str], trainer: PRIMETrainer) -> dict:
     }
 
 
+def rollouts(prompts: list[str], trainer: PRIMETrainer) -> dict:
+    easy = trainer.args.oversample_factor > 1
+    return fixed_rollouts(prompts, trainer.processing_class, lambda p, k: _completion(p, k, easy))
+
+
 def verifier(prompts: list[str], completions: list[str], **kwargs) -> list[float]:
-    return [float(c.endswith(f"is {_answer(p)}.")) for p, c in zip(prompts, completions, strict=True)]
+    return [float(c.endswith(f"is {answer(p)}.")) for p, c in zip(prompts, completions, strict=True)]
 
 
 def _trainer(case: str, model: str, output: str, per_device_batch: int, **overrides) -> PRIMETrainer:

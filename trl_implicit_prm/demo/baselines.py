@@ -22,7 +22,7 @@ from trl_implicit_prm.demo.formats import to_stepwise
 from trl_implicit_prm.demo.mc_labels import mc_step_labels
 from trl_implicit_prm.demo.task import Problem, Solution
 
-__all__ = ["LABELS", "NAMES", "data_costs", "train_baselines"]
+__all__ = ["LABELS", "NAMES", "data_costs", "oracle_problem_counts", "train_baselines"]
 
 # Report names and the labels each PRM was trained on, by the pipeline's key.
 NAMES = {
@@ -42,6 +42,27 @@ LABELS = {
     NAMES["explicit_mc"]: "MC steps",
     NAMES["explicit_true"]: "true steps (oracle)",
 }
+
+
+def oracle_problem_counts(cfg: Any, n_train: int) -> tuple[int, int]:
+    """How many problems the explicit PRM on true labels shares with the MC PRM (its first ones, of `n_train`
+    training problems) and how many new ones bring it to `cfg.explicit_true_problems` (none without
+    `cfg.train_explicit`).
+
+    Example:
+
+    ```python
+    >>> from types import SimpleNamespace
+    >>> cfg = SimpleNamespace(train_explicit=True, mc_problems=1000, explicit_true_problems=4000)
+    >>> oracle_problem_counts(cfg, 1000), oracle_problem_counts(cfg, 600)
+    ((1000, 3000), (600, 3400))
+
+    ```
+    """
+    if not cfg.train_explicit:
+        return 0, 0
+    shared = min(cfg.explicit_true_problems, cfg.mc_problems, n_train)
+    return shared, cfg.explicit_true_problems - shared
 
 
 def _mc_items(
@@ -94,7 +115,7 @@ def train_baselines(
         f"4d explicit PRM ({cfg.mc_label} MC labels)",
         lambda: train_prm("explicit", ref_dir, mc_rows, out / "models" / "explicit_mc", explicit_cfg),
     )
-    n_oracle = min(cfg.explicit_true_problems, cfg.mc_problems, len(train_pairs)) + len(oracle_problems)
+    n_oracle = sum(oracle_problem_counts(cfg, len(train_pairs)))
     dirs["explicit_true"], info["explicit_true"] = run_stage(
         f"4e explicit PRM (true step labels, {n_oracle} problems)",
         lambda: _train_oracle(
@@ -145,7 +166,7 @@ def _train_oracle(
         policy, tokenizer, list(new_problems), cfg.explicit_samples_per_problem, temperature=cfg.temperature,
         seed=cfg.seed + 3, progress=cfg.progress, token_counts=new_tokens,
     ) if new_problems else []  # fmt: skip
-    shared = train_pairs[: min(cfg.explicit_true_problems, cfg.mc_problems)]
+    shared = train_pairs[: oracle_problem_counts(cfg, len(train_pairs))[0]]
     pairs = [*shared, *first_rollouts(list(new_problems), new_rollouts)]
     rows = [to_stepwise(p, s) for p, s in _mc_items(pairs, len(pairs))]
     ref_dir, out = dirs

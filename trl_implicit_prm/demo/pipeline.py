@@ -28,7 +28,7 @@ import torch
 from datasets import Dataset
 
 from trl_implicit_prm.demo import rows as demo_rows
-from trl_implicit_prm.demo.baselines import NAMES, data_costs, train_baselines
+from trl_implicit_prm.demo.baselines import NAMES, data_costs, oracle_problem_counts, train_baselines
 from trl_implicit_prm.demo.formats import to_processbench
 from trl_implicit_prm.demo.policy import finetune_on_solutions, sample_solutions
 from trl_implicit_prm.demo.task import (
@@ -336,8 +336,7 @@ def _problem_splits(cfg: DemoConfig, task: ArithmeticTask) -> list[list[Problem]
     new ones (those that bring the MC PRM's problems to `explicit_true_problems`; none without
     `train_explicit`), disjoint. The new ones come last, so the other splits do not depend on them.
     """
-    shared = min(cfg.mc_problems, cfg.n_train_problems)  # the oracle's problems among the training ones
-    oracle = max(0, cfg.explicit_true_problems - shared) if cfg.train_explicit else 0
+    _, oracle = oracle_problem_counts(cfg, cfg.n_train_problems)
     cuts = [
         cfg.n_sft_problems,
         cfg.n_sft_eval_problems,
