@@ -7,10 +7,12 @@ import json
 import shutil
 
 import pytest
+from helpers import STEP_RECORDS as RECORDS
+from helpers import eval_steps_argv, library_step_rewards
+from helpers import write_jsonl as _write
 
 from trl_implicit_prm.cli import main
 from trl_implicit_prm.evaluation import evaluate_process_errors
-from trl_implicit_prm.inference import ProcessRewardComputer
 
 
 def _strict_json(text: str):
@@ -29,11 +31,6 @@ def _error_line(err: str, command: str) -> str:
     ]
     assert len(lines) == 1, err
     return lines[0]
-
-
-def _write(path, rows):
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -246,14 +243,6 @@ def test_score_writes_non_finite_scores_as_null_and_counts_them(tiny_dir, tmp_pa
 
 
 # ---------------------------------------------------------------------------------------- eval-steps / eval-bon
-RECORDS = [
-    {"problem": "2+3*2?\n", "steps": ["2+3=5", "5*2=10. The answer is \\boxed{10}."], "label": -1},
-    {"problem": "2+3*2?\n", "steps": ["2+3=6", "6*2=12. The answer is \\boxed{12}."], "label": 0},
-    {"problem": "4-1+5?\n", "steps": ["4-1=3", "3+5=9. The answer is \\boxed{9}."], "label": 1},
-    {"problem": "4-1+5?\n", "steps": ["4-1=3", "3+5=8. The answer is \\boxed{8}."], "label": -1},
-]
-
-
 def test_eval_steps_skips_and_counts_unscorable_records_and_reports_the_held_out_mean(
     tiny_dir, tmp_path, capsys
 ):
@@ -273,27 +262,7 @@ def test_eval_steps_skips_and_counts_unscorable_records_and_reports_the_held_out
     with test.open("ab") as f:
         f.write(b'{"problem": "\xff", "steps": ["a"], "label": 0}\n')  # line 8: not UTF-8
     out = tmp_path / "steps.json"
-    assert (
-        main(
-            [
-                "eval-steps",
-                "--model",
-                str(tiny_dir / "llama"),
-                "--ref-model",
-                str(tiny_dir / "llama-ref"),
-                "--data",
-                str(val),
-                str(test),
-                "--tune-on",
-                "val",
-                "--max-length",
-                "128",
-                "--output",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(eval_steps_argv(tiny_dir, [val, test], out, "--max-length", "128")) == 0
     printed = capsys.readouterr().out
     result = _strict_json(out.read_text())
     rows = result["skipped"]["rows"]
@@ -302,10 +271,7 @@ def test_eval_steps_skips_and_counts_unscorable_records_and_reports_the_held_out
     assert "lone surrogate" in rows[2]["reason"] and "UTF-8" in rows[3]["reason"]
     assert f"{test}: skipped 4 row(s), line(s) 2, 4, 5, 8" in printed
     # The held-out split is labelled and the printed mean is over it alone, never the oracle split.
-    prc = ProcessRewardComputer.from_pretrained(tiny_dir / "llama", ref_model=tiny_dir / "llama-ref")
-    scores = [
-        r.step_rewards for r in prc.score([r["problem"] for r in RECORDS], [r["steps"] for r in RECORDS])
-    ]
+    scores = library_step_rewards(tiny_dir, RECORDS)
     tuned = evaluate_process_errors(RECORDS, scores)
     held = [RECORDS[2], RECORDS[0], RECORDS[1], RECORDS[3]]
     held_out = evaluate_process_errors(

@@ -5,23 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import STEP_RECORDS as RECORDS
+from helpers import eval_steps_argv, library_step_rewards
+from helpers import write_jsonl as _write
 
 from trl_implicit_prm.cli import main
 from trl_implicit_prm.evaluation import evaluate_process_errors, file_sha256
 from trl_implicit_prm.inference import ProcessRewardComputer
-
-
-def _write(path, rows):
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    return path
-
-
-RECORDS = [
-    {"problem": "2+3*2?\n", "steps": ["2+3=5", "5*2=10. The answer is \\boxed{10}."], "label": -1},
-    {"problem": "2+3*2?\n", "steps": ["2+3=6", "6*2=12. The answer is \\boxed{12}."], "label": 0},
-    {"problem": "4-1+5?\n", "steps": ["4-1=3", "3+5=9. The answer is \\boxed{9}."], "label": 1},
-    {"problem": "4-1+5?\n", "steps": ["4-1=3", "3+5=8. The answer is \\boxed{8}."], "label": -1},
-]
 
 
 def test_eval_steps_reports_skipped_lines_and_matches_the_library(tiny_dir, tmp_path, capsys):
@@ -36,22 +26,7 @@ def test_eval_steps_reports_skipped_lines_and_matches_the_library(tiny_dir, tmp_
         ],
     )
     out = tmp_path / "steps.json"
-    args = [
-        "eval-steps",
-        "--model",
-        str(tiny_dir / "llama"),
-        "--ref-model",
-        str(tiny_dir / "llama-ref"),
-        "--data",
-        str(val),
-        str(test),
-        "--tune-on",
-        "val",
-        "--output",
-        str(out),
-        "--plot",
-        str(tmp_path / "f1.png"),
-    ]
+    args = eval_steps_argv(tiny_dir, [val, test], out, "--plot", str(tmp_path / "f1.png"))
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "oracle threshold" in printed and "skipped rows 3" in printed
@@ -65,10 +40,7 @@ def test_eval_steps_reports_skipped_lines_and_matches_the_library(tiny_dir, tmp_
     assert [f["sha256"] for f in result["data_files"]] == [file_sha256(val), file_sha256(test)]
     assert result["model"] == str(tiny_dir / "llama")
     # The figures are those of the library functions on the same scores.
-    prc = ProcessRewardComputer.from_pretrained(tiny_dir / "llama", ref_model=tiny_dir / "llama-ref")
-    scores = [
-        r.step_rewards for r in prc.score([r["problem"] for r in RECORDS], [r["steps"] for r in RECORDS])
-    ]
+    scores = library_step_rewards(tiny_dir, RECORDS)
     tuned = evaluate_process_errors(RECORDS, scores)
     assert result["results"]["splits"]["val"]["f1"] == pytest.approx(tuned.f1)
     assert result["threshold"] == pytest.approx(tuned.threshold)

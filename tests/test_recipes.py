@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import write_jsonl as _write_jsonl
 
 from trl_implicit_prm.scripts import utils as common  # what the recipes run
 from trl_implicit_prm.scripts.utils import CERecipeArguments
@@ -103,11 +104,6 @@ def _launcher(kind: str) -> list[str]:
         "--main_process_port",
         str(_free_port()),
     ]
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def _problems(n: int = 8):
