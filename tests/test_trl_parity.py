@@ -63,6 +63,21 @@ def _models(tiny_dir):
     )
 
 
+def _trainer(cls: type, config: type, rows: list[dict], out, tiny_dir, tokenizer, train: bool = True, **args):
+    """`cls` (TRL's trainer or ours) on `rows` from the tiny llama, reference llama-ref, with COMMON settings."""
+    policy, ref = _models(tiny_dir)
+    trainer = cls(
+        policy,
+        ref_model=ref,
+        processing_class=tokenizer,
+        train_dataset=Dataset.from_list(rows),
+        args=config(output_dir=str(out), **COMMON, **args),
+    )
+    if train:
+        trainer.train()
+    return trainer
+
+
 def _assert_logs_match(
     theirs: list[dict], ours: list[dict], pairs: dict[str, str], scale: dict | None = None
 ):
@@ -79,28 +94,14 @@ def test_dpo_trainer_and_implicit_prm_dpo_log_the_same_numbers_on_standard_rows(
 ):
     from trl import DPOConfig, DPOTrainer
 
-    policy, ref = _models(tiny_dir)
-    trl_trainer = DPOTrainer(
-        policy,
-        ref_model=ref,
-        processing_class=tokenizer,
-        train_dataset=Dataset.from_list(_paired()),
-        args=DPOConfig(
-            output_dir=str(tmp_path / "trl"), loss_type=["sigmoid"], per_device_train_batch_size=4, **COMMON
-        ),
-    )
-    trl_trainer.train()
-    policy, _ = _models(tiny_dir)
-    ours = ImplicitPRMTrainer(
-        policy,
-        ref_model=ref,
-        processing_class=tokenizer,
-        train_dataset=Dataset.from_list(_paired()),
-        args=ImplicitPRMConfig(
-            output_dir=str(tmp_path / "ours"), loss_type="dpo", per_device_train_batch_size=4, **COMMON
-        ),
-    )
-    ours.train()
+    trl_trainer = _trainer(
+        DPOTrainer, DPOConfig, _paired(), tmp_path / "trl", tiny_dir, tokenizer,
+        loss_type=["sigmoid"], per_device_train_batch_size=4,
+    )  # fmt: skip
+    ours = _trainer(
+        ImplicitPRMTrainer, ImplicitPRMConfig, _paired(), tmp_path / "ours", tiny_dir, tokenizer,
+        loss_type="dpo", per_device_train_batch_size=4,
+    )  # fmt: skip
     keys = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
     _assert_logs_match(trl_trainer.state.log_history, ours.state.log_history, {k: k for k in keys})
     # Because the token ids are the same, EOS included (the last token of every completion).
@@ -120,30 +121,19 @@ def test_kto_trainer_and_ce_kto_log_the_same_numbers_on_standard_rows(tiny_dir, 
     """
     from trl import KTOConfig, KTOTrainer
 
-    policy, ref = _models(tiny_dir)
-    trl_trainer = KTOTrainer(
-        policy,
-        ref_model=ref,
-        processing_class=tokenizer,
-        train_dataset=Dataset.from_list(_unpaired()),
-        args=KTOConfig(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=2, **COMMON),
+    trl_trainer = _trainer(
+        KTOTrainer,
+        KTOConfig,
+        _unpaired(),
+        tmp_path / "trl",
+        tiny_dir,
+        tokenizer,
+        per_device_train_batch_size=2,
     )
-    trl_trainer.train()
-    policy, _ = _models(tiny_dir)
-    ours = CETrainer(
-        policy,
-        ref_model=ref,
-        processing_class=tokenizer,
-        train_dataset=Dataset.from_list(_unpaired()),
-        args=CEConfig(
-            output_dir=str(tmp_path / "ours"),
-            loss_type="kto",
-            kto_reference_point="mismatched",
-            per_device_train_batch_size=2,
-            **COMMON,
-        ),
-    )
-    ours.train()
+    ours = _trainer(
+        CETrainer, CEConfig, _unpaired(), tmp_path / "ours", tiny_dir, tokenizer,
+        loss_type="kto", kto_reference_point="mismatched", per_device_train_batch_size=2,
+    )  # fmt: skip
     for entry in ours.state.log_history:
         if "rewards/positive" in entry:
             entry["rewards/margins"] = entry["rewards/positive"] - entry["rewards/negative"]
@@ -166,17 +156,11 @@ def test_kto_trainer_and_ce_kto_log_the_same_numbers_on_standard_rows(tiny_dir, 
 
 
 def test_append_eos_false_keeps_completions_as_given(tiny_dir, tokenizer, tmp_path):
-    policy, ref = _models(tiny_dir)
     rows = _paired()[:2]
-    ours = ImplicitPRMTrainer(
-        policy,
-        ref_model=ref,
-        processing_class=tokenizer,
-        train_dataset=Dataset.from_list(rows),
-        args=ImplicitPRMConfig(
-            output_dir=str(tmp_path / "ours"), append_eos=False, per_device_train_batch_size=2, **COMMON
-        ),
-    )
+    ours = _trainer(
+        ImplicitPRMTrainer, ImplicitPRMConfig, rows, tmp_path / "ours", tiny_dir, tokenizer, train=False,
+        append_eos=False, per_device_train_batch_size=2,
+    )  # fmt: skip
     for row, tokenized in zip(rows, ours.train_dataset, strict=True):
         expected = tokenizer(row["prompt"] + row["chosen"])["input_ids"]
         assert tokenized["chosen_input_ids"] == expected and expected[-1] != tokenizer.eos_token_id
