@@ -78,12 +78,14 @@ def test_reduced_demo_report_schema(quick_report):
     assert models[REF]["data_cost_tokens"] == 0
     assert models[CE]["data_cost_tokens"] == saved["rollouts"]["n_generated_tokens"] > 0
     assert models[MC]["data_cost_tokens"] == mc["rollout_tokens"] + mc["n_generated_tokens"]
+    assert mc["n_problems"] == 20 and mc["n_new_problems"] == mc["new_rollout_tokens"] == 0
     # the oracle: the MC PRM's rollouts with their true labels, and the new problems' rollouts
     oracle = saved["explicit_true"]
-    assert oracle["rollout_tokens"] == mc["rollout_tokens"] and oracle["new_rollout_tokens"] > 0
-    assert models[TRUE]["data_cost_tokens"] == mc["rollout_tokens"] + oracle["new_rollout_tokens"]
+    assert oracle["new_rollout_tokens"] > 0
+    assert oracle["rollout_tokens"] == mc["rollout_tokens"] + oracle["new_rollout_tokens"]
+    assert models[TRUE]["data_cost_tokens"] == oracle["rollout_tokens"]
     assert oracle["n_new_problems"] == saved["config"]["explicit_true_problems"] - mc["n_problems"] == 10
-    assert oracle["n_problems"] <= 30 and oracle["n_rows"] > mc["n_rollouts"]
+    assert oracle["n_problems"] == 30 and oracle["n_rows"] > mc["n_rollouts"]
     assert mc["n_completions"] > 0 and mc["n_generated_tokens"] >= mc["n_completions"]
     assert 0.0 <= mc["hard_label_agreement_with_truth"] <= 1.0
     claims = saved["claims"]
@@ -186,18 +188,18 @@ def test_mc_label_agreement_and_confusion_count_every_step():
 
 
 def test_data_costs_count_rollouts_and_mc_completions():
-    """CE pays for every rollout; the MC PRM for its problems' rollouts and its completions; the explicit PRM on
-    true labels for the same rollouts only; the untrained reference for nothing."""
+    """CE pays for every rollout; the MC PRM for its problems' rollouts (new problems' included) and its
+    completions; the explicit PRM on true labels for its problems' rollouts only; the reference for nothing."""
     from trl_implicit_prm.demo.baselines import data_costs
     from trl_implicit_prm.demo.task import ArithmeticTask
 
     problems = ArithmeticTask(n_terms=3, seed=0).make_problems(3, seed=0)
     tokens = [10, 11, 20, 21, 30, 31]  # 2 rollouts per problem, problem-major
 
-    def info(mc_problems, oracle_problems, new_tokens=0):
+    def info(mc_problems, oracle_problems, oracle_new=0, mc_new=0):
         return {
-            "mc": {"problems": mc_problems, "n_generated_tokens": 500, "rollout_tokens": None},
-            "explicit_true": {"problems": oracle_problems, "new_rollout_tokens": new_tokens},
+            "mc": {"problems": mc_problems, "n_generated_tokens": 500, "new_rollout_tokens": mc_new},
+            "explicit_true": {"problems": oracle_problems, "new_rollout_tokens": oracle_new},
         }
 
     facts = info(problems[:1], problems[:1])
@@ -221,13 +223,16 @@ def test_data_costs_count_rollouts_and_mc_completions():
         keys, problems, tokens, info(problems[1:2], problems[1:2]), step_samples=1, explicit_samples=2
     )
     assert costs == {REF: 0, CE: 123, STEP: 60, "step-supervised (step CE)": 60, MC: 41 + 500, TRUE: 41}
-    # the oracle on the MC PRM's problem and new problems' rollouts (77 tokens), paid for on top
-    costs = data_costs(keys, problems, tokens, info(problems[1:2], problems[1:2], 77), explicit_samples=2)
-    assert costs[TRUE] == 41 + 77 and costs[MC] == 41 + 500
+    # new problems' rollouts (77 tokens for the oracle's, 33 of them the MC PRM's), paid for on top
+    facts = info(problems[1:2], problems[1:2], oracle_new=77, mc_new=33)
+    costs = data_costs(keys, problems, tokens, facts, explicit_samples=2)
+    assert costs[TRUE] == 41 + 77 and costs[MC] == 41 + 33 + 500
+    assert facts["mc"]["rollout_tokens"] == 41 + 33 and facts["explicit_true"]["rollout_tokens"] == 41 + 77
 
 
-def test_oracle_problems_come_after_every_other_split():
-    """The explicit oracle's new problems are drawn last: the other splits stay as they were, all disjoint."""
+def test_explicit_prms_new_problems_come_after_every_other_split():
+    """The explicit PRMs' new problems are drawn last: the other splits stay as they were, all disjoint; the MC
+    PRM gets new problems too when `mc_problems` exceeds the training problems (it was capped at them)."""
     from trl_implicit_prm.demo.pipeline import DemoConfig, _problem_splits
     from trl_implicit_prm.demo.task import ArithmeticTask
 
@@ -244,6 +249,61 @@ def test_oracle_problems_come_after_every_other_split():
         _problem_splits(DemoConfig(**{**small, "train_explicit": False}, explicit_true_problems=20), task)[6]
         == []
     )
+    # the MC PRM on 26 problems: all 20 training ones and 6 new ones (the oracle on 20 needs none)
+    mc_more = _problem_splits(DemoConfig(**{**small, "mc_problems": 26}, explicit_true_problems=20), task)
+    assert mc_more[:6] == with_new[:6] and mc_more[6] == with_new[6][:6]
+
+
+def test_mc_prm_and_oracle_train_on_new_problems_beyond_the_training_ones(quick_report, tmp_path):
+    """`mc_problems` above the training problems: the MC PRM labels and trains on new problems' rollouts too
+    (it used to be capped at the training problems, silently); the oracle takes the first problems of the same
+    list; each pays for exactly the rollouts of its problems."""
+    from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM
+
+    from trl_implicit_prm.demo.baselines import data_costs, train_baselines
+    from trl_implicit_prm.demo.pipeline import _Stages, _train_prm
+    from trl_implicit_prm.demo.policy import sample_solutions
+    from trl_implicit_prm.demo.rows import first_rollouts
+    from trl_implicit_prm.demo.task import ArithmeticTask
+    from trl_implicit_prm.modeling import load_tokenizer
+
+    ref = quick_report[0] / "models" / "reference"
+    policy, tok = AutoModelForCausalLM.from_pretrained(ref).eval(), load_tokenizer(ref)
+    cfg = DemoConfig.quick(output_dir=str(tmp_path), progress=False, train_step_ce=False)
+    cfg = replace(cfg, mc_problems=5, explicit_true_problems=4, explicit_samples_per_problem=2, mc_samples=2)
+    cfg = replace(cfg, explicit_epochs=0.5, batch_size=8)
+    problems = ArithmeticTask(n_terms=cfg.n_terms, seed=7).make_problems(6, seed=7)
+    train, new = problems[:3], problems[3:]
+    train_tokens: list[int] = []
+    rollouts = sample_solutions(policy, tok, train, 2, seed=0, progress=False, token_counts=train_tokens)
+    pairs = first_rollouts(train, rollouts)
+    assert len(pairs) == 3  # every training problem has a usable rollout (else the test means nothing)
+    stages = _Stages(progress=False)
+    dirs, info = train_baselines(
+        cfg, ref, policy, tok, pairs, [], stages.run, _train_prm, tmp_path, new_problems=new
+    )
+    assert set(dirs) == {"explicit_mc", "explicit_true"}
+    assert list(stages.seconds) == [
+        "4c rollouts of 3 new problems for the explicit PRMs",
+        "4d MC step labels (2 completions per step prefix, 5 problems)",
+        "4e explicit PRM (hard MC labels)",
+        "4f explicit PRM (true step labels, 4 problems)",
+    ]
+    mc, oracle = info["mc"], info["explicit_true"]
+    assert (mc["n_problems"], mc["n_new_problems"], oracle["n_problems"], oracle["n_new_problems"]) == (
+        5,
+        2,
+        4,
+        1,
+    )
+    assert 0 < oracle["new_rollout_tokens"] < mc["new_rollout_tokens"]
+    labelled = sum(1 for _, sols in pairs for s in sols if s.first_error is not None)
+    assert mc["n_rollouts"] > labelled  # the new problems' rollouts are labelled too
+    costs = data_costs(["explicit_mc", "explicit_true"], train, train_tokens, info, explicit_samples=2)
+    assert costs[MC] == sum(train_tokens) + mc["new_rollout_tokens"] + mc["n_generated_tokens"]
+    assert costs[TRUE] == sum(train_tokens) + oracle["new_rollout_tokens"]
 
 
 @pytest.mark.parametrize("kind", ["ce", "dpo", "step_kto", "step_ce", "explicit"])

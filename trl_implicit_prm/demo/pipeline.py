@@ -28,7 +28,7 @@ import torch
 from datasets import Dataset
 
 from trl_implicit_prm.demo import rows as demo_rows
-from trl_implicit_prm.demo.baselines import NAMES, data_costs, oracle_problem_counts, train_baselines
+from trl_implicit_prm.demo.baselines import NAMES, data_costs, explicit_problem_counts, train_baselines
 from trl_implicit_prm.demo.formats import to_processbench
 from trl_implicit_prm.demo.policy import finetune_on_solutions, sample_solutions
 from trl_implicit_prm.demo.task import (
@@ -87,17 +87,18 @@ class DemoConfig:
     # and the explicit PRMs train 2-3 and about 10 minutes: over the demo's budget (docs/demo.md); --set
     # train_explicit=true
     train_explicit: bool = False
-    # the explicit PRMs (and their MC labels) use the first `explicit_samples_per_problem` rollouts of each of
-    # the first `mc_problems` problems (the oracle: new problems' too, below): a classifier head learns from
-    # one bit per step; on seed 1, the one on true labels scored F1 54.6 with 8 rollouts per problem and 67.0
-    # with 16 (docs/demo.md)
+    # the explicit PRMs use the first `explicit_samples_per_problem` rollouts of each of their problems: the
+    # MC PRM (and its MC labels) the first `mc_problems`, the oracle the first `explicit_true_problems` of the
+    # same list, which holds the first training problems and then, when either asks for more, new problems
+    # with rollouts of their own (baselines.explicit_problem_counts). A classifier head learns from one bit per
+    # step; on seed 1, the one on true labels scored F1 54.6 with 8 rollouts per problem and 67.0 with 16
+    # (docs/demo.md)
     explicit_samples_per_problem: int = 16
     mc_problems: int = 1000
     mc_samples: int = 8  # completions per step prefix; Math-Shepherd used 8
     mc_label: str = "hard"
     # the explicit PRM on true labels (an oracle: its labels cost nothing here) trains on the rollouts of this
-    # many problems: the MC PRM's, then new ones with rollouts of their own. A classifier head learns
-    # from one bit per step and needs far more labelled steps than the implicit PRMs: on seed 2 it scored F1
+    # many problems. A classifier head needs far more labelled steps than the implicit PRMs: on seed 2 it scored F1
     # 61.4 with 1000 problems and 84.0 with 4000, against the reference's 79.9 (docs/demo.md)
     explicit_true_problems: int = 4000
     explicit_learning_rate: float = 5e-4  # a fresh classifier head: more steps, higher rate than the PRMs
@@ -248,7 +249,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     task = ArithmeticTask(
         n_terms=cfg.n_terms, operators=cfg.operators, max_value=cfg.max_value, seed=cfg.seed
     )
-    sft_set, sft_eval_set, train_set, val_set, test_set, bon_set, oracle_set = _problem_splits(cfg, task)
+    sft_set, sft_eval_set, train_set, val_set, test_set, bon_set, new_set = _problem_splits(cfg, task)
     # 1. reference policy
     ref_dir = stages.run(
         "1 reference policy (fine-tune on correct solutions)",
@@ -257,7 +258,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     policy = AutoModelForCausalLM.from_pretrained(ref_dir).eval()
     tok = load_tokenizer(ref_dir)
     # 2-4. outcome-labelled rollouts, PRMs trained on them, and the step-supervised baselines
-    prm_dirs, extra = _rollouts_and_prms(cfg, stages, policy, tok, ref_dir, (train_set, oracle_set), out)
+    prm_dirs, extra = _rollouts_and_prms(cfg, stages, policy, tok, ref_dir, (train_set, new_set), out)
     # 5. evaluation: the policy's own held-out solutions (first error located by recomputation), as in
     # ProcessBench, and solutions with an injected error.
     held_out = stages.run(
@@ -294,9 +295,9 @@ def _rollouts_and_prms(
     """Stages 2-4: outcome-labelled rollouts (every generated token counted: the data's cost), the PRMs trained
     on them and the step-supervised baselines; returns the checkpoints by key and the report's entries about
     their data (rollout statistics, training rows, each PRM's data cost, the MC labels). `problems`: the
-    training problems and the explicit oracle's new ones.
+    training problems and the explicit PRMs' new ones.
     """
-    train_set, oracle_set = problems
+    train_set, new_set = problems
     rollout_tokens: list[int] = []
     rollouts = stages.run(
         "2 sample and grade rollouts",
@@ -311,7 +312,7 @@ def _rollouts_and_prms(
     explicit_pairs = demo_rows.first_rollouts(train_set, rollouts, cfg.explicit_samples_per_problem)
     more_dirs, baseline_info = train_baselines(
         cfg, ref_dir, policy, tok, explicit_pairs, rows["stepwise"], stages.run, _train_prm, out,
-        oracle_problems=oracle_set,
+        new_problems=new_set,
     )  # fmt: skip
     prm_dirs.update(more_dirs)
     costs = data_costs(
@@ -332,11 +333,11 @@ def _rollouts_and_prms(
 
 
 def _problem_splits(cfg: DemoConfig, task: ArithmeticTask) -> list[list[Problem]]:
-    """SFT, SFT evaluation, PRM training, validation, test and best-of-N problems, and the explicit oracle's
-    new ones (those that bring the MC PRM's problems to `explicit_true_problems`; none without
-    `train_explicit`), disjoint. The new ones come last, so the other splits do not depend on them.
+    """SFT, SFT evaluation, PRM training, validation, test and best-of-N problems, and the explicit PRMs' new
+    ones (those beyond the training problems that `mc_problems` or `explicit_true_problems` asks for; none
+    without `train_explicit`), disjoint. The new ones come last, so the other splits do not depend on them.
     """
-    _, oracle = oracle_problem_counts(cfg, cfg.n_train_problems)
+    _, new = explicit_problem_counts(cfg, cfg.n_train_problems)
     cuts = [
         cfg.n_sft_problems,
         cfg.n_sft_eval_problems,
@@ -344,7 +345,7 @@ def _problem_splits(cfg: DemoConfig, task: ArithmeticTask) -> list[list[Problem]
         cfg.n_val_problems,
         cfg.n_test_problems,
         cfg.n_bon_problems,
-        oracle,
+        new,
     ]
     problems = task.make_problems(sum(cuts), seed=cfg.seed)
     splits, start = [], 0
