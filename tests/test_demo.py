@@ -341,6 +341,8 @@ def test_seeds_refuse_the_rl_stage(tmp_path, capsys):
         ("max_pairs_per_problem=0", "max_pairs_per_problem must be a positive integer, got 0"),
         ("samples_per_problem=2.5", "samples_per_problem must be a positive integer, got 2.5"),
         ("explicit_true_problems=0", "explicit_true_problems must be a positive integer, got 0"),
+        # an unknown label kind used to train on the soft labels, silently
+        ("mc_label=Hard", "mc_label must be 'hard' or 'soft', got 'Hard'"),
     ],
 )
 def test_demo_command_refuses_bad_counts(tmp_path, capsys, setting, message):

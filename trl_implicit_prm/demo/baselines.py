@@ -120,7 +120,7 @@ def train_baselines(
     explicit_cfg = replace(cfg, learning_rate=cfg.explicit_learning_rate, prm_epochs=cfg.explicit_epochs)
     dirs["explicit_mc"] = run_stage(
         f"4e explicit PRM ({cfg.mc_label} MC labels)",
-        lambda: train_prm("explicit", ref_dir, mc.hard if cfg.mc_label == "hard" else mc.soft,
+        lambda: train_prm("explicit", ref_dir, {"hard": mc.hard, "soft": mc.soft}[cfg.mc_label],
                           out / "models" / "explicit_mc", explicit_cfg),
     )  # fmt: skip
     oracle_rows = [to_stepwise(p, s) for p, s in _mc_items(oracle_pairs)]

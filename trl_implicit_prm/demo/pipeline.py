@@ -121,6 +121,8 @@ class DemoConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DemoConfig.{name} must be a positive integer, got {value!r}")
+        if self.mc_label not in ("hard", "soft"):
+            raise ValueError(f"DemoConfig.mc_label must be 'hard' or 'soft', got {self.mc_label!r}")
         for name in subsets:
             if getattr(self, name) > self.samples_per_problem:
                 raise ValueError(
