@@ -273,24 +273,33 @@ def test_mc_prm_and_oracle_train_on_new_problems_beyond_the_training_ones(quick_
     policy, tok = AutoModelForCausalLM.from_pretrained(ref).eval(), load_tokenizer(ref)
     cfg = DemoConfig.quick(output_dir=str(tmp_path), progress=False, train_step_ce=False)
     cfg = replace(cfg, mc_problems=5, explicit_true_problems=4, explicit_samples_per_problem=2, mc_samples=2)
-    cfg = replace(cfg, explicit_epochs=0.5, batch_size=8)
-    problems = ArithmeticTask(n_terms=cfg.n_terms, seed=7).make_problems(6, seed=7)
-    train, new = problems[:3], problems[3:]
+    cfg = replace(cfg, explicit_epochs=0.5, batch_size=8, mc_completer="trained", mc_completer_epochs=1)
+    problems = ArithmeticTask(n_terms=cfg.n_terms, seed=7).make_problems(206, seed=7)
+    train, new, sft = problems[:3], problems[3:6], problems[6:]
     train_tokens: list[int] = []
     rollouts = sample_solutions(policy, tok, train, 2, seed=0, progress=False, token_counts=train_tokens)
     pairs = first_rollouts(train, rollouts)
     assert len(pairs) == 3  # every training problem has a usable rollout (else the test means nothing)
     stages = _Stages(progress=False)
-    dirs, info = train_baselines(
-        cfg, ref, policy, tok, pairs, [], stages.run, _train_prm, tmp_path, new_problems=new
-    )
+    args = (cfg, ref, policy, tok, pairs, [], stages.run, _train_prm, tmp_path)
+    with pytest.raises(ValueError, match="mc_completer='trained' needs the SFT problems"):
+        train_baselines(*args, new_problems=new)
+    stages.seconds.clear()
+    dirs, info = train_baselines(*args, new_problems=new, sft_problems=sft)
     assert set(dirs) == {"explicit_mc", "explicit_true"}
     assert list(stages.seconds) == [
         "4c rollouts of 3 new problems for the explicit PRMs",
-        "4d MC step labels (2 completions per step prefix, 5 problems)",
-        "4e explicit PRM (hard MC labels)",
-        "4f explicit PRM (true step labels, 4 problems)",
+        "4d MC completer (fine-tune on correct solutions, 1 epochs)",
+        "4e MC step labels (2 completions per step prefix, 5 problems)",
+        "4f explicit PRM (hard MC labels)",
+        "4g explicit PRM (true step labels, 4 problems)",
     ]
+    # the completer: its own model, saved, and its accuracy on training problems it never saw
+    completer = info["mc"]["completer"]
+    assert completer["kind"] == "trained" and completer["epochs"] == 1
+    assert 0.0 <= completer["greedy_accuracy"] <= 1.0
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "models" / "completer")
+    assert not torch.equal(saved.lm_head.weight, policy.lm_head.weight)
     mc, oracle = info["mc"], info["explicit_true"]
     assert (mc["n_problems"], mc["n_new_problems"], oracle["n_problems"], oracle["n_new_problems"]) == (
         5,
@@ -343,6 +352,7 @@ def test_seeds_refuse_the_rl_stage(tmp_path, capsys):
         ("explicit_true_problems=0", "explicit_true_problems must be a positive integer, got 0"),
         # an unknown label kind used to train on the soft labels, silently
         ("mc_label=Hard", "mc_label must be 'hard' or 'soft', got 'Hard'"),
+        ("mc_completer=reference", "mc_completer must be 'policy' or 'trained', got 'reference'"),
     ],
 )
 def test_demo_command_refuses_bad_counts(tmp_path, capsys, setting, message):

@@ -89,10 +89,12 @@ def train_baselines(
     train_prm: Callable[[str, Path, list[dict], Path, Any], Path],
     out: Path,
     new_problems: Sequence[Problem] = (),
+    sft_problems: Sequence[Problem] = (),
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Train the enabled baselines (`cfg.train_step_ce`; `cfg.train_explicit`: the explicit PRMs, on the rollouts
-    of `train_pairs` and on new rollouts of `new_problems`, see :func:`explicit_problem_counts`); returns their
-    checkpoint directories by key and the report's facts about their data (`mc`, `explicit_true`).
+    of `train_pairs` and on new rollouts of `new_problems`, see :func:`explicit_problem_counts`; a trained MC
+    completer learns from `sft_problems`); returns their checkpoint directories by key and the report's facts
+    about their data (`mc`, `explicit_true`).
     """
     dirs: dict[str, Path] = {}
     if cfg.train_step_ce:
@@ -110,27 +112,35 @@ def train_baselines(
     pairs = [*train_pairs[:shared], *new_pairs]
     mc_pairs, oracle_pairs = pairs[: cfg.mc_problems], pairs[: cfg.explicit_true_problems]
     items = _mc_items(mc_pairs)
+    completer, completer_facts = (policy, {"kind": "policy"}) if cfg.mc_completer == "policy" else run_stage(
+        f"4d MC completer (fine-tune on correct solutions, {cfg.mc_completer_epochs} epochs)",
+        lambda: _trained_completer(cfg, ref_dir, sft_problems, [p for p, _ in train_pairs[:100]], out),
+    )  # fmt: skip
     mc = run_stage(
-        f"4d MC step labels ({cfg.mc_samples} completions per step prefix, {len(mc_pairs)} problems)",
+        f"4e MC step labels ({cfg.mc_samples} completions per step prefix, {len(mc_pairs)} problems)",
         lambda: mc_step_labels(
-            policy, tokenizer, items, cfg.mc_samples, temperature=cfg.temperature, seed=cfg.seed + 2,
+            completer, tokenizer, items, cfg.mc_samples, temperature=cfg.temperature, seed=cfg.seed + 2,
             progress=cfg.progress,
         ),
     )  # fmt: skip
     explicit_cfg = replace(cfg, learning_rate=cfg.explicit_learning_rate, prm_epochs=cfg.explicit_epochs)
     dirs["explicit_mc"] = run_stage(
-        f"4e explicit PRM ({cfg.mc_label} MC labels)",
+        f"4f explicit PRM ({cfg.mc_label} MC labels)",
         lambda: train_prm("explicit", ref_dir, {"hard": mc.hard, "soft": mc.soft}[cfg.mc_label],
                           out / "models" / "explicit_mc", explicit_cfg),
     )  # fmt: skip
     oracle_rows = [to_stepwise(p, s) for p, s in _mc_items(oracle_pairs)]
     dirs["explicit_true"] = run_stage(
-        f"4f explicit PRM (true step labels, {len(oracle_pairs)} problems)",
+        f"4g explicit PRM (true step labels, {len(oracle_pairs)} problems)",
         lambda: train_prm("explicit", ref_dir, oracle_rows, out / "models" / "explicit_true", explicit_cfg),
     )
     truth = [to_stepwise(p, s)["labels"] for p, s in items]
     info = {
-        "mc": {**_data_facts(mc_pairs, new_tokens), **_mc_facts(cfg, items, mc, truth)},
+        "mc": {
+            **_data_facts(mc_pairs, new_tokens),
+            **_mc_facts(cfg, items, mc, truth),
+            "completer": completer_facts,
+        },
         "explicit_true": {**_data_facts(oracle_pairs, new_tokens), "n_rows": len(oracle_rows)},
     }
     return dirs, info
@@ -153,6 +163,34 @@ def _new_rollouts(
     )  # fmt: skip
     pairs = [(p, [s for s in sols if usable(s)]) for p, sols in zip(problems, rollouts, strict=True)]
     return pairs, {id(p): sum(counts[i * n : (i + 1) * n]) for i, p in enumerate(problems)}
+
+
+def _trained_completer(
+    cfg: Any, ref_dir: Path, sft_problems: Sequence[Problem], eval_problems: Sequence[Problem], out: Path
+) -> tuple[Any, dict[str, Any]]:
+    """Math-Shepherd's completer: a model of the reference's size, initialisation and tokenizer, fine-tuned on the
+    SFT problems' correct solutions for `cfg.mc_completer_epochs` epochs with no early stop (the reference's own
+    SFT run, carried on past the point where it stopped); saved to `out/models/completer`. Returns it and its
+    facts for the report (greedy accuracy on `eval_problems`, training problems it never saw).
+    """
+    from trl_implicit_prm.demo.policy import finetune_on_solutions, greedy_accuracy
+    from trl_implicit_prm.modeling import load_tokenizer
+    from trl_implicit_prm.tiny import build_model
+
+    if not sft_problems:
+        raise ValueError("mc_completer='trained' needs the SFT problems to fine-tune the completer on")
+    tok = load_tokenizer(ref_dir)
+    model = build_model(
+        "llama", tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=4, seed=cfg.seed
+    )
+    finetune_on_solutions(
+        model, tok, sft_problems, epochs=cfg.mc_completer_epochs, seed=cfg.seed, progress=cfg.progress
+    )
+    model.eval()
+    model.save_pretrained(out / "models" / "completer")
+    tok.save_pretrained(out / "models" / "completer")
+    accuracy = greedy_accuracy(model, tok, eval_problems)
+    return model, {"kind": "trained", "epochs": cfg.mc_completer_epochs, "greedy_accuracy": accuracy}
 
 
 def _data_facts(

@@ -97,6 +97,11 @@ class DemoConfig:
     mc_problems: int = 1000
     mc_samples: int = 8  # completions per step prefix; Math-Shepherd used 8
     mc_label: str = "hard"
+    # who writes the MC completions: "policy" (the reference policy that wrote the rollouts) or "trained" (a
+    # completer fine-tuned on the SFT problems for all `mc_completer_epochs`, as Math-Shepherd trains one; the
+    # policy solves half of the problems, so its completions mislabel steps: docs/demo.md)
+    mc_completer: str = "policy"
+    mc_completer_epochs: int = 20
     # the explicit PRM on true labels (an oracle: its labels cost nothing here) trains on the rollouts of this
     # many problems. A classifier head needs far more labelled steps than the implicit PRMs: on seed 2 it scored F1
     # 61.4 with 1000 problems and 84.0 with 4000, against the reference's 79.9 (docs/demo.md)
@@ -116,13 +121,16 @@ class DemoConfig:
     def __post_init__(self) -> None:
         subsets = ("step_samples_per_problem", "explicit_samples_per_problem")
         counts = ("samples_per_problem", "max_pairs_per_problem", *subsets, "mc_problems", "mc_samples")
-        counts = (*counts, "explicit_true_problems")
+        counts = (*counts, "explicit_true_problems", "mc_completer_epochs")
         for name in counts:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DemoConfig.{name} must be a positive integer, got {value!r}")
-        if self.mc_label not in ("hard", "soft"):
-            raise ValueError(f"DemoConfig.mc_label must be 'hard' or 'soft', got {self.mc_label!r}")
+        for name, kinds in (("mc_label", ("hard", "soft")), ("mc_completer", ("policy", "trained"))):
+            if getattr(self, name) not in kinds:
+                raise ValueError(
+                    f"DemoConfig.{name} must be {' or '.join(map(repr, kinds))}, got {getattr(self, name)!r}"
+                )
         for name in subsets:
             if getattr(self, name) > self.samples_per_problem:
                 raise ValueError(
@@ -260,7 +268,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     policy = AutoModelForCausalLM.from_pretrained(ref_dir).eval()
     tok = load_tokenizer(ref_dir)
     # 2-4. outcome-labelled rollouts, PRMs trained on them, and the step-supervised baselines
-    prm_dirs, extra = _rollouts_and_prms(cfg, stages, policy, tok, ref_dir, (train_set, new_set), out)
+    prm_dirs, extra = _rollouts_and_prms(
+        cfg, stages, policy, tok, ref_dir, (train_set, new_set, sft_set), out
+    )
     # 5. evaluation: the policy's own held-out solutions (first error located by recomputation), as in
     # ProcessBench, and solutions with an injected error.
     held_out = stages.run(
@@ -291,15 +301,15 @@ def _rollouts_and_prms(
     policy: Any,
     tok: Any,
     ref_dir: Path,
-    problems: tuple[list, list],
+    problems: tuple[list, list, list],
     out: Path,
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     """Stages 2-4: outcome-labelled rollouts (every generated token counted: the data's cost), the PRMs trained
     on them and the step-supervised baselines; returns the checkpoints by key and the report's entries about
     their data (rollout statistics, training rows, each PRM's data cost, the MC labels). `problems`: the
-    training problems and the explicit PRMs' new ones.
+    training problems, the explicit PRMs' new ones and the SFT problems (for a trained MC completer).
     """
-    train_set, new_set = problems
+    train_set, new_set, sft_set = problems
     rollout_tokens: list[int] = []
     rollouts = stages.run(
         "2 sample and grade rollouts",
@@ -314,7 +324,7 @@ def _rollouts_and_prms(
     explicit_pairs = demo_rows.first_rollouts(train_set, rollouts, cfg.explicit_samples_per_problem)
     more_dirs, baseline_info = train_baselines(
         cfg, ref_dir, policy, tok, explicit_pairs, rows["stepwise"], stages.run, _train_prm, out,
-        new_problems=new_set,
+        new_problems=new_set, sft_problems=sft_set,
     )  # fmt: skip
     prm_dirs.update(more_dirs)
     costs = data_costs(
