@@ -88,6 +88,13 @@ def test_reduced_demo_report_schema(quick_report):
     assert oracle["n_problems"] == 30 and oracle["n_rows"] > mc["n_rollouts"]
     assert mc["n_completions"] > 0 and mc["n_generated_tokens"] >= mc["n_completions"]
     assert 0.0 <= mc["hard_label_agreement_with_truth"] <= 1.0
+    assert mc["completer"] == {"kind": "policy"}
+    agreement = f"{100 * mc['hard_label_agreement_with_truth']:.1f}%"
+    assert (
+        "4 completions per step prefix by the reference policy, on 20 problems (0 beyond"
+        in (out / "report.md").read_text()
+        and agreement in (out / "report.md").read_text()
+    )
     claims = saved["claims"]
     assert claims["ce_cost_over_mc_cost"] == pytest.approx(
         models[CE]["data_cost_tokens"] / models[MC]["data_cost_tokens"]
@@ -228,6 +235,21 @@ def test_data_costs_count_rollouts_and_mc_completions():
     costs = data_costs(keys, problems, tokens, facts, explicit_samples=2)
     assert costs[TRUE] == 41 + 77 and costs[MC] == 41 + 33 + 500
     assert facts["mc"]["rollout_tokens"] == 41 + 33 and facts["explicit_true"]["rollout_tokens"] == 41 + 77
+
+
+def test_report_says_where_the_mc_labels_came_from():
+    from trl_implicit_prm.demo.report import _mc_reading
+
+    mc = {"completions_per_step": 2, "n_problems": 4000, "n_new_problems": 3000}
+    mc |= {
+        "hard_label_agreement_with_truth": 0.9776,
+        "completer": {"kind": "trained", "greedy_accuracy": 0.99},
+    }
+    assert _mc_reading(mc) == [
+        "- The MC labels: 2 completions per step prefix by a trained completer (greedy accuracy 99%), on 4,000 "
+        "problems (3,000 beyond the training ones); their hard labels agree with the true ones on 97.8% of the steps."
+    ]
+    assert _mc_reading(None) == []
 
 
 def test_explicit_prms_new_problems_come_after_every_other_split():

@@ -112,17 +112,8 @@ def train_baselines(
     pairs = [*train_pairs[:shared], *new_pairs]
     mc_pairs, oracle_pairs = pairs[: cfg.mc_problems], pairs[: cfg.explicit_true_problems]
     items = _mc_items(mc_pairs)
-    completer, completer_facts = (policy, {"kind": "policy"}) if cfg.mc_completer == "policy" else run_stage(
-        f"4d MC completer (fine-tune on correct solutions, {cfg.mc_completer_epochs} epochs)",
-        lambda: _trained_completer(cfg, ref_dir, sft_problems, [p for p, _ in train_pairs[:100]], out),
-    )  # fmt: skip
-    mc = run_stage(
-        f"4e MC step labels ({cfg.mc_samples} completions per step prefix, {len(mc_pairs)} problems)",
-        lambda: mc_step_labels(
-            completer, tokenizer, items, cfg.mc_samples, temperature=cfg.temperature, seed=cfg.seed + 2,
-            progress=cfg.progress,
-        ),
-    )  # fmt: skip
+    completer_data = (ref_dir, sft_problems, [p for p, _ in train_pairs[:100]], out)
+    mc, completer_facts = _mc_stage(cfg, run_stage, (policy, tokenizer), items, len(mc_pairs), completer_data)
     explicit_cfg = replace(cfg, learning_rate=cfg.explicit_learning_rate, prm_epochs=cfg.explicit_epochs)
     dirs["explicit_mc"] = run_stage(
         f"4f explicit PRM ({cfg.mc_label} MC labels)",
@@ -134,16 +125,40 @@ def train_baselines(
         f"4g explicit PRM (true step labels, {len(oracle_pairs)} problems)",
         lambda: train_prm("explicit", ref_dir, oracle_rows, out / "models" / "explicit_true", explicit_cfg),
     )
-    truth = [to_stepwise(p, s)["labels"] for p, s in items]
-    info = {
+    return dirs, {
         "mc": {
             **_data_facts(mc_pairs, new_tokens),
-            **_mc_facts(cfg, items, mc, truth),
+            **_mc_facts(cfg, items, mc),
             "completer": completer_facts,
         },
         "explicit_true": {**_data_facts(oracle_pairs, new_tokens), "n_rows": len(oracle_rows)},
     }
-    return dirs, info
+
+
+def _mc_stage(
+    cfg: Any,
+    run_stage: Callable[[str, Callable[[], Any]], Any],
+    model: tuple[Any, Any],
+    items: Sequence[tuple[Problem, Solution]],
+    n_problems: int,
+    completer_data: tuple[Path, Sequence[Problem], Sequence[Problem], Path],
+) -> tuple[Any, dict[str, Any]]:
+    """Stages 4d-4e: the completer (the policy, or one trained on `completer_data`, see `_trained_completer`) and
+    the MC labels of `items` (of `n_problems` problems); returns the labels and the completer's facts.
+    """
+    policy, tokenizer = model
+    completer, facts = (policy, {"kind": "policy"}) if cfg.mc_completer == "policy" else run_stage(
+        f"4d MC completer (fine-tune on correct solutions, {cfg.mc_completer_epochs} epochs)",
+        lambda: _trained_completer(cfg, *completer_data),
+    )  # fmt: skip
+    mc = run_stage(
+        f"4e MC step labels ({cfg.mc_samples} completions per step prefix, {n_problems} problems)",
+        lambda: mc_step_labels(
+            completer, tokenizer, items, cfg.mc_samples, temperature=cfg.temperature, seed=cfg.seed + 2,
+            progress=cfg.progress,
+        ),
+    )  # fmt: skip
+    return mc, facts
 
 
 def _new_rollouts(
@@ -208,8 +223,9 @@ def _data_facts(
     }
 
 
-def _mc_facts(cfg: Any, items: Sequence, mc: Any, truth: list[list[bool]]) -> dict[str, Any]:
-    """The report's facts about the MC labels."""
+def _mc_facts(cfg: Any, items: Sequence[tuple[Problem, Solution]], mc: Any) -> dict[str, Any]:
+    """The report's facts about the MC labels of `items`, and how they compare with the true labels."""
+    truth = [to_stepwise(p, s)["labels"] for p, s in items]
     return {
         "n_rollouts": len(items),
         "completions_per_step": cfg.mc_samples,

@@ -146,6 +146,7 @@ def _markdown(report: dict[str, Any]) -> str:
         "## Reading",
         "",
         *_reading(report["claims"], s, n),
+        *_mc_reading(report.get("mc")),
     ]
     lines += [
         "",
@@ -183,6 +184,23 @@ def _reading(c: dict[str, Any], s: dict[str, Any], n: int) -> list[str]:
             "reward only carries what training changed (the paper's §5.5.2 discusses this)."
         )
     return lines
+
+
+def _mc_reading(mc: dict[str, Any] | None) -> list[str]:
+    """Where the MC labels came from and how often they are right (the report's `mc` entry)."""
+    if not mc:
+        return []
+    completer = mc.get("completer", {"kind": "policy"})
+    who = (
+        "the reference policy"
+        if completer["kind"] == "policy"
+        else f"a trained completer (greedy accuracy {100 * completer['greedy_accuracy']:.0f}%)"
+    )
+    return [
+        f"- The MC labels: {mc['completions_per_step']} completions per step prefix by {who}, on "
+        f"{mc['n_problems']:,} problems ({mc['n_new_problems']:,} beyond the training ones); their hard labels "
+        f"agree with the true ones on {100 * mc['hard_label_agreement_with_truth']:.1f}% of the steps."
+    ]
 
 
 def _baseline_reading(c: dict[str, Any], models: dict[str, Any]) -> list[str]:
