@@ -188,16 +188,13 @@ def _trained_completer(
     SFT run, carried on past the point where it stopped); saved to `out/models/completer`. Returns it and its
     facts for the report (greedy accuracy on `eval_problems`, training problems it never saw).
     """
-    from trl_implicit_prm.demo.policy import finetune_on_solutions, greedy_accuracy
+    from trl_implicit_prm.demo.policy import finetune_on_solutions, greedy_accuracy, new_policy
     from trl_implicit_prm.modeling import load_tokenizer
-    from trl_implicit_prm.tiny import build_model
 
     if not sft_problems:
         raise ValueError("mc_completer='trained' needs the SFT problems to fine-tune the completer on")
     tok = load_tokenizer(ref_dir)
-    model = build_model(
-        "llama", tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=4, seed=cfg.seed
-    )
+    model = new_policy(cfg, tok)
     finetune_on_solutions(
         model, tok, sft_problems, epochs=cfg.mc_completer_epochs, seed=cfg.seed, progress=cfg.progress
     )

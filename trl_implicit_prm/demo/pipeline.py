@@ -30,7 +30,7 @@ from datasets import Dataset
 from trl_implicit_prm.demo import rows as demo_rows
 from trl_implicit_prm.demo.baselines import NAMES, data_costs, explicit_problem_counts, train_baselines
 from trl_implicit_prm.demo.formats import to_processbench
-from trl_implicit_prm.demo.policy import finetune_on_solutions, sample_solutions
+from trl_implicit_prm.demo.policy import finetune_on_solutions, new_policy, sample_solutions
 from trl_implicit_prm.demo.task import (
     STEP_SEPARATOR,
     ArithmeticTask,
@@ -371,12 +371,10 @@ def _reference_policy(
     cfg: DemoConfig, task: ArithmeticTask, sft_set: list[Problem], sft_eval_set: list[Problem], out: Path
 ) -> Path:
     """Stage 1: a tiny model fine-tuned on correct solutions, saved with its tokenizer and SFT history."""
-    from trl_implicit_prm.tiny import build_model, build_tokenizer
+    from trl_implicit_prm.tiny import build_tokenizer
 
     tok = build_tokenizer(vocab_size=cfg.vocab_size, corpus=tokenizer_corpus(task, 2000, seed=cfg.seed))
-    model = build_model(
-        "llama", tok, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=4, seed=cfg.seed
-    )
+    model = new_policy(cfg, tok)
     history = finetune_on_solutions(
         model,
         tok,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -22,7 +23,7 @@ from trl_implicit_prm.demo.task import (
     reference_solution,
 )
 
-__all__ = ["finetune_on_solutions", "generate_texts", "generated_lengths", "sample_solutions"]
+__all__ = ["finetune_on_solutions", "generate_texts", "generated_lengths", "new_policy", "sample_solutions"]
 
 
 def _sft_rows(tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem]) -> list[tuple[list[int], int]]:
@@ -49,6 +50,17 @@ def _sft_step(
     sched.step()
     opt.zero_grad()
     return loss
+
+
+def new_policy(cfg: Any, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """The demo's untrained policy model: a tiny llama of `cfg.hidden_size` × `cfg.num_layers`, initialised under
+    `cfg.seed` (the reference policy and a trained MC completer both start from it).
+    """
+    from trl_implicit_prm.tiny import build_model
+
+    return build_model(
+        "llama", tokenizer, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, num_heads=4, seed=cfg.seed
+    )
 
 
 def finetune_on_solutions(

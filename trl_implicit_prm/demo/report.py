@@ -190,7 +190,7 @@ def _mc_reading(mc: dict[str, Any] | None) -> list[str]:
     """Where the MC labels came from and how often they are right (the report's `mc` entry)."""
     if not mc:
         return []
-    completer = mc.get("completer", {"kind": "policy"})
+    completer = mc["completer"]
     who = (
         "the reference policy"
         if completer["kind"] == "policy"
