@@ -249,6 +249,11 @@ def test_report_says_where_the_mc_labels_came_from():
         "- The MC labels: 2 completions per step prefix by a trained completer (greedy accuracy 99%), on 4,000 "
         "problems (3,000 beyond the training ones); their hard labels agree with the true ones on 97.8% of the steps."
     ]
+    mc["completer"] = {"kind": "faithful", "greedy_accuracy": 1.0}
+    assert _mc_reading(mc)[0].startswith(
+        "- The MC labels: 2 completions per step prefix by a trained completer that continues after errors "
+        "(greedy accuracy 100%), on 4,000 problems"
+    )
     assert _mc_reading(None) == []
 
 
@@ -295,7 +300,7 @@ def test_mc_prm_and_oracle_train_on_new_problems_beyond_the_training_ones(quick_
     policy, tok = AutoModelForCausalLM.from_pretrained(ref).eval(), load_tokenizer(ref)
     cfg = DemoConfig.quick(output_dir=str(tmp_path), progress=False, train_step_ce=False)
     cfg = replace(cfg, mc_problems=5, explicit_true_problems=4, explicit_samples_per_problem=2, mc_samples=2)
-    cfg = replace(cfg, explicit_epochs=0.5, batch_size=8, mc_completer="trained", mc_completer_epochs=1)
+    cfg = replace(cfg, explicit_epochs=0.5, batch_size=8, mc_completer="faithful", mc_completer_epochs=1)
     problems = ArithmeticTask(n_terms=cfg.n_terms, seed=7).make_problems(206, seed=7)
     train, new, sft = problems[:3], problems[3:6], problems[6:]
     train_tokens: list[int] = []
@@ -304,21 +309,21 @@ def test_mc_prm_and_oracle_train_on_new_problems_beyond_the_training_ones(quick_
     assert len(pairs) == 3  # every training problem has a usable rollout (else the test means nothing)
     stages = _Stages(progress=False)
     args = (cfg, ref, policy, tok, pairs, [], stages.run, _train_prm, tmp_path)
-    with pytest.raises(ValueError, match="mc_completer='trained' needs the SFT problems"):
+    with pytest.raises(ValueError, match="mc_completer='faithful' needs the SFT problems"):
         train_baselines(*args, new_problems=new)
     stages.seconds.clear()
     dirs, info = train_baselines(*args, new_problems=new, sft_problems=sft)
     assert set(dirs) == {"explicit_mc", "explicit_true"}
     assert list(stages.seconds) == [
         "4c rollouts of 3 new problems for the explicit PRMs",
-        "4d MC completer (fine-tune on correct solutions, 1 epochs)",
+        "4d MC completer (fine-tune on correct solutions, continuations after errors, 1 epochs)",
         "4e MC step labels (2 completions per step prefix, 5 problems)",
         "4f explicit PRM (hard MC labels)",
         "4g explicit PRM (true step labels, 4 problems)",
     ]
     # the completer: its own model, saved, and its accuracy on training problems it never saw
     completer = info["mc"]["completer"]
-    assert completer["kind"] == "trained" and completer["epochs"] == 1
+    assert completer["kind"] == "faithful" and completer["epochs"] == 1
     assert 0.0 <= completer["greedy_accuracy"] <= 1.0
     saved = AutoModelForCausalLM.from_pretrained(tmp_path / "models" / "completer")
     assert not torch.equal(saved.lm_head.weight, policy.lm_head.weight)
@@ -374,7 +379,7 @@ def test_seeds_refuse_the_rl_stage(tmp_path, capsys):
         ("explicit_true_problems=0", "explicit_true_problems must be a positive integer, got 0"),
         # an unknown label kind used to train on the soft labels, silently
         ("mc_label=Hard", "mc_label must be 'hard' or 'soft', got 'Hard'"),
-        ("mc_completer=reference", "mc_completer must be 'policy' or 'trained', got 'reference'"),
+        ("mc_completer=reference", "mc_completer must be 'policy', 'trained' or 'faithful', got 'reference'"),
     ],
 )
 def test_demo_command_refuses_bad_counts(tmp_path, capsys, setting, message):

@@ -41,6 +41,7 @@ from trl_implicit_prm.demo.task import (
     corrupt,
     corruptible_steps,
     format_prompt,
+    format_step,
     make_problems,
     make_solutions,
     reference_solution,
@@ -573,3 +574,38 @@ def test_training_rows_caps_pairs_and_step_rollouts(tmp_path):
     # the explicit PRMs' rollouts: the first n of each problem, usable ones only
     assert [len(sols) for _, sols in first_rollouts(problems, rollouts, 5)] == [4, 4, 4]
     assert first_rollouts(problems, [[empty]] * 3, 1) == []
+
+
+def test_continuation_rows_carry_on_from_the_wrong_step():
+    """A faithful MC completer's extra rows: the context ends at an injected wrong step (before the last), the
+    target computes every later step from the written wrong total, and only the target is trained on (it is
+    tokenized apart, as the completer meets it at generation time)."""
+    from trl_implicit_prm.demo.policy import continuation_rows
+    from trl_implicit_prm.tiny import build_tokenizer
+
+    task = ArithmeticTask(n_terms=5, max_value=20, seed=0)  # the demo's range
+    tok = build_tokenizer(vocab_size=400, corpus=list(tokenizer_corpus(task, n=400)))
+    problems = task.make_problems(150, seed=1)
+    rows = continuation_rows(tok, problems, seed=3)
+    assert len(rows) == len(problems)
+    positions, beyond = set(), 0
+    for p, (ids, n_context) in zip(problems, rows, strict=True):
+        context = tok.decode(ids[:n_context], skip_special_tokens=True)
+        target = tok.decode(ids[n_context:])
+        assert ids[:n_context] == tok(context)["input_ids"] and target.endswith(tok.eos_token)
+        assert context.startswith(p.prompt) and target.startswith(STEP_SEPARATOR)
+        written = context[len(p.prompt) :].split(STEP_SEPARATOR)
+        k = len(written) - 1
+        assert locate_first_error(p, written) == k and k < len(p.ops) - 1
+        positions.add(k)
+        steps = written + target[1 : -len(tok.eos_token)].split(STEP_SEPARATOR)
+        assert len(steps) == len(p.ops) and not grade(p, STEP_SEPARATOR.join(steps))
+        total = int(written[-1].split("=")[1])
+        for i in range(k + 1, len(p.ops)):  # every later step from the total as written
+            op, b = p.ops[i]
+            assert steps[i] == format_step(total, op, b, p.apply(total, op, b), final=i == len(p.ops) - 1)
+            total = p.apply(total, op, b)
+            beyond += not p.in_range(total)
+    assert beyond > 0  # carried on out of the task's range, where the wrong total leads
+    assert positions == {0, 1, 2}  # errors at every step that has a continuation
+    assert continuation_rows(tok, [Problem(3, (("+", 4),))]) == []  # one operation: nothing to continue

@@ -147,8 +147,9 @@ def _mc_stage(
     the MC labels of `items` (of `n_problems` problems); returns the labels and the completer's facts.
     """
     policy, tokenizer = model
+    rows = "correct solutions" + (", continuations after errors" if cfg.mc_completer == "faithful" else "")
     completer, facts = (policy, {"kind": "policy"}) if cfg.mc_completer == "policy" else run_stage(
-        f"4d MC completer (fine-tune on correct solutions, {cfg.mc_completer_epochs} epochs)",
+        f"4d MC completer (fine-tune on {rows}, {cfg.mc_completer_epochs} epochs)",
         lambda: _trained_completer(cfg, *completer_data),
     )  # fmt: skip
     mc = run_stage(
@@ -185,24 +186,30 @@ def _trained_completer(
 ) -> tuple[Any, dict[str, Any]]:
     """Math-Shepherd's completer: a model of the reference's size, initialisation and tokenizer, fine-tuned on the
     SFT problems' correct solutions for `cfg.mc_completer_epochs` epochs with no early stop (the reference's own
-    SFT run, carried on past the point where it stopped); saved to `out/models/completer`. Returns it and its
-    facts for the report (greedy accuracy on `eval_problems`, training problems it never saw).
+    SFT run, carried on past the point where it stopped), and with `cfg.mc_completer == "faithful"` also on one
+    continuation after an injected error per problem (`policy.continuation_rows`); saved to
+    `out/models/completer`. Returns it and its facts for the report (greedy accuracy on `eval_problems`,
+    training problems it never saw).
     """
     from trl_implicit_prm.demo.policy import finetune_on_solutions, greedy_accuracy, new_policy
     from trl_implicit_prm.modeling import load_tokenizer
 
     if not sft_problems:
-        raise ValueError("mc_completer='trained' needs the SFT problems to fine-tune the completer on")
+        raise ValueError(
+            f"mc_completer={cfg.mc_completer!r} needs the SFT problems to fine-tune the completer on"
+        )
     tok = load_tokenizer(ref_dir)
     model = new_policy(cfg, tok)
+    faithful = cfg.mc_completer == "faithful"
     finetune_on_solutions(
-        model, tok, sft_problems, epochs=cfg.mc_completer_epochs, seed=cfg.seed, progress=cfg.progress
-    )
+        model, tok, sft_problems, epochs=cfg.mc_completer_epochs, seed=cfg.seed, progress=cfg.progress,
+        continue_after_errors=faithful,
+    )  # fmt: skip
     model.eval()
     model.save_pretrained(out / "models" / "completer")
     tok.save_pretrained(out / "models" / "completer")
     accuracy = greedy_accuracy(model, tok, eval_problems)
-    return model, {"kind": "trained", "epochs": cfg.mc_completer_epochs, "greedy_accuracy": accuracy}
+    return model, {"kind": cfg.mc_completer, "epochs": cfg.mc_completer_epochs, "greedy_accuracy": accuracy}
 
 
 def _data_facts(

@@ -97,9 +97,10 @@ class DemoConfig:
     mc_problems: int = 1000
     mc_samples: int = 8  # completions per step prefix; Math-Shepherd used 8
     mc_label: str = "hard"
-    # who writes the MC completions: "policy" (the reference policy that wrote the rollouts) or "trained" (a
+    # who writes the MC completions: "policy" (the reference policy that wrote the rollouts), "trained" (a
     # completer fine-tuned on the SFT problems for all `mc_completer_epochs`, as Math-Shepherd trains one; the
-    # policy solves half of the problems, so its completions mislabel steps: docs/demo.md)
+    # policy solves half of the problems, so its completions mislabel steps: docs/demo.md) or "faithful" (the
+    # trained one, also taught to carry on from a wrong step instead of stepping around it: policy.continuation_rows)
     mc_completer: str = "policy"
     mc_completer_epochs: int = 20
     # the explicit PRM on true labels (an oracle: its labels cost nothing here) trains on the rollouts of this
@@ -126,11 +127,13 @@ class DemoConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DemoConfig.{name} must be a positive integer, got {value!r}")
-        for name, kinds in (("mc_label", ("hard", "soft")), ("mc_completer", ("policy", "trained"))):
+        for name, kinds in (
+            ("mc_label", ("hard", "soft")),
+            ("mc_completer", ("policy", "trained", "faithful")),
+        ):
             if getattr(self, name) not in kinds:
-                raise ValueError(
-                    f"DemoConfig.{name} must be {' or '.join(map(repr, kinds))}, got {getattr(self, name)!r}"
-                )
+                known = ", ".join(map(repr, kinds[:-1])) + f" or {kinds[-1]!r}"
+                raise ValueError(f"DemoConfig.{name} must be {known}, got {getattr(self, name)!r}")
         for name in subsets:
             if getattr(self, name) > self.samples_per_problem:
                 raise ValueError(

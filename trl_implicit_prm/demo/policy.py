@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -23,15 +24,63 @@ from trl_implicit_prm.demo.task import (
     reference_solution,
 )
 
-__all__ = ["finetune_on_solutions", "generate_texts", "generated_lengths", "new_policy", "sample_solutions"]
+__all__ = [
+    "continuation_rows",
+    "finetune_on_solutions",
+    "generate_texts",
+    "generated_lengths",
+    "new_policy",
+    "sample_solutions",
+]
+
+
+def _row(tokenizer: PreTrainedTokenizerBase, context: str, target: str) -> tuple[list[int], int]:
+    """Token ids of `context` + `target` + EOS (tokenized apart, as at generation time) and the context length."""
+    ids = tokenizer(context)["input_ids"]
+    return ids + tokenizer(target + tokenizer.eos_token, add_special_tokens=False)["input_ids"], len(ids)
 
 
 def _sft_rows(tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem]) -> list[tuple[list[int], int]]:
-    rows = []
+    return [_row(tokenizer, p.prompt, reference_solution(p).text) for p in problems]
+
+
+def continuation_rows(
+    tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem], seed: int = 0
+) -> list[tuple[list[int], int]]:
+    """One row per problem that continues faithfully after an injected error: the context is the prompt and a
+    solution's steps up to and including a wrong one (:func:`~trl_implicit_prm.demo.corruption.corrupt`, at a
+    step drawn among those before the last), the target the later steps computed from the wrong total, even where
+    they leave the task's value range (the policy never writes such values, so a completer that has never seen
+    them steps around the error instead). Trained with the loss on the target only, a model learns to carry on
+    from what is written, never to make the error. Problems with no such step (one operation) give no row.
+
+    Example:
+
+    ```python
+    >>> from trl_implicit_prm.tiny import build_tokenizer
+    >>> p = Problem(3, (("+", 4), ("*", 2), ("-", 5)))
+    >>> tok = build_tokenizer(vocab_size=400)
+    >>> (ids, n_context), = continuation_rows(tok, [p], seed=0)
+    >>> print(tok.decode(ids[:n_context], skip_special_tokens=True))  # a wrong copy of the total at step 1
+    Compute left to right: 3+4*2-5
+    3+4=7
+    8*2=16
+    >>> tok.decode(ids[n_context:])  # the separator, then carried on from 16
+    '\\n16-5=11. The answer is \\\\boxed{11}.</s>'
+
+    ```
+    """
+    from trl_implicit_prm.demo.corruption import corrupt, corruptible_steps
+
+    rng, rows = random.Random(seed), []
     for p in problems:
-        prompt = tokenizer(p.prompt)["input_ids"]
-        completion = tokenizer(reference_solution(p).text + tokenizer.eos_token, add_special_tokens=False)
-        rows.append((prompt + completion["input_ids"], len(prompt)))
+        steps = [k for k in corruptible_steps(p) if k < len(p.ops) - 1]
+        if not steps:
+            continue
+        k = rng.choice(steps)
+        bad = corrupt(replace(p, max_value=None), k, rng)  # carried on wherever the wrong total leads
+        context = p.prompt + STEP_SEPARATOR.join(bad.steps[: k + 1])
+        rows.append(_row(tokenizer, context, STEP_SEPARATOR + STEP_SEPARATOR.join(bad.steps[k + 1 :])))
     return rows
 
 
@@ -76,8 +125,12 @@ def finetune_on_solutions(
     stop_at_accuracy: float | None = None,
     eval_problems: Sequence[Problem] = (),
     evals_per_epoch: int = 2,
+    continue_after_errors: bool = False,
 ) -> list[dict[str, float | None]]:
     """Supervised fine-tuning on the reference solutions (loss on completion tokens only).
+
+    With `continue_after_errors`, every epoch also trains on one :func:`continuation_rows` row per problem (a
+    model that carries on from a wrong step instead of stepping around it: a Monte-Carlo completer).
 
     With `stop_at_accuracy`, training stops as soon as greedy decoding solves that fraction of `eval_problems`
     (checked `evals_per_epoch` times an epoch): a *briefly* fine-tuned policy that still makes mistakes of its
@@ -85,6 +138,8 @@ def finetune_on_solutions(
     every check and at every epoch end (`greedy_accuracy` None where it was not measured).
     """
     rows = _sft_rows(tokenizer, problems)
+    if continue_after_errors:
+        rows += continuation_rows(tokenizer, problems, seed=seed)
     rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     steps_per_epoch = (len(rows) + batch_size - 1) // batch_size

@@ -191,10 +191,11 @@ def _mc_reading(mc: dict[str, Any] | None) -> list[str]:
     if not mc:
         return []
     completer = mc["completer"]
+    kinds = {"trained": "a trained completer", "faithful": "a trained completer that continues after errors"}
     who = (
         "the reference policy"
         if completer["kind"] == "policy"
-        else f"a trained completer (greedy accuracy {100 * completer['greedy_accuracy']:.0f}%)"
+        else f"{kinds[completer['kind']]} (greedy accuracy {100 * completer['greedy_accuracy']:.0f}%)"
     )
     return [
         f"- The MC labels: {mc['completions_per_step']} completions per step prefix by {who}, on "
