@@ -88,10 +88,11 @@ def test_reduced_demo_report_schema(quick_report):
     assert oracle["n_problems"] == 30 and oracle["n_rows"] > mc["n_rollouts"]
     assert mc["n_completions"] > 0 and mc["n_generated_tokens"] >= mc["n_completions"]
     assert 0.0 <= mc["hard_label_agreement_with_truth"] <= 1.0
-    assert mc["completer"] == {"kind": "policy"}
+    assert mc["completer"]["kind"] == "faithful" and mc["completer"]["epochs"] == 1
     agreement = f"{100 * mc['hard_label_agreement_with_truth']:.1f}%"
     assert (
-        "4 completions per step prefix by the reference policy, on 20 problems (0 beyond"
+        "4 completions per step prefix by a trained completer that continues after errors (greedy accuracy "
+        f"{100 * mc['completer']['greedy_accuracy']:.0f}%), on 20 problems (0 beyond"
         in (out / "report.md").read_text()
         and agreement in (out / "report.md").read_text()
     )

@@ -203,7 +203,7 @@ def _trained_completer(
     faithful = cfg.mc_completer == "faithful"
     finetune_on_solutions(
         model, tok, sft_problems, epochs=cfg.mc_completer_epochs, seed=cfg.seed, progress=cfg.progress,
-        continue_after_errors=faithful,
+        continue_after_errors=faithful, desc="fine-tuning the MC completer",
     )  # fmt: skip
     model.eval()
     model.save_pretrained(out / "models" / "completer")

@@ -83,9 +83,8 @@ class DemoConfig:
     train_step_kto: bool = True
     train_step_ce: bool = True
     # Math-Shepherd-style MC labels (demo/mc_labels.py) for an explicit PRM, and one on the true labels. Off in
-    # `make demo`: MC labelling of the 1000 problems alone generates ~4.9M tokens, 5-7 minutes on one core,
-    # and the explicit PRMs train 2-3 and about 10 minutes: over the demo's budget (docs/demo.md); --set
-    # train_explicit=true
+    # `make demo`: MC labelling of 4000 problems alone generates ~4.8M tokens, 5-7 minutes on one core, and the
+    # explicit PRMs train about 10 minutes each: over the demo's budget (docs/demo.md); --set train_explicit=true
     train_explicit: bool = False
     # the explicit PRMs use the first `explicit_samples_per_problem` rollouts of each of their problems: the
     # MC PRM (and its MC labels) the first `mc_problems`, the oracle the first `explicit_true_problems` of the
@@ -94,14 +93,17 @@ class DemoConfig:
     # step; on seed 1, the one on true labels scored F1 54.6 with 8 rollouts per problem and 67.0 with 16
     # (docs/demo.md)
     explicit_samples_per_problem: int = 16
-    mc_problems: int = 1000
-    mc_samples: int = 8  # completions per step prefix; Math-Shepherd used 8
+    # the MC PRM, like the oracle, needs 4000 problems (64000 rows). Math-Shepherd used 8 completions per step
+    # prefix; with a completer that finishes right prefixes right, 1 and 2 label alike (97.6 and 97.7 % of seed
+    # 2's steps right), and 2 on 4000 problems cost about what 8 cost on 1000 (docs/demo.md)
+    mc_problems: int = 4000
+    mc_samples: int = 2
     mc_label: str = "hard"
-    # who writes the MC completions: "policy" (the reference policy that wrote the rollouts), "trained" (a
-    # completer fine-tuned on the SFT problems for all `mc_completer_epochs`, as Math-Shepherd trains one; the
-    # policy solves half of the problems, so its completions mislabel steps: docs/demo.md) or "faithful" (the
-    # trained one, also taught to carry on from a wrong step instead of stepping around it: policy.continuation_rows)
-    mc_completer: str = "policy"
+    # who writes the MC completions: "faithful" (a completer fine-tuned on the SFT problems for all
+    # `mc_completer_epochs`, and taught to carry on from a wrong step instead of stepping around it:
+    # policy.continuation_rows), "trained" (the same without the continuations) or "policy" (the reference policy
+    # that wrote the rollouts, which solves half of the problems: its completions mislabel steps, docs/demo.md)
+    mc_completer: str = "faithful"
     mc_completer_epochs: int = 20
     # the explicit PRM on true labels (an oracle: its labels cost nothing here) trains on the rollouts of this
     # many problems. A classifier head needs far more labelled steps than the implicit PRMs: on seed 2 it scored F1
@@ -157,6 +159,7 @@ class DemoConfig:
             train_explicit=True,  # tiny MC budget: the columns, costs and guards are exercised
             mc_problems=20,
             mc_samples=4,
+            mc_completer_epochs=1,  # the faithful completer's path, in seconds
             explicit_true_problems=30,  # the MC PRM's 20 and 10 new ones: the oracle's own rollouts are exercised
             explicit_epochs=2.0,
             n_val_problems=80,

@@ -126,6 +126,7 @@ def finetune_on_solutions(
     eval_problems: Sequence[Problem] = (),
     evals_per_epoch: int = 2,
     continue_after_errors: bool = False,
+    desc: str = "fine-tuning the reference policy",
 ) -> list[dict[str, float | None]]:
     """Supervised fine-tuning on the reference solutions (loss on completion tokens only).
 
@@ -135,11 +136,11 @@ def finetune_on_solutions(
     With `stop_at_accuracy`, training stops as soon as greedy decoding solves that fraction of `eval_problems`
     (checked `evals_per_epoch` times an epoch): a *briefly* fine-tuned policy that still makes mistakes of its
     own, whatever the seed or problem length. Returns the history: `{"epoch", "loss", "greedy_accuracy"}` at
-    every check and at every epoch end (`greedy_accuracy` None where it was not measured).
+    every check and at every epoch end (`greedy_accuracy` None where it was not measured). `desc`: the progress
+    bar's.
     """
-    rows = _sft_rows(tokenizer, problems)
-    if continue_after_errors:
-        rows += continuation_rows(tokenizer, problems, seed=seed)
+    extra = continuation_rows(tokenizer, problems, seed=seed) if continue_after_errors else []
+    rows = _sft_rows(tokenizer, problems) + extra
     rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     steps_per_epoch = (len(rows) + batch_size - 1) // batch_size
@@ -147,12 +148,7 @@ def finetune_on_solutions(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
     check_every = max(1, steps_per_epoch // max(1, evals_per_epoch))
     history: list[dict[str, float | None]] = []
-    bar = tqdm(
-        total=epochs * steps_per_epoch,
-        desc="fine-tuning the reference policy",
-        disable=not progress,
-        leave=False,
-    )
+    bar = tqdm(total=epochs * steps_per_epoch, desc=desc, disable=not progress, leave=False)
     step = 0
     for epoch in range(epochs):
         rng.shuffle(rows)
