@@ -96,6 +96,10 @@ def train_baselines(
     completer learns from `sft_problems`); returns their checkpoint directories by key and the report's facts
     about their data (`mc`, `explicit_true`).
     """
+    if cfg.train_explicit and cfg.mc_completer != "policy" and not sft_problems:  # before any stage runs
+        raise ValueError(
+            f"mc_completer={cfg.mc_completer!r} needs the SFT problems to fine-tune the completer on"
+        )
     dirs: dict[str, Path] = {}
     if cfg.train_step_ce:
         dirs["step_ce"] = run_stage(
@@ -112,7 +116,7 @@ def train_baselines(
     pairs = [*train_pairs[:shared], *new_pairs]
     mc_pairs, oracle_pairs = pairs[: cfg.mc_problems], pairs[: cfg.explicit_true_problems]
     items = _mc_items(mc_pairs)
-    completer_data = (ref_dir, sft_problems, [p for p, _ in train_pairs[:100]], out)
+    completer_data = (sft_problems, [p for p, _ in train_pairs[:100]], out)
     mc, completer_facts = _mc_stage(cfg, run_stage, (policy, tokenizer), items, len(mc_pairs), completer_data)
     explicit_cfg = replace(cfg, learning_rate=cfg.explicit_learning_rate, prm_epochs=cfg.explicit_epochs)
     dirs["explicit_mc"] = run_stage(
@@ -141,7 +145,7 @@ def _mc_stage(
     model: tuple[Any, Any],
     items: Sequence[tuple[Problem, Solution]],
     n_problems: int,
-    completer_data: tuple[Path, Sequence[Problem], Sequence[Problem], Path],
+    completer_data: tuple[Sequence[Problem], Sequence[Problem], Path],
 ) -> tuple[Any, dict[str, Any]]:
     """Stages 4d-4e: the completer (the policy, or one trained on `completer_data`, see `_trained_completer`) and
     the MC labels of `items` (of `n_problems` problems); returns the labels and the completer's facts.
@@ -150,7 +154,7 @@ def _mc_stage(
     rows = "correct solutions" + (", continuations after errors" if cfg.mc_completer == "faithful" else "")
     completer, facts = (policy, {"kind": "policy"}) if cfg.mc_completer == "policy" else run_stage(
         f"4d MC completer (fine-tune on {rows}, {cfg.mc_completer_epochs} epochs)",
-        lambda: _trained_completer(cfg, *completer_data),
+        lambda: _trained_completer(cfg, tokenizer, *completer_data),
     )  # fmt: skip
     mc = run_stage(
         f"4e MC step labels ({cfg.mc_samples} completions per step prefix, {n_problems} problems)",
@@ -182,23 +186,17 @@ def _new_rollouts(
 
 
 def _trained_completer(
-    cfg: Any, ref_dir: Path, sft_problems: Sequence[Problem], eval_problems: Sequence[Problem], out: Path
+    cfg: Any, tok: Any, sft_problems: Sequence[Problem], eval_problems: Sequence[Problem], out: Path
 ) -> tuple[Any, dict[str, Any]]:
-    """Math-Shepherd's completer: a model of the reference's size, initialisation and tokenizer, fine-tuned on the
-    SFT problems' correct solutions for `cfg.mc_completer_epochs` epochs with no early stop (the reference's own
-    SFT run, carried on past the point where it stopped), and with `cfg.mc_completer == "faithful"` also on one
-    continuation after an injected error per problem (`policy.continuation_rows`); saved to
-    `out/models/completer`. Returns it and its facts for the report (greedy accuracy on `eval_problems`,
+    """Math-Shepherd's completer: a model of the reference's size, initialisation and tokenizer (`tok`), fine-tuned
+    on the SFT problems' correct solutions for `cfg.mc_completer_epochs` epochs with no early stop (the
+    reference's own SFT run, carried on past the point where it stopped), and with `cfg.mc_completer ==
+    "faithful"` also on one continuation after an injected error per problem (`policy.continuation_rows`); saved
+    to `out/models/completer`. Returns it and its facts for the report (greedy accuracy on `eval_problems`,
     training problems it never saw).
     """
     from trl_implicit_prm.demo.policy import finetune_on_solutions, greedy_accuracy, new_policy
-    from trl_implicit_prm.modeling import load_tokenizer
 
-    if not sft_problems:
-        raise ValueError(
-            f"mc_completer={cfg.mc_completer!r} needs the SFT problems to fine-tune the completer on"
-        )
-    tok = load_tokenizer(ref_dir)
     model = new_policy(cfg, tok)
     faithful = cfg.mc_completer == "faithful"
     finetune_on_solutions(
