@@ -83,8 +83,9 @@ class DemoConfig:
     train_step_kto: bool = True
     train_step_ce: bool = True
     # Math-Shepherd-style MC labels (demo/mc_labels.py) for an explicit PRM, and one on the true labels. Off in
-    # `make demo`: MC labelling of 4000 problems alone generates ~4.8M tokens, 5-7 minutes on one core, and the
-    # explicit PRMs train about 10 minutes each: over the demo's budget (docs/demo.md); --set train_explicit=true
+    # `make demo`: the completer trains ~3 minutes, MC labelling of 4000 problems generates ~4.8M tokens (~5
+    # minutes on one core) and the explicit PRMs train ~10 minutes each: over the demo's budget (docs/demo.md);
+    # --set train_explicit=true
     train_explicit: bool = False
     # the explicit PRMs use the first `explicit_samples_per_problem` rollouts of each of their problems: the
     # MC PRM (and its MC labels) the first `mc_problems`, the oracle the first `explicit_true_problems` of the
